@@ -1,0 +1,124 @@
+"""Run the bedside agent: bind the control (ROUTER) and telemetry (PUB) endpoints, drive the simulated
+arms, freeze them on its own when the console goes quiet.
+
+Prints `READY ...` on stdout once bound. Every state change and freeze is logged, published on the
+telemetry socket and, with --event-log, appended to a JSON-lines file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import zmq
+
+from bedside.agent import BedsideAgent
+from teleop.config import Config
+from teleop.runtime import JsonLines, StopFlag, announce_ready, realtime_gc, write_json
+from transport import codec
+from transport.zmqlink import control_server, tcp, telemetry_publisher, wait_readable
+
+log = logging.getLogger("bedside")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: run until killed)")
+    p.add_argument("--event-log", metavar="FILE", help="append every event and freeze as JSON lines")
+    p.add_argument("--summary", metavar="FILE", help="write counters and freezes as JSON on exit")
+
+
+def event_record(ev, kind: str = "event") -> dict:
+    return {
+        "type": kind,
+        "t_ns": ev.send_ns,
+        "epoch": ev.epoch,
+        "kind": ev.kind.name,
+        "reason": ev.reason.name,
+        "from": ev.from_state.name,
+        "to": ev.to_state.name,
+        "text": ev.text,
+    }
+
+
+def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: str | None = None) -> BedsideAgent:
+    ctx = zmq.Context.instance()
+    ctrl = control_server(ctx, tcp(cfg.link.bind_host, cfg.link.control_port))
+    pub = telemetry_publisher(ctx, tcp(cfg.link.bind_host, cfg.link.telemetry_port))
+    events = JsonLines(event_log)
+    now = time.monotonic_ns()
+    agent = BedsideAgent(cfg.bedside, now)
+    tick_ns = 1_000_000_000 // cfg.bedside.tick_hz
+    telem_ns = 1_000_000_000 // cfg.bedside.telemetry_hz
+    next_tick = now
+    next_telem = now
+    end = None if seconds is None else now + int(seconds * 1e9)
+    n_freezes = 0
+    realtime_gc()
+    announce_ready(
+        control=tcp(cfg.link.bind_host, cfg.link.control_port),
+        telemetry=tcp(cfg.link.bind_host, cfg.link.telemetry_port),
+        watchdog_ms=cfg.bedside.watchdog_ms,
+    )
+    log.info("bedside up: watchdog %d ms, tick %d Hz, telemetry %d Hz",
+             cfg.bedside.watchdog_ms, cfg.bedside.tick_hz, cfg.bedside.telemetry_hz)
+    try:
+        while not stop and (end is None or now < end):
+            now = time.monotonic_ns()
+            dl = agent.next_deadline_ns()
+            if now >= next_tick or (dl is not None and now >= dl):
+                agent.tick(now)
+                next_tick = max(next_tick + tick_ns, now - tick_ns)
+            while True:
+                try:
+                    frames = ctrl.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                rx = time.monotonic_ns()
+                if len(frames) != 2:
+                    agent.counters["decode_errors"] += 1
+                    agent.counters["multipart_frames"] += 1
+                    continue
+                for out in agent.on_message(rx, frames[0], frames[1]):
+                    try:
+                        ctrl.send_multipart([out.peer, out.data], zmq.NOBLOCK)
+                    except zmq.Again:
+                        agent.counters["ack_dropped"] += 1
+            if now >= next_telem:
+                pub.send(agent.telemetry(now), zmq.NOBLOCK)
+                next_telem = max(next_telem + telem_ns, now - telem_ns)
+            for ev in agent.drain_events():
+                pub.send(codec.encode(ev), zmq.NOBLOCK)
+                events.write(event_record(ev))
+            while n_freezes < len(agent.freezes):
+                f = agent.freezes[n_freezes]
+                n_freezes += 1
+                events.write({"type": "freeze", "t_ns": f.at_ns, "reason": f.reason.name,
+                              "last_valid_ns": f.last_valid_ns, "latency_ms": f.latency_ns / 1e6, "text": f.text})
+            wake = min(next_tick, next_telem)
+            if dl is not None:
+                wake = min(wake, dl)
+            wait_readable([ctrl], (wake - time.monotonic_ns()) / 1e9)
+    finally:
+        events.write({"type": "summary", "t_ns": time.monotonic_ns(), "counters": dict(agent.counters)})
+        events.close()
+        ctrl.close(0)
+        pub.close(0)
+    return agent
+
+
+def summary(agent: BedsideAgent) -> dict:
+    return {
+        "counters": dict(agent.counters),
+        "freezes": [
+            {"reason": f.reason.name, "latency_ms": f.latency_ns / 1e6, "text": f.text} for f in agent.freezes
+        ],
+        "state": agent.state.name,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    agent = serve(args.cfg, StopFlag(), args.seconds, args.event_log)
+    if args.summary:
+        write_json(args.summary, summary(agent))
+    return 0

@@ -1,0 +1,256 @@
+"""The console's link and session logic, free of I/O: bytes and the time in, frames to send out.
+
+Theory of operation
+-------------------
+The engine owns what is about the link; the TeleopController (console/teleop.py) owns what is about the
+arms. Each control tick the runner calls `step(now, master_sample)`; every frame that arrives is handed
+to `on_bytes(now, data)` the moment it arrives, so round trips are timed on arrival.
+
+Link states, with every change logged and kept in `events`:
+
+    CONNECTING --first valid ack/telemetry--> UP --nothing for console_timeout_ms--> LOST --traffic--> UP
+
+LOST holds every arm (Reason.LINK_LOST) and drops the session epoch: coming back UP does not resume
+motion; the surgeon must engage again, which asks the bedside for a new epoch (ENABLE).
+
+Session: when the controller wants one (engage pressed) the engine sends ENABLE (again every 250 ms while
+unanswered); the bedside's ENABLED ack carries the new epoch. While the session is ready the engine sends
+one servo_cp per tick, even with no arm in it (clutch, camera, held): that stream is what feeds the
+bedside's watchdog. Without a session it sends PINGs at 50 Hz to keep RTT and clock offset measured.
+
+The bedside numbers all its outputs (acks, telemetry, events) from one counter, so telemetry older than
+the ENABLED ack is recognised and cannot cancel the new session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from dataclasses import dataclass
+from enum import Enum
+
+from console.master import MasterSample
+from teleop.config import Config
+from transport import codec
+from transport.clock import OffsetEstimator
+from transport.messages import (
+    N_ARMS,
+    Ack,
+    AckStatus,
+    CartesianSetpoint,
+    Disable,
+    Enable,
+    EStop,
+    Event,
+    OperatingState,
+    Ping,
+    Reason,
+    ServoCp,
+    Telemetry,
+)
+from safety.watchdog import Watchdog
+
+log = logging.getLogger("console.engine")
+
+ENABLE_RETRY_NS = 250_000_000
+PING_INTERVAL_NS = 20_000_000
+ESTOP_RESEND_NS = 200_000_000
+RTT_WINDOW = 64
+
+
+class LinkState(Enum):
+    CONNECTING = "CONNECTING"
+    UP = "UP"
+    LOST = "LOST"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    t_ns: int
+    source: str  # "link", "session", "bedside", "teleop"
+    name: str
+    reason: Reason
+    text: str
+
+
+class ConsoleEngine:
+    def __init__(self, cfg: Config, controller, now_ns: int) -> None:
+        from console.teleop import BedsideView  # noqa: F401  (import check: the controller's types exist)
+
+        self.cfg = cfg
+        self.controller = controller
+        self.link = LinkState.CONNECTING
+        self.link_watchdog = Watchdog(cfg.link.console_timeout_ms * 1_000_000)
+        self.epoch = 0
+        self._seq = 0
+        self._enable_seq: int | None = None
+        self._enable_sent_ns = -(10**18)
+        self._session_from_seq = 0  # bedside seq of the ENABLED ack: older telemetry is ignored
+        self._last_ping_ns = -(10**18)
+        self._estop_sent: bool | None = None
+        self._estop_sent_ns = -(10**18)
+        self.bedside_state = OperatingState.DISABLED
+        self.bedside_reason = Reason.STARTUP
+        self.bedside_estop = False
+        self.tools: tuple[CartesianSetpoint | None, ...] = (None,) * N_ARMS
+        self.last_telemetry: Telemetry | None = None
+        self.clock = OffsetEstimator()
+        self.rtts_ns: deque[int] = deque(maxlen=RTT_WINDOW)
+        self.rtt_log: list[int] = []
+        """Every servo_cp round trip (ns), for benchmarks and summaries."""
+        self.counters: Counter[str] = Counter()
+        self.events: list[EngineEvent] = []
+        self.last_output = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _event(self, now_ns: int, source: str, name: str, reason: Reason, text: str, warn: bool = True) -> None:
+        log.log(logging.WARNING if warn else logging.INFO, "%s %s (%s): %s", source, name, reason.name, text)
+        self.events.append(EngineEvent(now_ns, source, name, reason, text))
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    @property
+    def session_ready(self) -> bool:
+        return self.epoch != 0 and self.link is LinkState.UP
+
+    def rtt_ms(self) -> float | None:
+        if not self.rtts_ns:
+            return None
+        return sum(self.rtts_ns) / len(self.rtts_ns) / 1e6
+
+    def offset_ns(self, now_ns: int) -> int | None:
+        best = self.clock.best(now_ns)
+        return None if best is None else best.offset_ns
+
+    def _drop_session(self, now_ns: int, reason: Reason, text: str) -> None:
+        if self.epoch != 0:
+            self._event(now_ns, "session", "ended", reason, text)
+        self.epoch = 0
+        self._enable_seq = None
+
+    def _check_link(self, now_ns: int) -> None:
+        trip = self.link_watchdog.check(now_ns)
+        if trip is not None:
+            self.link = LinkState.LOST
+            text = f"no ack or telemetry for {trip.silence_ns / 1e6:.0f} ms; arms held, re-engage to resume"
+            self._event(now_ns, "link", "LOST", Reason.LINK_LOST, text)
+            self._drop_session(now_ns, Reason.LINK_LOST, "link lost")
+            self.controller.hold(now_ns, Reason.LINK_LOST, text)
+
+    def _link_alive(self, now_ns: int) -> None:
+        if self.link is not LinkState.UP:
+            self._event(now_ns, "link", "UP", Reason.NONE, f"traffic from the bedside (was {self.link.value})",
+                        warn=False)
+            self.link = LinkState.UP
+            self.link_watchdog.arm(now_ns)
+        self.link_watchdog.feed(now_ns)
+
+    # ------------------------------------------------------------------ inbound
+
+    def on_bytes(self, now_ns: int, data: bytes) -> None:
+        """One frame from the bedside (ack on the control socket, telemetry/event on the SUB socket)."""
+        self._check_link(now_ns)  # a stall on this side must be noticed before old frames look like life
+        try:
+            msg = codec.decode(data)
+        except codec.ProtocolError as exc:
+            self.counters["decode_errors"] += 1
+            if self.counters["decode_errors"] <= 3:
+                log.warning("malformed frame from bedside dropped: %s", exc)
+            return
+        if isinstance(msg, Ack):
+            self._on_ack(now_ns, msg)
+        elif isinstance(msg, Telemetry):
+            self._on_telemetry(now_ns, msg)
+        elif isinstance(msg, Event):
+            self.counters["bedside_events"] += 1
+            self.events.append(EngineEvent(now_ns, "bedside", msg.kind.name, msg.reason, msg.text))
+            log.info("bedside: %s -> %s (%s) %s", msg.from_state.name, msg.to_state.name, msg.reason.name,
+                     msg.text)
+        else:
+            self.counters["unexpected_type"] += 1
+            return
+        self._link_alive(now_ns)
+
+    def _on_ack(self, now_ns: int, ack: Ack) -> None:
+        self.counters["acks"] += 1
+        rtt = now_ns - ack.echo_send_ns
+        if 0 <= rtt < 10_000_000_000:
+            self.rtts_ns.append(rtt)
+            self.clock.add(ack.echo_send_ns, ack.rx_ns, ack.send_ns, now_ns)
+        st = ack.status
+        if st is AckStatus.APPLIED:
+            self.counters["applied"] += 1
+            self.rtt_log.append(rtt)
+        elif st.rejected:
+            self.counters["rejected"] += 1
+            self.counters[f"rejected_{st.name.lower()}"] += 1
+        if st is AckStatus.ENABLED and ack.echo_seq == self._enable_seq:
+            self.epoch = ack.epoch
+            self._enable_seq = None
+            self._session_from_seq = ack.seq
+            self.bedside_state = ack.operating_state
+            self._event(now_ns, "session", "granted", Reason.NONE, f"bedside granted epoch {ack.epoch}", warn=False)
+        elif st in (AckStatus.REJECTED_EPOCH, AckStatus.REJECTED_NOT_ENABLED, AckStatus.REJECTED_ESTOP,
+                    AckStatus.REJECTED_FAULT) and ack.seq > self._session_from_seq and self.epoch:
+            self._drop_session(now_ns, ack.reason, f"bedside refused our command: {st.name}")
+
+    def _on_telemetry(self, now_ns: int, t: Telemetry) -> None:
+        self.counters["telemetry"] += 1
+        self.last_telemetry = t
+        self.tools = tuple(a.measured_cp for a in t.arms)
+        self.bedside_estop = t.estop
+        if t.seq < self._session_from_seq:
+            return  # published before our session began
+        self.bedside_state = t.operating_state
+        self.bedside_reason = t.reason
+        if self.epoch and (t.operating_state is not OperatingState.ENABLED or t.epoch != self.epoch):
+            self._drop_session(now_ns, t.reason, f"bedside is {t.operating_state.name} ({t.reason.name})")
+
+    # ------------------------------------------------------------------ outbound
+
+    def step(self, now_ns: int, sample: MasterSample) -> list[bytes]:
+        """One control tick: decide, and return the frames to send now."""
+        from console.teleop import BedsideView
+
+        self._check_link(now_ns)
+        view = BedsideView(
+            link_ok=self.link is LinkState.UP,
+            session_ready=self.session_ready,
+            rtt_ms=self.rtt_ms(),
+            tools=self.tools,
+            bedside_state=self.bedside_state,
+            bedside_reason=self.bedside_reason,
+            bedside_estop=self.bedside_estop,
+        )
+        out = self.controller.step(now_ns, sample, view)
+        self.last_output = out
+        for ev in out.events:
+            self.events.append(EngineEvent(now_ns, "teleop", ev.name, ev.reason, ev.text))
+        frames: list[bytes] = []
+        if out.estop != bool(self._estop_sent) or (out.estop and now_ns - self._estop_sent_ns > ESTOP_RESEND_NS
+                                                   and not self.bedside_estop):
+            frames.append(codec.encode(EStop(self.epoch, self._next_seq(), now_ns, out.estop)))
+            self._estop_sent = out.estop
+            self._estop_sent_ns = now_ns
+        if out.release_session and self.epoch:
+            frames.append(codec.encode(Disable(self.epoch, self._next_seq(), now_ns)))
+            self._drop_session(now_ns, Reason.CONSOLE_REQUEST, "surgeon disengaged")
+        if self.session_ready:
+            frames.append(
+                codec.encode(ServoCp(self.epoch, self._next_seq(), now_ns, out.flags, out.arm_mask, out.setpoints))
+            )
+            self.counters["commands_sent"] += 1
+            return frames
+        if (out.want_session and not out.estop and self.link is LinkState.UP
+                and now_ns - self._enable_sent_ns >= ENABLE_RETRY_NS):
+            self._enable_seq = self._next_seq()
+            self._enable_sent_ns = now_ns
+            frames.append(codec.encode(Enable(self.epoch, self._enable_seq, now_ns)))
+            self.counters["enables_sent"] += 1
+        elif now_ns - self._last_ping_ns >= PING_INTERVAL_NS:
+            self._last_ping_ns = now_ns
+            frames.append(codec.encode(Ping(self.epoch, self._next_seq(), now_ns)))
+        return frames

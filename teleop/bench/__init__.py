@@ -1,0 +1,29 @@
+"""Benchmarks. Each compares the project's path with the raw floor measured in the same run.
+
+`teleop bench NAME --json` prints one JSON object; docs/benchmarks.md records the figures and the machine.
+To add a benchmark, add a line to BENCHES: a module with `add_arguments(parser)` and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHES: dict[str, tuple[str, str]] = {
+    "link": ("teleop.bench.link", "command->ack RTT vs raw pyzmq ping-pong; 1 kHz send gaps"),
+    "watchdog": ("teleop.bench.watchdog", "freeze latency after console kill/stop and a cut link"),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    for name, (module, help_text) in BENCHES.items():
+        mod = importlib.import_module(module)
+        bp = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip())
+        bp.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        mod.add_arguments(bp)
+        bp.set_defaults(_bench=mod)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args._bench.run(args) or 0)

@@ -1,0 +1,110 @@
+"""Command-path latency against the raw floor, in one run, in separate processes on loopback.
+
+1. raw floor: plain pyzmq DEALER/ROUTER ping-pong, same payload size as a servo_cp, paced at the console
+   rate (teleop.bench.raw);
+2. the project: a real `teleop bedside` and a real `teleop console --headless` following a scripted master;
+   command->ack RTT is timed by the console on ack arrival, and the gaps between successive servo_cp sends
+   show how steady the 1 kHz stream is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from teleop.bench.raw import ping_pong
+from teleop.procs import free_ports, port_overrides, start_role
+from teleop.stats import percentiles
+from transport.codec import SERVO_CP_SIZE
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=10.0, help="measurement time of each half (default 10)")
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "kernel": platform.release()}
+
+
+def raw_floor(rate_hz: int, seconds: float) -> list[int]:
+    (port,) = free_ports(1)
+    srv = subprocess.Popen([sys.executable, "-m", "teleop.bench.raw", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout is not None
+        srv.stdout.readline()
+        return ping_pong(port, SERVO_CP_SIZE, rate_hz, seconds)
+    finally:
+        try:
+            srv.wait(2)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+
+
+def project_path(args: argparse.Namespace, seconds: float, extra: list[str] | None = None) -> dict:
+    ctrl, telem, video = free_ports(3)
+    sets = [a for o in port_overrides(ctrl, telem, video) + list(args.overrides or []) for a in ("--set", o)]
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = Path(tmp) / "console.json"
+        bedside = start_role("bedside", ["bedside", *sets])
+        try:
+            console = start_role(
+                "console", ["console", "--headless", "--seconds", str(seconds + 0.5), "--summary", str(summary),
+                            *sets, *(extra or [])]
+            )
+            console.proc.wait(seconds + 30)
+            if not summary.exists():
+                raise RuntimeError(f"console wrote no summary:\n{console.stderr_text()}")
+            return json.loads(summary.read_text())
+        finally:
+            bedside.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    rate = args.cfg.console.rate_hz
+    t0 = time.monotonic()
+    raw = raw_floor(rate, args.seconds)
+    cmd = project_path(args, args.seconds)
+    raw_p = percentiles([r / 1e3 for r in raw])
+    result = {
+        "machine": machine(),
+        "seconds": args.seconds,
+        "rate_hz": rate,
+        "payload_bytes": SERVO_CP_SIZE,
+        "raw_rtt_us": raw_p,
+        "cmd_rtt_us": cmd["rtt_us"],
+        "ratio_p50": round(cmd["rtt_us"]["p50"] / raw_p["p50"], 3) if cmd["rtt_us"]["p50"] else None,
+        "send_gap_us": cmd["send_gap_us"],
+        "commands_sent": cmd["commands_sent"],
+        "commands_applied": cmd["commands_applied"],
+        "commands_rejected": cmd["commands_rejected"],
+        "lost": cmd["lost"],
+        "wall_s": round(time.monotonic() - t0, 1),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"raw pyzmq ping-pong RTT  p50 {raw_p['p50']} us  p99 {raw_p['p99']} us  p99.9 {raw_p['p999']} us")
+        c = cmd["rtt_us"]
+        print(f"servo_cp -> ack RTT      p50 {c['p50']} us  p99 {c['p99']} us  p99.9 {c['p999']} us"
+              f"  (ratio p50 {result['ratio_p50']})")
+        g = cmd["send_gap_us"]
+        print(f"1 kHz send gaps          p50 {g['p50']} us  p99 {g['p99']} us  p99.9 {g['p999']} us  max {g['max']} us")
+        print(f"sent {cmd['commands_sent']}  applied {cmd['commands_applied']}  rejected {cmd['commands_rejected']}"
+              f"  lost {cmd['lost']}")
+    return 0

@@ -1,0 +1,95 @@
+"""The `teleop` command. Each subcommand is a module with `add_arguments(parser)` and `run(args) -> int`.
+
+To add one, add a line to COMMANDS; nothing else here changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from teleop.config import Config, ConfigError, load_config
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bedside": ("bedside.server", "run the bedside agent: simulated arms, watchdog, telemetry"),
+    "console": ("console.runner", "run the surgeon console engine (1 kHz servo_cp stream)"),
+    "demo": ("teleop.demo", "start a bedside and a console on this machine and report"),
+    "bench": ("teleop.bench", "measure latency, freeze time and throughput against the raw floor"),
+    "config": ("teleop.config_cmd", "print the effective configuration as commented TOML"),
+}
+
+
+def common_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("configuration")
+    g.add_argument("--config", metavar="FILE", help="TOML configuration file (see `teleop config`)")
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="SECTION.KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one configuration value; repeatable, validated like the file",
+    )
+    g.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log verbosity")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
+    parser = argparse.ArgumentParser(
+        prog="teleop",
+        description="Surgeon-console teleoperation: console, bedside agent, safety watchdogs, benchmarks.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(
+            name, help=help_text, description=(mod.__doc__ or help_text).strip(), parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The validated configuration for this invocation: file, then --set overrides, then --log-level."""
+    overrides = list(getattr(args, "overrides", []) or [])
+    if getattr(args, "log_level", None):
+        overrides.append(f"logging.level={args.log_level}")
+    return load_config(getattr(args, "config", None), overrides)
+
+
+def setup_logging(level: str, role: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        print(f"teleop: configuration error: {exc}", file=sys.stderr)
+        return 2
+    args.cfg = cfg
+    setup_logging(cfg.logging.level, args.command)
+    try:
+        return int(args._module.run(args) or 0)
+    except ConfigError as exc:
+        print(f"teleop: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

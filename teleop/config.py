@@ -1,0 +1,268 @@
+"""Configuration: one TOML file, validated against a typed schema, overridable by `--set section.key=value`.
+
+Every value is checked here, before any process starts: an unknown section or key, a wrong type or an
+out-of-range number is a ConfigError naming the key. Nothing downstream re-validates or falls back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value that must not be used; the message names the key."""
+
+
+def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None, choices=None):
+    return field(default=default, metadata={"help": help, "min": lo, "max": hi, "choices": choices})
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    bedside_host: str = _f("127.0.0.1", "address the console connects to")
+    bind_host: str = _f("127.0.0.1", "address the bedside binds (0.0.0.0 for every interface)")
+    control_port: int = _f(5571, "bedside ROUTER port for commands and acks", 1024, 65535)
+    telemetry_port: int = _f(5572, "bedside PUB port for telemetry and events", 1024, 65535)
+    video_port: int = _f(5573, "bedside PUB port for encoded stereo video", 1024, 65535)
+    console_timeout_ms: int = _f(
+        100, "console declares the link LOST after this long without an ack or telemetry", 10, 5000
+    )
+
+
+@dataclass(frozen=True)
+class BedsideConfig:
+    watchdog_ms: int = _f(50, "hold every arm if no valid command arrives for this long", 5, 1000)
+    max_command_age_ms: float = _f(
+        30.0, "reject a command delayed this much beyond the link's best observed delay", 1.0, 1000.0
+    )
+    tick_hz: int = _f(1000, "arm simulation and watchdog rate", 100, 2000)
+    telemetry_hz: int = _f(200, "measured_cp/measured_js/operating_state publish rate", 100, 1000)
+    max_step_mm: float = _f(5.0, "largest position change one servo_cp may ask for", 0.1, 50.0)
+    max_rot_step_deg: float = _f(5.0, "largest orientation change one servo_cp may ask for", 0.1, 45.0)
+    max_speed_mm_s: float = _f(250.0, "tool-tip speed limit of the simulated arms", 1.0, 2000.0)
+    max_rot_speed_deg_s: float = _f(360.0, "tool orientation rate limit", 1.0, 2000.0)
+    max_jaw_speed_rad_s: float = _f(6.0, "jaw opening/closing rate limit", 0.1, 50.0)
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    rate_hz: int = _f(1000, "servo_cp stream rate", 100, 2000)
+    master: str = _f(
+        "circle", "master device", choices=("circle", "figure8", "still", "file")
+    )
+    master_file: str = _f("", "recorded master trajectory (CSV) when master = 'file'")
+    engage_at_s: float = _f(0.2, "scripted masters press engage this long after start", 0.0, 3600.0)
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Stereo video (docs/video.md). Sizes are per eye; both eyes travel packed in one picture."""
+
+    source: str = _f(
+        "synthetic",
+        "synthetic | file:SBS.mp4 | file:L.mp4,R.mp4 | usb:0 | usb:0,1 | realsense[:SERIAL] | "
+        "realsense-color[:SERIAL] | realsense-file:REC.db3",
+    )
+    width: int = _f(1280, "per-eye width in px (synthetic source and camera request)", 160, 4096)
+    height: int = _f(720, "per-eye height in px", 96, 4096)
+    fps: int = _f(60, "capture rate", 1, 240)
+    codec: str = _f("h264", "h264 for long-distance links, jpeg for LAN/monitoring", choices=("h264", "jpeg"))
+    bitrate_kbps: int = _f(12000, "H.264 target for the stereo pair (VBV-capped)", 200, 100000)
+    min_bitrate_kbps: int = _f(3000, "adaptive bitrate floor before the resolution is lowered", 100, 100000)
+    vbv_ms: float = _f(33.0, "VBV buffer in ms of the target rate: the largest single-frame burst", 5.0, 1000.0)
+    refresh_frames: int = _f(60, "intra-refresh period in frames (a lost frame heals within this)", 2, 600)
+    encoder_threads: int = _f(0, "libx264 threads (0 = x264's choice)", 0, 16)
+    jpeg_quality: int = _f(80, "JPEG quality", 10, 100)
+    adaptive: bool = _f(True, "lower bitrate, then resolution, when frames start queueing")
+    max_queue_ms: float = _f(
+        50.0, "skip capture frames while the oldest unacknowledged frame exceeds best RTT + this", 5.0, 2000.0
+    )
+    viewer_timeout_ms: int = _f(1000, "sender forgets a viewer silent this long", 100, 60000)
+    stale_ms: float = _f(200.0, "hold: newest frame older than this, or no new frame for this long", 20.0, 5000.0)
+    stuck_ms: float = _f(500.0, "hold: camera content/counter unchanged this long while frames arrive", 50.0, 10000.0)
+
+
+@dataclass(frozen=True)
+class TeleopConfig:
+    """Console-side teleoperation (console/teleop.py); docs/teleoperation.md argues each default."""
+
+    motion_scale: float = _f(0.2, "tool motion per unit of hand motion at start (dVRK default)", 0.01, 4.0)
+    scale_min: float = _f(0.1, "lowest motion scale the surgeon may select live", 0.01, 4.0)
+    scale_max: float = _f(1.0, "highest motion scale the surgeon may select live", 0.01, 4.0)
+    camera_scale: float = _f(0.2, "endoscope motion per unit of averaged hand motion in camera mode", 0.01, 4.0)
+    align_tolerance_deg: float = _f(
+        5.0, "following starts only when master and tool orientations agree this well (dVRK: 5)", 0.5, 45.0
+    )
+    tremor_enabled: bool = _f(True, "filter physiological tremor out of the master positions")
+    tremor_adaptive: bool = _f(True, "track the tremor frequency inside the band (else a fixed notch)")
+    tremor_band_lo_hz: float = _f(8.0, "lower edge of the physiological tremor band", 1.0, 100.0)
+    tremor_band_hi_hz: float = _f(12.0, "upper edge of the physiological tremor band", 1.0, 100.0)
+    tremor_q: float = _f(2.2, "notch quality: higher = narrower and less lag at 1 Hz", 0.5, 20.0)
+    tremor_track_s: float = _f(0.2, "time constant of the tremor-frequency estimate", 0.01, 10.0)
+    workspace_x_min_mm: float = _f(-120.0, "console workspace box, patient frame", -2000.0, 2000.0)
+    workspace_x_max_mm: float = _f(120.0, "console workspace box, patient frame", -2000.0, 2000.0)
+    workspace_y_min_mm: float = _f(-100.0, "console workspace box, patient frame", -2000.0, 2000.0)
+    workspace_y_max_mm: float = _f(100.0, "console workspace box, patient frame", -2000.0, 2000.0)
+    workspace_z_min_mm: float = _f(-200.0, "console workspace box, patient frame", -2000.0, 2000.0)
+    workspace_z_max_mm: float = _f(-20.0, "console workspace box, patient frame", -2000.0, 2000.0)
+    max_speed_mm_s: float = _f(150.0, "tool-tip speed the console never commands beyond", 1.0, 2000.0)
+    max_step_mm: float = _f(2.0, "largest position change between two commands (<= bedside.max_step_mm)",
+                            0.01, 50.0)
+    max_rot_speed_deg_s: float = _f(180.0, "tool orientation rate the console never exceeds", 1.0, 2000.0)
+    max_rot_step_deg: float = _f(
+        2.0, "largest orientation change between two commands (<= bedside.max_rot_step_deg)", 0.01, 45.0
+    )
+    jaw_open_rad: float = _f(1.0, "jaw angle for a fully open gripper", 0.05, 3.0)
+    jaw_rate_rad_s: float = _f(3.0, "jaw follows the gripper no faster than this", 0.1, 50.0)
+    latency_warn_ms: float = _f(100.0, "RTT above which the console warns and lowers the scale", 1.0, 5000.0)
+    latency_hard_ms: float = _f(250.0, "RTT above which following stops and the arms hold", 1.0, 10000.0)
+    latency_min_factor: float = _f(0.5, "scale multiplier reached at the hard threshold", 0.05, 1.0)
+    latency_settle_s: float = _f(2.0, "RTT must stay below the warning this long before re-engaging",
+                                 0.0, 60.0)
+    presence_on_ms: float = _f(200.0, "presence must be seen this long before it counts", 0.0, 5000.0)
+    presence_off_ms: float = _f(30.0, "absence must last this long before the arms hold", 0.0, 1000.0)
+
+    def __post_init__(self) -> None:
+        if not self.scale_min <= self.motion_scale <= self.scale_max:
+            raise ConfigError(
+                f"teleop.motion_scale {self.motion_scale} must lie in [scale_min, scale_max] = "
+                f"[{self.scale_min}, {self.scale_max}]"
+            )
+        if self.tremor_band_lo_hz >= self.tremor_band_hi_hz:
+            raise ConfigError("teleop.tremor_band_lo_hz must be below teleop.tremor_band_hi_hz")
+        if self.latency_warn_ms >= self.latency_hard_ms:
+            raise ConfigError("teleop.latency_warn_ms must be below teleop.latency_hard_ms")
+        for axis in "xyz":
+            if getattr(self, f"workspace_{axis}_min_mm") >= getattr(self, f"workspace_{axis}_max_mm"):
+                raise ConfigError(f"teleop.workspace_{axis}_min_mm must be below workspace_{axis}_max_mm")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = _f("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True)
+class Config:
+    link: LinkConfig = field(default_factory=LinkConfig)
+    bedside: BedsideConfig = field(default_factory=BedsideConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    teleop: TeleopConfig = field(default_factory=TeleopConfig)
+
+    def __post_init__(self) -> None:
+        # The console clamps before the bedside rejects: a console step the bedside refuses would pause it.
+        t, b = self.teleop, self.bedside
+        if t.max_step_mm > b.max_step_mm:
+            raise ConfigError(f"teleop.max_step_mm {t.max_step_mm} exceeds bedside.max_step_mm {b.max_step_mm}")
+        if t.max_rot_step_deg > b.max_rot_step_deg:
+            raise ConfigError(
+                f"teleop.max_rot_step_deg {t.max_rot_step_deg} exceeds bedside.max_rot_step_deg {b.max_rot_step_deg}"
+            )
+    video: VideoConfig = field(default_factory=VideoConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+def _check_value(section: str, f: dataclasses.Field, value: Any) -> Any:
+    key = f"{section}.{f.name}"
+    want = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if want is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {want.__name__}, got {value!r}")
+    meta = f.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(f"{key}: {value} is below the minimum {meta['min']}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(f"{key}: {value} is above the maximum {meta['max']}")
+    return value
+
+
+def _build(data: dict[str, Any]) -> Config:
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    built = {}
+    for name, value in data.items():
+        if name not in sections:
+            raise ConfigError(f"unknown section [{name}]; known: {', '.join(sections)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] must be a table")
+    for name, sf in sections.items():
+        cls = sf.default_factory  # type: ignore[misc]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        given = data.get(name, {})
+        for key in given:
+            if key not in fields:
+                raise ConfigError(f"unknown key {name}.{key}; known: {', '.join(fields)}")
+        built[name] = cls(**{k: _check_value(name, fields[k], v) for k, v in given.items()})
+    return Config(**built)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse `section.key=value`; the value is read as TOML (numbers, booleans) or else taken as text."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    path, raw = text.split("=", 1)
+    section, key = path.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read the TOML file (if any), apply overrides, validate everything, return the frozen Config."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    for text in overrides:
+        section, key, value = parse_override(text)
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"[{section}] must be a table")
+        data[section][key] = value
+    return _build(data)
+
+
+def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A copy of `cfg` with more `section.key=value` overrides, validated the same way."""
+    data = cfg.to_dict()
+    for text in overrides:
+        section, key, value = parse_override(text)
+        data.setdefault(section, {})[key] = value
+    return _build(data)
+
+
+def to_toml(cfg: Config) -> str:
+    """The config as TOML text, with each key's help as a comment: `teleop config --dump` prints it."""
+    out = []
+    for sf in dataclasses.fields(Config):
+        section = getattr(cfg, sf.name)
+        out.append(f"[{sf.name}]")
+        for f in dataclasses.fields(section):
+            v = getattr(section, f.name)
+            lit = f'"{v}"' if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else repr(v)
+            rng = ""
+            if f.metadata.get("min") is not None:
+                rng = f" [{f.metadata['min']}..{f.metadata['max']}]"
+            elif f.metadata.get("choices"):
+                rng = f" ({' | '.join(f.metadata['choices'])})"
+            out.append(f"{f.name} = {lit}  # {f.metadata.get('help', '')}{rng}")
+        out.append("")
+    return "\n".join(out)

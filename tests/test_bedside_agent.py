@@ -1,0 +1,221 @@
+"""The bedside agent as a pure state machine: bytes and injected time in, acks and arm motion out."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from conftest import ms
+
+from bedside.agent import BedsideAgent
+from bedside.arm import DEFAULT_ARMS, inverse_kinematics
+from teleop.geometry import q_from_axis_angle
+from transport import codec
+from transport.messages import (
+    N_ARMS,
+    AckStatus,
+    CartesianSetpoint,
+    ConsoleFlags,
+    Disable,
+    Enable,
+    EStop,
+    OperatingState,
+    Reason,
+    ServoCp,
+)
+
+PEER = b"console-1"
+PRESENT = ConsoleFlags.OPERATOR_PRESENT
+
+
+class Harness:
+    """Drives an agent like the socket loop does, with a fake clock in ms."""
+
+    def __init__(self, cfg) -> None:
+        self.t = 0
+        self.agent = BedsideAgent(cfg.bedside, 0, first_epoch=100)
+        self.seq = 0
+        self.epoch = 0
+
+    def send(self, msg, peer: bytes = PEER):
+        replies = self.agent.on_message(self.t, peer, codec.encode(msg))
+        return codec.decode(replies[0].data) if replies else None
+
+    def nseq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def enable(self) -> int:
+        ack = self.send(Enable(0, self.nseq(), self.t))
+        assert ack.status is AckStatus.ENABLED
+        self.epoch = ack.epoch
+        return ack.epoch
+
+    def servo(self, setpoints, mask=0b011, flags=PRESENT, epoch=None, send_ns=None, peer=PEER):
+        msg = ServoCp(self.epoch if epoch is None else epoch, self.nseq(), self.t if send_ns is None else send_ns,
+                      flags, mask, tuple(setpoints))
+        return self.send(msg, peer)
+
+    def advance(self, dt_ms: float, step_ms: float = 1.0) -> None:
+        end = self.t + ms(dt_ms)
+        while self.t < end:
+            self.t = min(end, self.t + ms(step_ms))
+            self.agent.tick(self.t)
+
+    def tools(self):
+        return [a.measured for a in self.agent.arms]
+
+
+def moved(sp: CartesianSetpoint, dx: float) -> CartesianSetpoint:
+    return CartesianSetpoint((sp.position[0] + dx, sp.position[1], sp.position[2]), sp.orientation, sp.jaw)
+
+
+@pytest.fixture
+def h(cfg):
+    return Harness(cfg)
+
+
+def test_starts_disabled_and_refuses_motion(h):
+    ack = h.servo(h.tools(), epoch=0)
+    assert ack.status is AckStatus.REJECTED_NOT_ENABLED
+    assert h.agent.state is OperatingState.DISABLED
+
+
+def test_enable_grants_new_epochs_and_holds_in_place(h):
+    home = h.tools()
+    e1 = h.enable()
+    e2 = h.enable()
+    assert e2 == e1 + 1
+    assert h.agent.state is OperatingState.ENABLED
+    assert [a.setpoint for a in h.agent.arms] == home
+
+
+def test_valid_servo_moves_the_arm_within_its_speed_limit(h):
+    h.enable()
+    start = h.tools()
+    target = [moved(start[0], 0.004), start[1], start[2]]
+    assert h.servo(target).status is AckStatus.APPLIED
+    h.advance(4)
+    # 250 mm/s for 4 ms = 1 mm: the simulated tip servoes, it does not teleport
+    assert h.tools()[0].position[0] == pytest.approx(start[0].position[0] + 0.001, abs=1e-9)
+    h.advance(20)
+    assert h.tools()[0].position[0] == pytest.approx(start[0].position[0] + 0.004)
+
+
+def test_step_orientation_and_workspace_limits_reject_and_hold(h):
+    h.enable()
+    start = h.tools()
+    jump = [moved(start[0], 0.006), start[1], start[2]]  # 6 mm > 5 mm step
+    assert h.servo(jump).status is AckStatus.REJECTED_STEP
+    twist = CartesianSetpoint(start[0].position, q_from_axis_angle((0, 0, 1), math.radians(10)), 0.0)
+    assert h.servo([twist, start[1], start[2]]).status is AckStatus.REJECTED_ORIENTATION_STEP
+    # walk PSM1 toward its RCM in legal steps until insertion falls below the minimum
+    sp = start[0]
+    status = AckStatus.APPLIED
+    for _ in range(40):
+        sp = CartesianSetpoint((sp.position[0], sp.position[1], sp.position[2] + 0.004), sp.orientation, 0.0)
+        status = h.servo([sp, start[1], start[2]]).status
+        h.advance(20)
+        if status is not AckStatus.APPLIED:
+            break
+    assert status is AckStatus.REJECTED_WORKSPACE
+    assert isinstance(inverse_kinematics(DEFAULT_ARMS[0], h.tools()[0]), object)
+    held = h.tools()[0]
+    h.advance(50)
+    assert h.tools()[0] == held  # the arm holds where it was, it does not chase the bad setpoint
+    assert h.agent.counters["rejected_rejected_workspace"] == 1
+
+
+def test_one_bad_arm_rejects_the_whole_command(h):
+    h.enable()
+    start = h.tools()
+    cmd = [moved(start[0], 0.001), moved(start[1], 0.02), start[2]]
+    assert h.servo(cmd).status is AckStatus.REJECTED_STEP
+    h.advance(10)
+    assert h.tools()[0] == start[0]
+
+
+def test_operator_absent_motion_is_refused(h):
+    h.enable()
+    start = h.tools()
+    assert h.servo([moved(start[0], 0.001), start[1], start[2]], flags=ConsoleFlags.NONE).status \
+        is AckStatus.REJECTED_OPERATOR_ABSENT
+
+
+def test_watchdog_freezes_at_its_timeout_and_backlog_is_refused(h, cfg):
+    h.enable()
+    start = h.tools()
+    sp = start[0]
+    for _ in range(20):
+        h.advance(1)
+        sp = moved(sp, 0.0002)
+        assert h.servo([sp, start[1], start[2]]).status is AckStatus.APPLIED
+    last_valid = h.t
+    h.advance(cfg.bedside.watchdog_ms - 1)
+    assert h.agent.state is OperatingState.ENABLED
+    h.advance(1)
+    assert h.agent.state is OperatingState.PAUSED and h.agent.reason is Reason.LINK_LOST
+    f = h.agent.freezes[-1]
+    assert f.latency_ns == ms(cfg.bedside.watchdog_ms) and f.last_valid_ns == last_valid
+    held = h.tools()
+    assert [a.setpoint for a in h.agent.arms] == held
+    # the console wakes up and its queued commands arrive: same epoch, fresh sequence numbers
+    for i in range(5):
+        ack = h.servo([moved(sp, 0.0002 * i), start[1], start[2]], send_ns=last_valid + ms(i))
+        assert ack.status is AckStatus.REJECTED_NOT_ENABLED
+    h.advance(100)
+    assert h.tools() == held
+    assert h.agent.counters["applied"] == 20
+
+
+def test_reengage_needs_a_new_epoch_and_starts_from_the_held_pose(h):
+    e1 = h.enable()
+    h.advance(100)  # watchdog trips
+    assert h.agent.state is OperatingState.PAUSED
+    held = h.tools()
+    e2 = h.enable()
+    assert e2 != e1
+    assert h.servo(held, epoch=e1).status is AckStatus.REJECTED_EPOCH
+    assert h.servo([moved(held[0], 0.001), held[1], held[2]]).status is AckStatus.APPLIED
+
+
+def test_estop_latches_until_reset_and_then_needs_enable(h):
+    h.enable()
+    assert h.send(EStop(h.epoch, h.nseq(), h.t, True)).status is AckStatus.ESTOP_LATCHED
+    assert h.agent.state is OperatingState.PAUSED and h.agent.reason is Reason.ESTOP
+    assert h.send(Enable(0, h.nseq(), h.t)).status is AckStatus.REJECTED_ESTOP
+    h.agent.raise_estop(h.t, "local")
+    h.send(EStop(0, h.nseq(), h.t, False))  # the console may clear its own latch only
+    assert h.send(Enable(0, h.nseq(), h.t)).status is AckStatus.REJECTED_ESTOP
+    h.agent.reset_estop(h.t, "local")
+    assert h.servo(h.tools(), epoch=h.epoch).status.rejected
+    h.enable()
+    assert h.agent.state is OperatingState.ENABLED
+
+
+def test_malformed_bytes_are_counted_never_acked_never_move(h):
+    h.enable()
+    before = h.tools()
+    for junk in (b"", b"\x00" * 31, b"SRGT" + b"\xff" * 300, codec.encode(Disable(0, 1, 0))[:-1]):
+        assert h.agent.on_message(h.t, PEER, junk) == []
+    h.advance(5)
+    assert h.tools() == before
+    assert h.agent.counters["decode_errors"] == 4
+
+
+def test_only_the_enabling_console_commands(h):
+    h.enable()
+    start = h.tools()
+    ack = h.servo([moved(start[0], 0.001), start[1], start[2]], peer=b"intruder")
+    assert ack.status is AckStatus.REJECTED_EPOCH
+
+
+def test_clutched_arms_hold_while_the_stream_feeds_the_watchdog(h, cfg):
+    h.enable()
+    start = h.tools()
+    for _ in range(200):  # 200 ms of mask-0 heartbeats: nobody moves, nobody freezes
+        assert h.servo(start, mask=0).status is AckStatus.APPLIED
+        h.advance(1)
+    assert h.agent.state is OperatingState.ENABLED
+    assert h.tools() == start
+    assert N_ARMS == 3

@@ -1,0 +1,1 @@
+"""Wire protocol (pure codec) and the ZeroMQ adapters that carry it."""

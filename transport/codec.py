@@ -1,0 +1,319 @@
+"""Pure codec for the control and telemetry links: bytes in, one valid message out, or a ProtocolError.
+
+No sockets and no clocks here (sans-IO, like h11). `decode` never returns a half-valid message: it checks
+the header, the exact length for the type, every enum, every float (finite), every quaternion (unit) and
+every reserved field before it builds anything. Layout: docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+from transport.messages import (
+    N_ARMS,
+    N_JOINTS,
+    Ack,
+    AckStatus,
+    ArmFlags,
+    ArmMode,
+    ArmTelemetry,
+    CartesianSetpoint,
+    ConsoleFlags,
+    Disable,
+    Enable,
+    EStop,
+    Event,
+    EventKind,
+    Message,
+    MsgType,
+    OperatingState,
+    Ping,
+    Reason,
+    ServoCp,
+    Telemetry,
+)
+
+MAGIC = b"SRGT"
+VERSION = 1
+HEADER = struct.Struct("<4sBBHIQqI")
+HEADER_SIZE = HEADER.size  # 32
+MAX_MESSAGE_BYTES = 2048
+MAX_EVENT_TEXT_BYTES = 1024
+QUAT_NORM_TOLERANCE = 1e-3
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
+
+_SETPOINT_FMT = "8d"  # x y z qx qy qz qw jaw
+_SERVO = struct.Struct("<BBH" + _SETPOINT_FMT * N_ARMS)
+_ESTOP = struct.Struct("<BBH")
+_ACK = struct.Struct("<QqqBBBB")
+_TELEM_HEAD = struct.Struct("<BBBBQ")
+_TELEM_ARM = struct.Struct("<BBH" + _SETPOINT_FMT * 2 + f"{N_JOINTS}d")
+_EVENT_HEAD = struct.Struct("<BBBBH")
+
+_ALL_ARMS_MASK = (1 << N_ARMS) - 1
+_CONSOLE_FLAG_BITS = int(ConsoleFlags.OPERATOR_PRESENT | ConsoleFlags.CLUTCH | ConsoleFlags.CAMERA)
+_ARM_FLAG_BITS = int(ArmFlags.HOMED | ArmFlags.BUSY | ArmFlags.LIMIT)
+
+_FIXED_PAYLOAD = {
+    MsgType.SERVO_CP: _SERVO.size,
+    MsgType.ENABLE: 0,
+    MsgType.DISABLE: 0,
+    MsgType.PING: 0,
+    MsgType.ESTOP: _ESTOP.size,
+    MsgType.ACK: _ACK.size,
+    MsgType.TELEMETRY: _TELEM_HEAD.size + N_ARMS * _TELEM_ARM.size,
+}
+SERVO_CP_SIZE = HEADER_SIZE + _SERVO.size
+
+
+class ProtocolError(ValueError):
+    """Bytes that are not a valid message. Never acted on; counted and reported by the receiver."""
+
+
+class TruncatedMessage(ProtocolError):
+    pass
+
+
+class OversizedMessage(ProtocolError):
+    pass
+
+
+class BadMagic(ProtocolError):
+    pass
+
+
+class UnsupportedVersion(ProtocolError):
+    pass
+
+
+class UnknownMessageType(ProtocolError):
+    pass
+
+
+class LengthMismatch(ProtocolError):
+    pass
+
+
+class InvalidField(ProtocolError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------- encode
+
+
+def _header(mtype: MsgType, msg: Message, payload_len: int) -> bytes:
+    if not (0 <= msg.epoch <= U32_MAX and 0 <= msg.seq <= U64_MAX):
+        raise InvalidField(f"epoch {msg.epoch} or seq {msg.seq} out of range")
+    return HEADER.pack(MAGIC, VERSION, mtype, 0, msg.epoch, msg.seq, msg.send_ns, payload_len)
+
+
+def _sp_fields(sp: CartesianSetpoint) -> tuple[float, ...]:
+    return (*sp.position, *sp.orientation, sp.jaw)
+
+
+def encode(msg: Message) -> bytes:
+    """Serialise one message; raises InvalidField for values the wire cannot carry."""
+    try:
+        if isinstance(msg, ServoCp):
+            if len(msg.arms) != N_ARMS:
+                raise InvalidField(f"servo_cp needs {N_ARMS} arm setpoints, got {len(msg.arms)}")
+            fields: list[float] = []
+            for sp in msg.arms:
+                fields.extend(_sp_fields(sp))
+            payload = _SERVO.pack(int(msg.flags), msg.arm_mask, 0, *fields)
+            return _header(MsgType.SERVO_CP, msg, len(payload)) + payload
+        if isinstance(msg, Ack):
+            payload = _ACK.pack(
+                msg.echo_seq, msg.echo_send_ns, msg.rx_ns, msg.status, msg.operating_state, msg.reason, 0
+            )
+            return _header(MsgType.ACK, msg, len(payload)) + payload
+        if isinstance(msg, Telemetry):
+            if len(msg.arms) != N_ARMS:
+                raise InvalidField(f"telemetry needs {N_ARMS} arms, got {len(msg.arms)}")
+            parts = [
+                _TELEM_HEAD.pack(msg.operating_state, msg.reason, int(msg.estop), 0, msg.last_applied_seq)
+            ]
+            for arm in msg.arms:
+                if len(arm.measured_js) != N_JOINTS:
+                    raise InvalidField(f"measured_js needs {N_JOINTS} joints")
+                parts.append(
+                    _TELEM_ARM.pack(
+                        arm.mode,
+                        int(arm.flags),
+                        0,
+                        *_sp_fields(arm.measured_cp),
+                        *_sp_fields(arm.setpoint_cp),
+                        *arm.measured_js,
+                    )
+                )
+            payload = b"".join(parts)
+            return _header(MsgType.TELEMETRY, msg, len(payload)) + payload
+        if isinstance(msg, Event):
+            text = msg.text.encode("utf-8")[:MAX_EVENT_TEXT_BYTES]
+            text = text.decode("utf-8", "ignore").encode("utf-8")  # never cut a character in half
+            payload = (
+                _EVENT_HEAD.pack(msg.kind, msg.reason, msg.from_state, msg.to_state, len(text)) + text
+            )
+            return _header(MsgType.EVENT, msg, len(payload)) + payload
+        if isinstance(msg, EStop):
+            payload = _ESTOP.pack(int(msg.engage), 0, 0)
+            return _header(MsgType.ESTOP, msg, len(payload)) + payload
+        for cls, mtype in _EMPTY_TYPES:
+            if type(msg) is cls:
+                return _header(mtype, msg, 0)
+    except struct.error as exc:
+        raise InvalidField(f"cannot encode {type(msg).__name__}: {exc}") from exc
+    raise InvalidField(f"not a wire message: {type(msg).__name__}")
+
+
+_EMPTY_TYPES = ((Enable, MsgType.ENABLE), (Disable, MsgType.DISABLE), (Ping, MsgType.PING))
+
+
+# --------------------------------------------------------------------------------------------- decode
+
+
+def _enum(cls, value: int, what: str):
+    try:
+        return cls(value)
+    except ValueError:
+        raise InvalidField(f"{what}: unknown value {value}") from None
+
+
+def _setpoint(v: tuple[float, ...], i: int, what: str) -> CartesianSetpoint:
+    x, y, z, qx, qy, qz, qw, jaw = v[i : i + 8]
+    for f in v[i : i + 8]:
+        if not math.isfinite(f):
+            raise InvalidField(f"{what}: non-finite value")
+    n = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
+    if abs(n - 1.0) > QUAT_NORM_TOLERANCE:
+        raise InvalidField(f"{what}: orientation is not a unit quaternion (|q| = {n:.6g})")
+    return CartesianSetpoint((x, y, z), (qx, qy, qz, qw), jaw)
+
+
+def decode_header(data: bytes) -> tuple[MsgType, int, int, int, int]:
+    """Validate the header and the total length; returns (type, epoch, seq, send_ns, payload_len)."""
+    n = len(data)
+    if n > MAX_MESSAGE_BYTES:
+        raise OversizedMessage(f"{n} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
+    if n < HEADER_SIZE:
+        raise TruncatedMessage(f"{n} bytes is shorter than the {HEADER_SIZE}-byte header")
+    magic, version, mtype, flags, epoch, seq, send_ns, plen = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise BadMagic(f"bad magic {magic!r}")
+    if version != VERSION:
+        raise UnsupportedVersion(f"protocol version {version}, this end speaks {VERSION}")
+    try:
+        mt = MsgType(mtype)
+    except ValueError:
+        raise UnknownMessageType(f"unknown message type {mtype}") from None
+    if flags != 0:
+        raise InvalidField(f"reserved header flags must be 0, got {flags:#x}")
+    if plen != n - HEADER_SIZE:
+        cls = TruncatedMessage if plen > n - HEADER_SIZE else LengthMismatch
+        raise cls(f"header says {plen} payload bytes, frame carries {n - HEADER_SIZE}")
+    expected = _FIXED_PAYLOAD.get(mt)
+    if expected is not None and plen != expected:
+        cls = TruncatedMessage if plen < expected else LengthMismatch
+        raise cls(f"{mt.name} payload must be {expected} bytes, got {plen}")
+    return mt, epoch, seq, send_ns, plen
+
+
+def decode(data: bytes) -> Message:
+    """Parse one frame. Returns a fully valid message or raises a ProtocolError subclass; nothing else."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ProtocolError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    mt, epoch, seq, send_ns, plen = decode_header(data)
+    off = HEADER_SIZE
+    if mt is MsgType.SERVO_CP:
+        v = _SERVO.unpack_from(data, off)
+        flags, mask, reserved = v[0], v[1], v[2]
+        if flags & ~_CONSOLE_FLAG_BITS:
+            raise InvalidField(f"unknown console flag bits {flags:#x}")
+        if mask & ~_ALL_ARMS_MASK:
+            raise InvalidField(f"arm mask {mask:#x} names an arm that does not exist")
+        if reserved:
+            raise InvalidField("reserved servo_cp field must be 0")
+        arms = tuple(_setpoint(v, 3 + 8 * i, f"servo_cp arm {i}") for i in range(N_ARMS))
+        return ServoCp(epoch, seq, send_ns, ConsoleFlags(flags), mask, arms)
+    if mt is MsgType.ACK:
+        echo_seq, echo_send, rx_ns, status, state, reason, pad = _ACK.unpack_from(data, off)
+        if pad:
+            raise InvalidField("reserved ack field must be 0")
+        return Ack(
+            epoch,
+            seq,
+            send_ns,
+            echo_seq,
+            echo_send,
+            rx_ns,
+            _enum(AckStatus, status, "ack status"),
+            _enum(OperatingState, state, "operating_state"),
+            _enum(Reason, reason, "reason"),
+        )
+    if mt is MsgType.TELEMETRY:
+        state, reason, estop, pad, last_seq = _TELEM_HEAD.unpack_from(data, off)
+        if pad or estop > 1:
+            raise InvalidField("telemetry reserved/estop field out of range")
+        off += _TELEM_HEAD.size
+        arms = []
+        for i in range(N_ARMS):
+            v = _TELEM_ARM.unpack_from(data, off + i * _TELEM_ARM.size)
+            if v[2]:
+                raise InvalidField("reserved telemetry arm field must be 0")
+            if v[1] & ~_ARM_FLAG_BITS:
+                raise InvalidField(f"unknown arm flag bits {v[1]:#x}")
+            js = v[19:]
+            if not all(math.isfinite(j) for j in js):
+                raise InvalidField("measured_js: non-finite value")
+            arms.append(
+                ArmTelemetry(
+                    _enum(ArmMode, v[0], "arm mode"),
+                    ArmFlags(v[1]),
+                    _setpoint(v, 3, f"measured_cp arm {i}"),
+                    _setpoint(v, 11, f"setpoint_cp arm {i}"),
+                    tuple(js),
+                )
+            )
+        return Telemetry(
+            epoch,
+            seq,
+            send_ns,
+            _enum(OperatingState, state, "operating_state"),
+            _enum(Reason, reason, "reason"),
+            bool(estop),
+            last_seq,
+            tuple(arms),
+        )
+    if mt is MsgType.EVENT:
+        if plen < _EVENT_HEAD.size:
+            raise TruncatedMessage("event payload shorter than its head")
+        kind, reason, from_s, to_s, tlen = _EVENT_HEAD.unpack_from(data, off)
+        if tlen != plen - _EVENT_HEAD.size or tlen > MAX_EVENT_TEXT_BYTES:
+            raise LengthMismatch(f"event text length {tlen} does not match its frame")
+        try:
+            text = data[off + _EVENT_HEAD.size :].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidField(f"event text is not UTF-8: {exc}") from None
+        return Event(
+            epoch,
+            seq,
+            send_ns,
+            _enum(EventKind, kind, "event kind"),
+            _enum(Reason, reason, "reason"),
+            _enum(OperatingState, from_s, "from_state"),
+            _enum(OperatingState, to_s, "to_state"),
+            text,
+        )
+    if mt is MsgType.ESTOP:
+        engage, r1, r2 = _ESTOP.unpack_from(data, off)
+        if engage > 1 or r1 or r2:
+            raise InvalidField("estop fields out of range")
+        return EStop(epoch, seq, send_ns, bool(engage))
+    if mt is MsgType.ENABLE:
+        return Enable(epoch, seq, send_ns)
+    if mt is MsgType.DISABLE:
+        return Disable(epoch, seq, send_ns)
+    return Ping(epoch, seq, send_ns)
