@@ -1,5 +1,6 @@
 """Run the bedside agent: bind the control (ROUTER) and telemetry (PUB) endpoints, drive the simulated
-arms, freeze them on its own when the console goes quiet.
+arms, freeze them on its own when the console goes quiet; start the stereo video sender (child process,
+ROUTER on the video port) unless --no-video.
 
 Prints `READY ...` on stdout once bound. Every state change and freeze is logged, published on the
 telemetry socket and, with --event-log, appended to a JSON-lines file.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+import queue
 import time
 
 import zmq
@@ -23,6 +26,7 @@ log = logging.getLogger("bedside")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-video", action="store_true", help="do not start the stereo video sender")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: run until killed)")
     p.add_argument("--event-log", metavar="FILE", help="append every event and freeze as JSON lines")
     p.add_argument("--summary", metavar="FILE", help="write counters and freezes as JSON on exit")
@@ -41,7 +45,42 @@ def event_record(ev, kind: str = "event") -> dict:
     }
 
 
-def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: str | None = None) -> BedsideAgent:
+class VideoChild:
+    """The video sender in a child process ('spawn'): encoding never shares a GIL with the control loop."""
+
+    def __init__(self, cfg: Config) -> None:
+        from video.sender import run_sender
+
+        mp = multiprocessing.get_context("spawn")
+        self.stop_event = mp.Event()
+        self.report = mp.Queue()
+        self.proc = mp.Process(target=run_sender, args=(cfg, self.stop_event, None),
+                               kwargs={"report": self.report}, name="video-sender", daemon=True)
+        self.proc.start()
+        self.endpoint = ""
+        try:
+            kind, value = self.report.get(timeout=30)
+        except queue.Empty:
+            kind, value = "error", "video sender did not start within 30 s"
+        if kind == "ready":
+            self.endpoint = value
+        else:
+            log.error("no video: %s (arms are unaffected; the console will show NO VIDEO)", value)
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.proc.join(3)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(2)
+
+
+def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: str | None = None,
+          video: bool = True) -> BedsideAgent:
+    video_child = VideoChild(cfg) if video else None
     ctx = zmq.Context.instance()
     ctrl = control_server(ctx, tcp(cfg.link.bind_host, cfg.link.control_port))
     pub = telemetry_publisher(ctx, tcp(cfg.link.bind_host, cfg.link.telemetry_port))
@@ -58,6 +97,7 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
     announce_ready(
         control=tcp(cfg.link.bind_host, cfg.link.control_port),
         telemetry=tcp(cfg.link.bind_host, cfg.link.telemetry_port),
+        video=(video_child.endpoint or "none") if video_child else "off",
         watchdog_ms=cfg.bedside.watchdog_ms,
     )
     log.info("bedside up: watchdog %d ms, tick %d Hz, telemetry %d Hz",
@@ -81,7 +121,7 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
                     continue
                 for out in agent.on_message(rx, frames[0], frames[1]):
                     try:
-                        ctrl.send_multipart([out.peer, out.data], zmq.NOBLOCK)
+                        ctrl.send_multipart([out.peer, codec.restamp(out.data, time.monotonic_ns())], zmq.NOBLOCK)
                     except zmq.Again:
                         agent.counters["ack_dropped"] += 1
             if now >= next_telem:
@@ -104,6 +144,8 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
         events.close()
         ctrl.close(0)
         pub.close(0)
+        if video_child is not None:
+            video_child.close()
     return agent
 
 
@@ -118,7 +160,7 @@ def summary(agent: BedsideAgent) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    agent = serve(args.cfg, StopFlag(), args.seconds, args.event_log)
+    agent = serve(args.cfg, StopFlag(), args.seconds, args.event_log, video=not args.no_video)
     if args.summary:
         write_json(args.summary, summary(agent))
     return 0

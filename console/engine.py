@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from console.master import MasterSample
+from safety.watchdog import Watchdog
 from teleop.config import Config
 from transport import codec
 from transport.clock import OffsetEstimator
@@ -48,7 +49,6 @@ from transport.messages import (
     ServoCp,
     Telemetry,
 )
-from safety.watchdog import Watchdog
 
 log = logging.getLogger("console.engine")
 
@@ -210,6 +210,15 @@ class ConsoleEngine:
             self._drop_session(now_ns, t.reason, f"bedside is {t.operating_state.name} ({t.reason.name})")
 
     # ------------------------------------------------------------------ outbound
+
+    def shutdown(self, now_ns: int) -> list[bytes]:
+        """Leaving on purpose: release the session so the bedside disables instead of freezing on a timeout."""
+        if not self.epoch:
+            return []
+        frame = codec.encode(Disable(self.epoch, self._next_seq(), now_ns))
+        self.controller.hold(now_ns, Reason.CONSOLE_REQUEST, "console shutting down")
+        self._drop_session(now_ns, Reason.CONSOLE_REQUEST, "console shut down")
+        return [frame]
 
     def step(self, now_ns: int, sample: MasterSample) -> list[bytes]:
         """One control tick: decide, and return the frames to send now."""

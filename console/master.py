@@ -7,9 +7,11 @@ y up, z toward the surgeon), the grippers (0 = closed .. 1 = open) and the pedal
 
 from __future__ import annotations
 
+import bisect
 import csv
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -57,6 +59,27 @@ class MasterError(RuntimeError):
     """A master device that cannot be opened or read; the message says what to do."""
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptEvent:
+    """At `t_s` seconds after the script starts, set input `name` to `level`.
+
+    `name` is a MasterButtons field (operator_present, clutch, camera, engage, disengage, estop) or "valid"
+    (False = the device reports a fault). Levels persist until the next event for the same input.
+    """
+
+    t_s: float
+    name: str
+    level: bool
+
+
+SCRIPT_INPUTS = frozenset(f.name for f in fields(MasterButtons)) | {"valid"}
+
+
+def pulse(name: str, t_s: float, width_s: float = 0.05) -> tuple[ScriptEvent, ScriptEvent]:
+    """A momentary press: `name` high at `t_s` for `width_s`."""
+    return ScriptEvent(t_s, name, True), ScriptEvent(t_s + width_s, name, False)
+
+
 _RIGHT_HOME = (0.08, 0.0, 0.0)
 _LEFT_HOME = (-0.08, 0.0, 0.0)
 
@@ -66,7 +89,8 @@ class ScriptedMaster:
 
     `engage_at_s` presses engage once (a 50 ms pulse) so the demo starts following on its own; after any
     hold the script does NOT re-engage by itself unless `reengage_every_s` is set, exactly as a surgeon
-    would have to press engage again.
+    would have to press engage again. `script` adds timed inputs (clutch, camera, presence, e-stop, device
+    faults, extra engage presses): see ScriptEvent and pulse().
     """
 
     def __init__(
@@ -77,9 +101,15 @@ class ScriptedMaster:
         period_s: float = 4.0,
         engage_at_s: float | None = 0.2,
         reengage_every_s: float | None = None,
+        script: Sequence[ScriptEvent] = (),
     ) -> None:
         if shape not in ("circle", "figure8", "still"):
             raise MasterError(f"unknown scripted trajectory {shape!r}: use circle, figure8 or still")
+        for ev in script:
+            if ev.name not in SCRIPT_INPUTS:
+                known = ", ".join(sorted(SCRIPT_INPUTS))
+                raise MasterError(f"unknown scripted input {ev.name!r}: use one of {known}")
+        self._script_t, self._script_levels = _compile_script(script)
         self.name = f"scripted:{shape}"
         self.shape = shape
         self.start_ns = start_ns
@@ -112,8 +142,13 @@ class ScriptedMaster:
             pos = (home[0] + o[0], home[1] + o[1], home[2] + o[2])
             grip = 0.5 + 0.4 * math.sin(2.0 * math.pi * t / self.period)
             hands.append(MasterHand(Pose(pos, IDENTITY_Q), grip))
+        levels = dict(self._script_levels[bisect.bisect_right(self._script_t, t)])
+        valid = levels.pop("valid", True)
         buttons = MasterButtons(operator_present=True, engage=self._engage_pulse(t))
-        return MasterSample(now_ns, (hands[0], hands[1]), buttons)
+        if levels:
+            buttons = replace(buttons, **levels)
+            buttons = replace(buttons, engage=buttons.engage or self._engage_pulse(t))
+        return MasterSample(now_ns, (hands[0], hands[1]), buttons, valid)
 
     def close(self) -> None:
         pass
@@ -178,6 +213,17 @@ class FileMaster:
 
     def close(self) -> None:
         pass
+
+
+def _compile_script(script: Sequence[ScriptEvent]) -> tuple[list[float], list[dict[str, bool]]]:
+    """Times and the input levels in force from each time on (index 0: before the first event)."""
+    events = sorted(script, key=lambda e: e.t_s)
+    times: list[float] = []
+    levels: list[dict[str, bool]] = [{}]
+    for ev in events:
+        times.append(ev.t_s)
+        levels.append({**levels[-1], ev.name: ev.level})
+    return times, levels
 
 
 def _is_number(s: str) -> bool:

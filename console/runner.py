@@ -18,6 +18,7 @@ from console.master import FileMaster, MasterDevice, ScriptedMaster
 from teleop.config import Config
 from teleop.runtime import StopFlag, announce_ready, realtime_gc, write_json
 from teleop.stats import percentiles
+from transport.codec import restamp
 from transport.zmqlink import control_client, tcp, telemetry_subscriber, wait_readable
 
 log = logging.getLogger("console")
@@ -79,7 +80,7 @@ class ConsoleRunner:
             sent_servo = self.engine.session_ready and frames
             for f in frames:
                 try:
-                    self.ctrl.send(f, zmq.NOBLOCK)
+                    self.ctrl.send(restamp(f, time.monotonic_ns()), zmq.NOBLOCK)
                 except zmq.Again:
                     self.engine.counters["send_would_block"] += 1
             if sent_servo:
@@ -99,7 +100,12 @@ class ConsoleRunner:
                 wait_readable([self.ctrl, self.sub], remaining / 1e9)
 
     def finish(self, linger_s: float = 0.2) -> None:
-        """Stop sending; collect the acks still in flight so `lost` counts only what never came back."""
+        """Release the session, stop sending; collect the acks in flight so `lost` counts only what never came back."""
+        for f in self.engine.shutdown(time.monotonic_ns()):
+            try:
+                self.ctrl.send(f, zmq.NOBLOCK)
+            except zmq.Again:
+                self.engine.counters["send_would_block"] += 1
         end = time.monotonic_ns() + int(linger_s * 1e9)
         while time.monotonic_ns() < end:
             self._drain()

@@ -27,7 +27,7 @@ class LinkConfig:
     bind_host: str = _f("127.0.0.1", "address the bedside binds (0.0.0.0 for every interface)")
     control_port: int = _f(5571, "bedside ROUTER port for commands and acks", 1024, 65535)
     telemetry_port: int = _f(5572, "bedside PUB port for telemetry and events", 1024, 65535)
-    video_port: int = _f(5573, "bedside PUB port for encoded stereo video", 1024, 65535)
+    video_port: int = _f(5573, "bedside ROUTER port for encoded stereo video (video/sender.py)", 1024, 65535)
     console_timeout_ms: int = _f(
         100, "console declares the link LOST after this long without an ack or telemetry", 10, 5000
     )
@@ -55,7 +55,9 @@ class ConsoleConfig:
         "circle", "master device", choices=("circle", "figure8", "still", "file")
     )
     master_file: str = _f("", "recorded master trajectory (CSV) when master = 'file'")
-    engage_at_s: float = _f(0.2, "scripted masters press engage this long after start", 0.0, 3600.0)
+    engage_at_s: float = _f(
+        0.5, "scripted masters press engage this long after start (after the presence debounce)", 0.0, 3600.0
+    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class VideoConfig:
     codec: str = _f("h264", "h264 for long-distance links, jpeg for LAN/monitoring", choices=("h264", "jpeg"))
     bitrate_kbps: int = _f(12000, "H.264 target for the stereo pair (VBV-capped)", 200, 100000)
     min_bitrate_kbps: int = _f(3000, "adaptive bitrate floor before the resolution is lowered", 100, 100000)
-    vbv_ms: float = _f(33.0, "VBV buffer in ms of the target rate: the largest single-frame burst", 5.0, 1000.0)
+    vbv_ms: float = _f(33.0, "VBV buffer in ms of the target rate: largest single-frame burst", 5.0, 1000.0)
     refresh_frames: int = _f(60, "intra-refresh period in frames (a lost frame heals within this)", 2, 600)
     encoder_threads: int = _f(0, "libx264 threads (0 = x264's choice)", 0, 16)
     jpeg_quality: int = _f(80, "JPEG quality", 10, 100)
@@ -82,8 +84,12 @@ class VideoConfig:
         50.0, "skip capture frames while the oldest unacknowledged frame exceeds best RTT + this", 5.0, 2000.0
     )
     viewer_timeout_ms: int = _f(1000, "sender forgets a viewer silent this long", 100, 60000)
-    stale_ms: float = _f(200.0, "hold: newest frame older than this, or no new frame for this long", 20.0, 5000.0)
-    stuck_ms: float = _f(500.0, "hold: camera content/counter unchanged this long while frames arrive", 50.0, 10000.0)
+    stale_ms: float = _f(
+        200.0, "hold: newest frame older than this, or no new frame for this long", 20.0, 5000.0
+    )
+    stuck_ms: float = _f(
+        500.0, "hold: camera content/counter unchanged this long while frames arrive", 50.0, 10000.0
+    )
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class TeleopConfig:
     motion_scale: float = _f(0.2, "tool motion per unit of hand motion at start (dVRK default)", 0.01, 4.0)
     scale_min: float = _f(0.1, "lowest motion scale the surgeon may select live", 0.01, 4.0)
     scale_max: float = _f(1.0, "highest motion scale the surgeon may select live", 0.01, 4.0)
-    camera_scale: float = _f(0.2, "endoscope motion per unit of averaged hand motion in camera mode", 0.01, 4.0)
+    camera_scale: float = _f(0.2, "endoscope motion per unit of mean hand motion in camera mode", 0.01, 4.0)
     align_tolerance_deg: float = _f(
         5.0, "following starts only when master and tool orientations agree this well (dVRK: 5)", 0.5, 45.0
     )
@@ -153,17 +159,17 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     teleop: TeleopConfig = field(default_factory=TeleopConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
 
     def __post_init__(self) -> None:
         # The console clamps before the bedside rejects: a console step the bedside refuses would pause it.
         t, b = self.teleop, self.bedside
         if t.max_step_mm > b.max_step_mm:
-            raise ConfigError(f"teleop.max_step_mm {t.max_step_mm} exceeds bedside.max_step_mm {b.max_step_mm}")
+            raise ConfigError(f"teleop.max_step_mm {t.max_step_mm} exceeds bedside.max_step_mm "
+                              f"{b.max_step_mm}")
         if t.max_rot_step_deg > b.max_rot_step_deg:
-            raise ConfigError(
-                f"teleop.max_rot_step_deg {t.max_rot_step_deg} exceeds bedside.max_rot_step_deg {b.max_rot_step_deg}"
-            )
-    video: VideoConfig = field(default_factory=VideoConfig)
+            raise ConfigError(f"teleop.max_rot_step_deg {t.max_rot_step_deg} exceeds "
+                              f"bedside.max_rot_step_deg {b.max_rot_step_deg}")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

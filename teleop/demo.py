@@ -33,7 +33,7 @@ def run_headless(args: argparse.Namespace) -> dict:
     errors: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         bed_sum, con_sum = Path(tmp) / "bedside.json", Path(tmp) / "console.json"
-        bedside = start_role("bedside", ["bedside", "--summary", str(bed_sum), *argv_sets])
+        bedside = start_role("bedside", ["bedside", "--no-video", "--summary", str(bed_sum), *argv_sets])
         try:
             console = start_role("console", ["console", "--headless", "--seconds", str(args.seconds),
                                              "--summary", str(con_sum), *argv_sets])

@@ -106,9 +106,13 @@ def q_from_rotvec(r: Vec3) -> Quat:
 
 
 def q_angle(a: Quat, b: Quat) -> float:
-    """Smallest rotation angle (radians) between two orientations."""
-    d = abs(a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3])
-    return 2.0 * math.acos(min(1.0, d))
+    """Smallest rotation angle (radians) between two orientations.
+
+    atan2 of the relative rotation's vector and scalar parts, not acos of a dot product: exact near zero
+    (acos loses ~1e-8 rad there) and indifferent to quaternions a few ulps off unit length.
+    """
+    x, y, z, w = q_mul(b, q_conj(a))
+    return 2.0 * math.atan2(math.sqrt(x * x + y * y + z * z), abs(w))
 
 
 def q_rotate(q: Quat, v: Vec3) -> Vec3:

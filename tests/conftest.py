@@ -6,9 +6,9 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import pytest  # noqa: E402
+import pytest
 
-from teleop.config import load_config  # noqa: E402
+from teleop.config import load_config
 
 
 @pytest.fixture

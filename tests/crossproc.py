@@ -22,7 +22,8 @@ class Session:
     """A bedside and (optionally) a console, on fresh ports, with the bedside's event log followed."""
 
     def __init__(self, tmp: Path, extra: list[str] | None = None, bed_prefix=None, con_prefix=None,
-                 bed_extra: list[str] | None = None, con_extra: list[str] | None = None) -> None:
+                 bed_extra: list[str] | None = None, con_extra: list[str] | None = None, video: bool = False) -> None:
+        self.video = video
         ctrl, telem, video = free_ports(3)
         self.ports = (ctrl, telem, video)
         base = port_overrides(ctrl, telem, video) + (extra or [])
@@ -39,7 +40,8 @@ class Session:
         self.seen: list[dict] = []
 
     def start_bedside(self) -> Role:
-        self.bedside = start_role("bedside", ["bedside", "--event-log", str(self.log_path), "--summary",
+        video = [] if self.video else ["--no-video"]
+        self.bedside = start_role("bedside", ["bedside", *video, "--event-log", str(self.log_path), "--summary",
                                               str(self.bed_summary), *sets(self.bed_sets)], prefix=self.bed_prefix)
         return self.bedside
 

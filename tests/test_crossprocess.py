@@ -18,7 +18,7 @@ pytestmark = pytest.mark.fault
 
 @pytest.fixture
 def session(tmp_path):
-    s = Session(tmp_path, con_extra=["console.engage_at_s=0.05"])
+    s = Session(tmp_path, con_extra=["console.engage_at_s=0.3"])
     yield s
     s.close()
 

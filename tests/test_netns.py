@@ -17,7 +17,7 @@ def test_cut_link_freezes_bedside_and_console_shows_lost(tmp_path):
     with NetnsPair(prefix="tlt", subnet="10.231.78") as ns:
         s = Session(tmp_path, bed_prefix=ns.exec_prefix(ns.bed), con_prefix=ns.exec_prefix(ns.con),
                     bed_extra=[f"link.bind_host={ns.bed_ip}"],
-                    con_extra=[f"link.bedside_host={ns.bed_ip}", "console.engage_at_s=0.05"])
+                    con_extra=[f"link.bedside_host={ns.bed_ip}", "console.engage_at_s=0.3"])
         try:
             s.start_bedside()
             s.start_console()

@@ -171,6 +171,19 @@ def encode(msg: Message) -> bytes:
 _EMPTY_TYPES = ((Enable, MsgType.ENABLE), (Disable, MsgType.DISABLE), (Ping, MsgType.PING))
 
 
+_SEND_NS = struct.Struct("<q")
+_SEND_NS_OFFSET = 20
+
+
+def restamp(frame: bytes, send_ns: int) -> bytes:
+    """The same frame with its header send time replaced by `send_ns`.
+
+    Logic layers encode with the tick's `now`; the socket layer restamps right before the send call, so
+    the time the far end echoes (t1) or reports (t3) is when the bytes really left, not when the tick began.
+    """
+    return frame[:_SEND_NS_OFFSET] + _SEND_NS.pack(send_ns) + frame[_SEND_NS_OFFSET + 8 :]
+
+
 # --------------------------------------------------------------------------------------------- decode
 
 

@@ -12,6 +12,8 @@ import importlib
 BENCHES: dict[str, tuple[str, str]] = {
     "link": ("teleop.bench.link", "command->ack RTT vs raw pyzmq ping-pong; 1 kHz send gaps"),
     "watchdog": ("teleop.bench.watchdog", "freeze latency after console kill/stop and a cut link"),
+    "video": ("teleop.bench.video", "stereo capture->decoded age, fps, Mbit/s vs the raw codec floor"),
+    "filter": ("teleop.bench.filter", "tremor filter: attenuation at 8-12 Hz, added delay at 1 Hz"),
 }
 
 

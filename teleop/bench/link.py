@@ -61,7 +61,7 @@ def project_path(args: argparse.Namespace, seconds: float, extra: list[str] | No
     sets = [a for o in port_overrides(ctrl, telem, video) + list(args.overrides or []) for a in ("--set", o)]
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "console.json"
-        bedside = start_role("bedside", ["bedside", *sets])
+        bedside = start_role("bedside", ["bedside", "--no-video", *sets])
         try:
             console = start_role(
                 "console", ["console", "--headless", "--seconds", str(seconds + 0.5), "--summary", str(summary),

@@ -12,6 +12,7 @@ The bedside measures the latency itself (freeze time - last valid command's arri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import statistics
@@ -79,7 +80,8 @@ def run_scenario(name: str, trials: int, stop_s: float, overrides: list[str], tm
         con_sets.append(f"link.bedside_host={ns.bed_ip}")
     log_path = tmp / f"{name}.jsonl"
     summary_path = tmp / f"{name}-bedside.json"
-    bedside = start_role("bedside", ["bedside", "--event-log", str(log_path), "--summary", str(summary_path),
+    bedside = start_role("bedside", ["bedside", "--no-video", "--event-log", str(log_path),
+                                     "--summary", str(summary_path),
                                      *_sets(bed_sets)], prefix=bed_prefix)
     events = EventLog(log_path)
     latencies: list[float] = []
@@ -88,7 +90,7 @@ def run_scenario(name: str, trials: int, stop_s: float, overrides: list[str], tm
     try:
         for trial in range(trials):
             console: Role = start_role("console", ["console", "--headless", *_sets(con_sets),
-                                                   "--set", "console.engage_at_s=0.05"], prefix=con_prefix)
+                                                   "--set", "console.engage_at_s=0.3"], prefix=con_prefix)
             try:
                 if events.wait_for(_engaged, 10.0) is None:
                     failures.append(f"trial {trial}: console never engaged")
@@ -125,10 +127,8 @@ def run_scenario(name: str, trials: int, stop_s: float, overrides: list[str], tm
     counters = {}
     if summary_path.exists():
         counters = json.loads(summary_path.read_text()).get("counters", {})
-    try:
+    with contextlib.suppress(IndexError, ValueError):
         watchdog_ms = int(bedside.ready.split("watchdog_ms=")[1].split()[0])
-    except (IndexError, ValueError):
-        pass
     return {
         "trials": trials,
         "freeze_ms": {
@@ -163,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
     limit = args.cfg.bedside.watchdog_ms + 10
     result["pass"] = all(
         s.get("skipped") or (s["freeze_ms"]["max"] is not None and s["freeze_ms"]["max"] <= limit
-                             and s["backlog_executed"] == 0 and not s["failures"] and s["freeze_ms"]["n"] == s["trials"])
+                             and s["backlog_executed"] == 0 and not s["failures"]
+                             and s["freeze_ms"]["n"] == s["trials"])
         for s in result["scenarios"].values()
     )
     if args.json:

@@ -1,0 +1,169 @@
+"""Stereo video, capture -> decoded and ready to paint, in separate processes on loopback.
+
+The bedside half (synthetic stereo capture + encode + send, `video.sender.run_sender`) runs in its own
+process, the console half (receive + decode + newest-frame slot, `video.receiver.VideoReceiver`) in this
+one, consuming every frame as a display would. Sizes are per eye: the encoded picture is both eyes side
+by side. The raw floor (one frame's encode and decode, colour conversions included, no network, no
+processes) is measured in the same run, before the link starts.
+
+Reports fps_achieved, age_ms {p50, p95, max} (capture -> decoded BGR ready to paint; both processes read
+the same CLOCK_MONOTONIC), mbps (encoded payload), dropped_display, lost_packets, raw_encode_ms,
+raw_decode_ms, and whether the two eyes' in-pixel frame counters agreed on every frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import queue
+import statistics
+import time
+from typing import Any
+
+from teleop.bench.link import machine
+from teleop.config import Config, with_overrides
+from teleop.procs import free_ports
+from video.codecs import H264Decoder, H264Encoder, JpegDecoder, JpegEncoder
+from video.framecode import read_eye_codes
+from video.receiver import VideoReceiver
+from video.sender import run_sender
+from video.synthetic import SyntheticStereo
+
+WARMUP_S = 1.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--width", type=int, default=1280, help="per-eye width (default 1280)")
+    p.add_argument("--height", type=int, default=720, help="per-eye height (default 720)")
+    p.add_argument("--fps", type=int, default=60, help="capture rate (default 60)")
+    p.add_argument("--codec", choices=("h264", "jpeg"), default="h264")
+    p.add_argument("--seconds", type=float, default=10.0, help="measurement time after 1 s warm-up")
+    p.add_argument("--source", default="synthetic", help="video.source for the sender (default synthetic)")
+
+
+def raw_floor(cfg: Config, n: int = 40) -> dict[str, float]:
+    """Median encode and decode time of one stereo frame, same code path as the link, no I/O."""
+    vc = cfg.video
+    src = SyntheticStereo(vc.width, vc.height, vc.fps, paced=False)
+    frames = [src.read().image for _ in range(n)]
+    h, w = frames[0].shape[:2]
+    if vc.codec == "h264":
+        enc: Any = H264Encoder(w, h, vc.fps, vc.bitrate_kbps, vc.vbv_ms, vc.refresh_frames,
+                               vc.encoder_threads)
+        dec: Any = H264Decoder()
+    else:
+        enc, dec = JpegEncoder(w, h, vc.jpeg_quality), JpegDecoder()
+    te, td = [], []
+    for img in frames:
+        t0 = time.perf_counter_ns()
+        pkt = enc.encode(img)
+        t1 = time.perf_counter_ns()
+        dec.decode(pkt.data)
+        t2 = time.perf_counter_ns()
+        te.append((t1 - t0) / 1e6)
+        td.append((t2 - t1) / 1e6)
+    skip = n // 4  # the first frames include the IDR and warm-up
+    return {"raw_encode_ms": round(statistics.median(te[skip:]), 2),
+            "raw_decode_ms": round(statistics.median(td[skip:]), 2)}
+
+
+def _pct(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "max": None}
+    s = sorted(values)
+    n = len(s)
+    return {"p50": round(s[n // 2], 1), "p95": round(s[min(n - 1, int(0.95 * n))], 1), "max": round(s[-1], 1)}
+
+
+def measure(cfg: Config, seconds: float, source: str) -> dict[str, Any]:
+    (port,) = free_ports(1)
+    endpoint = f"tcp://127.0.0.1:{port}"
+    ctx = mp.get_context("spawn")
+    stop, q = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=run_sender, args=(cfg, stop, source),
+                       kwargs={"endpoint": endpoint, "report": q}, name="video-sender")
+    proc.start()
+    sender_summary: dict[str, Any] = {}
+    try:
+        kind, info = q.get(timeout=30)
+        if kind != "ready":
+            raise RuntimeError(f"video sender failed: {info}")
+        rx = VideoReceiver(cfg, endpoint=endpoint)
+        try:
+            seq = 0
+            t_end = time.monotonic() + WARMUP_S
+            while time.monotonic() < t_end:
+                f = rx.wait_frame(seq, 1.0)
+                seq = f.seq if f else seq
+            base = rx.stats()
+            ages: list[float] = []
+            nbytes = 0
+            sync_errors = 0
+            t0 = time.monotonic_ns()
+            t_end = time.monotonic() + seconds
+            while time.monotonic() < t_end:
+                f = rx.wait_frame(seq, 1.0)
+                if f is None:
+                    continue
+                seq = f.seq
+                ages.append(f.decoded_age_ms)
+                nbytes += f.size_bytes
+                left, right = read_eye_codes(f.image, f.layout)
+                sync_errors += int(left is None or left != right)
+            span = (time.monotonic_ns() - t0) / 1e9
+            end = rx.stats()
+        finally:
+            rx.close()
+    finally:
+        stop.set()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+        try:
+            while True:
+                kind, info = q.get(timeout=1)
+                if kind == "summary":
+                    sender_summary = info
+        except queue.Empty:
+            pass
+    return {
+        "fps_achieved": round(len(ages) / span, 1),
+        "age_ms": _pct(ages),
+        "mbps": round(nbytes * 8 / span / 1e6, 2),
+        "dropped_display": end["dropped_display"] - base["dropped_display"],
+        "lost_packets": end["lost"] - base["lost"],
+        "frames": len(ages),
+        "eye_code_mismatch": sync_errors,
+        "decode_errors": end["decode_errors"] - base["decode_errors"],
+        "sender": sender_summary,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = [f"video.width={args.width}", f"video.height={args.height}", f"video.fps={args.fps}",
+                 f"video.codec={args.codec}", f"video.source={args.source}"]
+    cfg = with_overrides(args.cfg, overrides)
+    floor = raw_floor(cfg)
+    res = measure(cfg, args.seconds, args.source)
+    out = {
+        "bench": "video", "codec": args.codec, "eye": f"{args.width}x{args.height}",
+        "picture": f"{2 * args.width}x{args.height}", "fps_target": args.fps, "seconds": args.seconds,
+        "bitrate_kbps": cfg.video.bitrate_kbps if args.codec == "h264" else None,
+        "jpeg_quality": cfg.video.jpeg_quality if args.codec == "jpeg" else None,
+        **{k: v for k, v in res.items() if k != "sender"}, **floor, "sender": res["sender"],
+        "machine": machine(),
+    }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    a = out["age_ms"]
+    print(f"video {args.codec} {out['picture']} @ {args.fps} fps for {args.seconds:g} s")
+    print(f"  fps_achieved    {out['fps_achieved']}")
+    print(f"  age_ms          p50 {a['p50']}  p95 {a['p95']}  max {a['max']}  (capture -> ready to paint)")
+    print(f"  mbps            {out['mbps']}")
+    print(f"  dropped_display {out['dropped_display']}   lost_packets {out['lost_packets']}")
+    print(f"  raw floor       encode {out['raw_encode_ms']} ms, decode {out['raw_decode_ms']} ms "
+          "per stereo frame")
+    print(f"  sender          {json.dumps(res['sender'])}")
+    return 0

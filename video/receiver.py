@@ -1,0 +1,268 @@
+"""Console video receiver: a worker thread takes every frame off the socket, decodes it, and keeps only
+the newest decoded picture for display, so a slow display never builds latency.
+
+Every H.264 packet reaches the decoder in order (none is dropped here); display drops happen at the
+single newest-frame slot and are counted (`dropped_display`). Each decoded frame feeds a VideoGuard
+(safety/video_guard.py); `latest()` hands out the picture with its age and a `stale` flag the pane must
+honour (draw it with video.framecode.mark_stale), `status()` gives the guard's verdict for the hold
+logic. Reports (acks, keyframe requests, hellos) go back on the same DEALER connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from safety.video_guard import VideoGuard, VideoStatus
+from teleop.config import Config
+from video.codecs import CodecError, Decoder, make_decoder
+from video.framecode import eye_views
+from video.session import ReceiverSession
+from video.wire import Codec, Frame, FrameHeader, Layout, Report, VideoWireError, decode, encode_report
+
+log = logging.getLogger("video.receiver")
+
+RCVBUF_BYTES = 128 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FrameView:
+    """The newest decoded picture as the pane should show it, judged at the time `latest()` was called."""
+
+    image: np.ndarray  # packed BGR (read-only); keep a reference while a QImage shares it
+    layout: Layout
+    codec: Codec
+    seq: int  # receiver's count of decoded frames: changes with every new picture
+    stream_id: int
+    frame_id: int
+    source_seq: int
+    keyframe: bool
+    degraded: bool  # decoded after a missing frame, before the next keyframe: may smear
+    capture_ns: int  # bedside clock
+    received_ns: int  # console clock
+    decoded_ns: int  # console clock: ready to paint
+    offset_ns: int  # bedside − console clock offset used for the ages
+    size_bytes: int  # encoded payload
+    decoded_age_ms: float  # capture -> ready to paint
+    age_ms: float  # capture -> the latest() call
+    status: VideoStatus
+    stale: bool  # the pane must show the picture as not live
+
+    @property
+    def left(self) -> np.ndarray:
+        return eye_views(self.image, self.layout)[0]
+
+    @property
+    def right(self) -> np.ndarray:
+        return eye_views(self.image, self.layout)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    image: np.ndarray
+    header: FrameHeader
+    seq: int
+    received_ns: int
+    decoded_ns: int
+    offset_ns: int
+    degraded: bool
+    size_bytes: int
+
+
+class VideoReceiver:
+    """Subscribe, decode and keep the newest frame, in a worker thread; thread-safe accessors."""
+
+    def __init__(self, cfg: Config, clock_offset_ns_fn: Callable[[], int] | None = None,
+                 endpoint: str | None = None, on_new_frame: Callable[[], None] | None = None,
+                 ctx: zmq.Context | None = None) -> None:
+        self.cfg = cfg
+        self.endpoint = endpoint or f"tcp://{cfg.link.bedside_host}:{cfg.link.video_port}"
+        self.offset_fn = clock_offset_ns_fn
+        self.on_new_frame = on_new_frame
+        self.guard = VideoGuard(cfg.video.stale_ms, cfg.video.stuck_ms)
+        self.session = ReceiverSession()
+        self._ctx = ctx or zmq.Context.instance()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._latest: _Decoded | None = None
+        self._consumed = True
+        self._closed = threading.Event()
+        self._seq = 0
+        self._decoder: Decoder | None = None
+        self._ages: deque[float] = deque(maxlen=600)
+        self._arrivals: deque[tuple[int, int]] = deque(maxlen=600)  # (decoded_ns, bytes)
+        self.counters: dict[str, int] = {"received": 0, "decoded": 0, "bad_messages": 0, "decode_errors": 0,
+                                         "dropped_display": 0, "key_requests": 0, "resets": 0}
+        self.last_error = ""
+        self._thread = threading.Thread(target=self._run, name="video-receiver", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------------- worker
+    def _socket(self) -> zmq.Socket:
+        s = self._ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.RCVHWM, 2)
+        s.setsockopt(zmq.SNDHWM, 16)
+        s.setsockopt(zmq.RCVBUF, RCVBUF_BYTES)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.HEARTBEAT_IVL, 500)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+        s.connect(self.endpoint)
+        return s
+
+    def _send(self, sock: zmq.Socket, r: Report) -> None:
+        with contextlib.suppress(zmq.Again):  # reports are idempotent; the next carries the same facts
+            sock.send(encode_report(r), zmq.NOBLOCK)
+
+    def _run(self) -> None:
+        sock = self._socket()
+        try:
+            while not self._closed.is_set():
+                try:
+                    self._step(sock)
+                except Exception as exc:  # never let one bad frame kill the video
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("video receiver error")
+                    time.sleep(0.01)
+        finally:
+            sock.close(0)
+
+    def _step(self, sock: zmq.Socket) -> None:
+        hello = self.session.idle(time.monotonic_ns())
+        if hello is not None:
+            self._send(sock, hello)
+        if not sock.poll(50):
+            return
+        data = sock.recv(zmq.NOBLOCK, copy=False).buffer
+        rx = time.monotonic_ns()
+        self.counters["received"] += 1
+        try:
+            msg = decode(data)
+        except VideoWireError as exc:
+            self._bad(f"bad video message: {exc}")
+            return
+        if not isinstance(msg, Frame):
+            self._bad("unexpected report on the video socket")
+            return
+        self._handle(sock, msg, rx)
+
+    def _bad(self, text: str) -> None:
+        self.counters["bad_messages"] += 1
+        self.last_error = text
+        log.debug(text)
+
+    def _handle(self, sock: zmq.Socket, msg: Frame, rx: int) -> None:
+        h = msg.header
+        admit = self.session.on_frame(rx, h)
+        if admit.reset_decoder or self._decoder is None or self._decoder.codec != h.codec:
+            self._decoder = make_decoder(h.codec)
+            self.counters["resets"] += 1
+        if admit.request_key:
+            self.counters["key_requests"] += 1
+            self._send(sock, self.session.report(rx, h, rx, decoded=False, key_request=True))
+        try:
+            img = self._decoder.decode(msg.payload)
+            if img.shape[0] != h.height or img.shape[1] != h.width:
+                raise CodecError(f"decoded {img.shape[1]}x{img.shape[0]}, header says {h.width}x{h.height}")
+        except CodecError as exc:
+            self.counters["decode_errors"] += 1
+            self.last_error = str(exc)
+            now = time.monotonic_ns()
+            want = self.session.decode_failed(now)
+            self.counters["key_requests"] += int(want)
+            self._send(sock, self.session.report(now, h, rx, decoded=False, key_request=want))
+            return
+        img.flags.writeable = False
+        decoded = time.monotonic_ns()
+        offset = int(self.offset_fn()) if self.offset_fn is not None else 0
+        with self._cond:
+            self._seq += 1
+            if not self._consumed:
+                self.counters["dropped_display"] += 1
+            self._latest = _Decoded(img, h, self._seq, rx, decoded, offset, admit.degraded, len(msg.payload))
+            self._consumed = False
+            self.counters["decoded"] += 1
+            self.guard.on_frame(decoded, h.frame_id, h.capture_ns, offset, h.content_sig, h.source_seq)
+            self._ages.append((decoded - (h.capture_ns - offset)) / 1e6)
+            self._arrivals.append((decoded, len(msg.payload)))
+            self._cond.notify_all()
+        self._send(sock, self.session.report(time.monotonic_ns(), h, rx, decoded=True, key_request=False))
+        if self.on_new_frame is not None:
+            self.on_new_frame()
+
+    # ------------------------------------------------------------------------------------- public
+    def _view(self, d: _Decoded, now: int) -> FrameView:
+        status = self.guard.peek(now)
+        h = d.header
+        local_capture = h.capture_ns - d.offset_ns
+        return FrameView(d.image, h.layout, h.codec, d.seq, h.stream_id, h.frame_id, h.source_seq,
+                         h.keyframe, d.degraded, h.capture_ns, d.received_ns, d.decoded_ns, d.offset_ns,
+                         d.size_bytes,
+                         (d.decoded_ns - local_capture) / 1e6, (now - local_capture) / 1e6, status,
+                         status.stale)
+
+    def latest(self, now_ns: int | None = None) -> FrameView | None:
+        """The newest decoded picture, judged now; None before the first one."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        with self._lock:
+            d = self._latest
+            if d is None:
+                return None
+            self._consumed = True
+            return self._view(d, now)
+
+    def wait_frame(self, after_seq: int = 0, timeout_s: float = 1.0) -> FrameView | None:
+        """Block until a picture newer than `after_seq` is decoded (None on timeout)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._latest is None or self._latest.seq <= after_seq:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed.is_set():
+                    return None
+                self._cond.wait(left)
+            self._consumed = True
+            return self._view(self._latest, time.monotonic_ns())
+
+    def status(self, now_ns: int | None = None) -> VideoStatus:
+        """The stale-video guard's verdict now: feed `hold_reason` to the hold logic every tick. This is
+        the one call that records transitions (`changed`); `latest()` only peeks."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        with self._lock:
+            return self.guard.check(now)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, plus age percentiles, fps and Mbit/s over the last ~600 frames."""
+        with self._lock:
+            ages = sorted(self._ages)
+            arr = list(self._arrivals)
+            out: dict[str, Any] = dict(self.counters)
+            out.update(lost=self.session.lost, stream_id=self.session.stream_id, last_error=self.last_error)
+        if ages:
+            n = len(ages)
+            out["age_ms"] = {"p50": round(ages[n // 2], 1), "p95": round(ages[min(n - 1, int(0.95 * n))], 1),
+                             "max": round(ages[-1], 1)}
+        if len(arr) >= 2 and arr[-1][0] > arr[0][0]:
+            span = (arr[-1][0] - arr[0][0]) / 1e9
+            out["fps"] = round((len(arr) - 1) / span, 1)
+            out["mbps"] = round(sum(b for _, b in arr[1:]) * 8 / span / 1e6, 2)
+        return out
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(2.0)
+
+    def __enter__(self) -> VideoReceiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,242 @@
+"""Bedside video sender: capture -> encode -> one ZeroMQ message per frame, in its own process.
+
+`run_sender(cfg, stop, source_spec)` is the process entry the bedside agent starts (multiprocessing
+'spawn'), so encoding never shares a GIL with the 1 kHz control loop. It runs until `stop` is set, or
+SIGTERM/SIGINT arrives.
+
+Socket: ROUTER bound on tcp://{link.bind_host}:{link.video_port}. Viewers connect a DEALER and report
+back on the same connection (acks, keyframe requests, hellos), so no second port is needed and the sender
+knows each viewer by identity. ROUTER_MANDATORY makes a full per-viewer queue visible (EAGAIN) instead
+of a silent drop; SNDHWM 2 and a small SNDBUF keep frames from queueing ahead. The policy (who gets what,
+when to skip a picture, when to make an IDR) lives in the pure video.session.SenderSession.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing.synchronize
+import os
+import random
+import signal
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import cv2
+import zmq
+
+from teleop.config import Config
+from video.abr import AdaptiveBitrate, Level
+from video.codecs import CODEC_NAMES, CodecError, Encoder, H264Encoder, JpegEncoder
+from video.framecode import content_signature
+from video.session import SenderSession
+from video.sources import StereoFrame, StereoSource, VideoSourceError, open_source
+from video.wire import Codec, FrameHeader, Report, VideoWireError, decode, encode_frame
+
+log = logging.getLogger("video.sender")
+
+SNDBUF_BYTES = 128 * 1024
+
+
+def video_endpoint(cfg: Config, bind: bool) -> str:
+    host = cfg.link.bind_host if bind else cfg.link.bedside_host
+    return f"tcp://{host}:{cfg.link.video_port}"
+
+
+def _even(x: float, m: int = 4) -> int:
+    return max(m, int(x) // m * m)
+
+
+class VideoSender:
+    """Thin I/O around SenderSession: the source, the encoder and the ROUTER socket."""
+
+    def __init__(self, cfg: Config, source: StereoSource, endpoint: str | None = None,
+                 ctx: zmq.Context | None = None) -> None:
+        self.cfg, self.vc, self.source = cfg, cfg.video, source
+        self.codec = CODEC_NAMES[self.vc.codec]
+        min_kbps = min(self.vc.min_bitrate_kbps, self.vc.bitrate_kbps)
+        self.abr = AdaptiveBitrate(self.vc.bitrate_kbps, min_kbps) if self.vc.adaptive else None
+        self.level = Level(0, self.vc.bitrate_kbps, 1.0, 1.0)
+        self.session = SenderSession(random.randrange(1, 2**32), self.vc.viewer_timeout_ms,
+                                     self.vc.max_queue_ms, abr=self.abr)
+        self.ctx = ctx or zmq.Context.instance()
+        s = self.ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        s.setsockopt(zmq.SNDHWM, 2)
+        s.setsockopt(zmq.RCVHWM, 256)
+        s.setsockopt(zmq.SNDBUF, SNDBUF_BYTES)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.HEARTBEAT_IVL, 500)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+        self.endpoint = endpoint or video_endpoint(cfg, bind=True)
+        s.bind(self.endpoint)
+        self.endpoint = s.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.sock = s
+        self.encoder: Encoder | None = None
+        self._fresh = False
+        self.stats: dict[str, Any] = {"frames_read": 0, "frames_sent": 0, "bytes_sent": 0, "keyframes": 0,
+                                      "send_failed": 0, "bad_reports": 0}
+        self.encode_ms: deque[float] = deque(maxlen=600)
+        self.last_error = ""
+
+    # ---------------------------------------------------------------------------------------- reports
+    def _drain_reports(self) -> None:
+        while True:
+            try:
+                parts = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            now = time.monotonic_ns()
+            if len(parts) != 2:
+                self.stats["bad_reports"] += 1
+                continue
+            try:
+                msg = decode(parts[1])
+            except VideoWireError as exc:
+                self.stats["bad_reports"] += 1
+                self.last_error = str(exc)
+                continue
+            if not isinstance(msg, Report):
+                self.stats["bad_reports"] += 1
+                continue
+            lvl = self.session.on_report(now, parts[0], msg)
+            if lvl is not None:
+                log.info("adaptive bitrate: level %d, %d kbit/s, scale %.2f", lvl.index, lvl.bitrate_kbps,
+                         lvl.scale)
+                self.level = lvl
+
+    # ----------------------------------------------------------------------------------------- frames
+    def _picture_size(self, frame: StereoFrame) -> tuple[int, int]:
+        h, w = frame.image.shape[:2]
+        return _even(w * self.level.scale), _even(h * self.level.scale, 2)
+
+    def _ensure_encoder(self, w: int, h: int) -> bool:
+        """Right-sized encoder at the current level; True when it is new (its first frame is an IDR)."""
+        enc = self.encoder
+        if enc is not None and (enc.width, enc.height) == (w, h):
+            if self.codec == Codec.H264 and enc.bitrate_kbps != self.level.bitrate_kbps:  # type: ignore[attr-defined]
+                enc.set_bitrate(self.level.bitrate_kbps)
+            elif isinstance(enc, JpegEncoder):
+                enc.set_quality(int(self.vc.jpeg_quality * self.level.quality_factor))
+            return False
+        if enc is not None:
+            enc.close()
+        if self.codec == Codec.H264:
+            self.encoder = H264Encoder(w, h, self.vc.fps, self.level.bitrate_kbps, self.vc.vbv_ms,
+                                       self.vc.refresh_frames, self.vc.encoder_threads)
+        else:
+            jpeg = JpegEncoder(w, h, self.vc.jpeg_quality)
+            jpeg.set_quality(int(self.vc.jpeg_quality * self.level.quality_factor))
+            self.encoder = jpeg
+        log.info("encoder %s %dx%d", self.codec.name, w, h)
+        self._fresh = True
+        return True
+
+    def step(self) -> None:
+        """One capture slot: read a picture, hear the viewers, and encode+send it if anyone can use it."""
+        frame = self.source.read()
+        self.stats["frames_read"] += 1
+        self._drain_reports()
+        now = time.monotonic_ns()
+        w, h = self._picture_size(frame)
+        self._ensure_encoder(w, h)
+        plan = self.session.plan(now, key_anyway=self._fresh or self.codec == Codec.JPEG)
+        if plan is None:
+            return
+        img = frame.image
+        if (img.shape[1], img.shape[0]) != (w, h):
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        sig = content_signature(frame.image)
+        t0 = time.perf_counter_ns()
+        assert self.encoder is not None
+        pkt = self.encoder.encode(img, force_key=plan.force_key)
+        self._fresh = False
+        self.encode_ms.append((time.perf_counter_ns() - t0) / 1e6)
+        send_ns = time.monotonic_ns()
+        header = FrameHeader(self.codec, pkt.keyframe, frame.layout, self.session.stream_id, plan.frame_id,
+                             frame.capture_ns, send_ns, frame.source_seq & (2**64 - 1), sig, w, h,
+                             self.level.bitrate_kbps if self.codec == Codec.H264 else 0)
+        data = encode_frame(header, pkt.data)
+        failed = []
+        for ident in plan.targets:
+            try:
+                self.sock.send_multipart([ident, data], zmq.NOBLOCK, copy=len(data) < 65536)
+            except zmq.Again:
+                failed.append(ident)
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                failed.append(ident)
+                self.session.forget(ident)
+        self.stats["send_failed"] += len(failed)
+        self.session.sent(send_ns, plan, pkt.keyframe, tuple(failed))
+        if len(failed) < len(plan.targets):
+            self.stats["frames_sent"] += 1
+            self.stats["bytes_sent"] += len(data)
+            self.stats["keyframes"] += int(pkt.keyframe)
+
+    def run(self, should_stop: Any) -> None:
+        while not should_stop():
+            self.step()
+
+    def summary(self) -> dict[str, Any]:
+        enc = sorted(self.encode_ms)
+        s = self.session
+        return {**self.stats, "skipped_no_viewer": s.skipped_no_viewer,
+                "skipped_congested": s.skipped_congested, "key_requests": s.key_requests,
+                "level": self.level.index,
+                "bitrate_kbps": self.level.bitrate_kbps if self.codec == Codec.H264 else None,
+                "scale": self.level.scale, "level_changes": len(s.level_changes),
+                "encode_ms_p50": enc[len(enc) // 2] if enc else None,
+                "source_skipped": getattr(getattr(self.source, "pacer", None), "skipped", 0),
+                "last_error": self.last_error}
+
+    def close(self) -> None:
+        self.sock.close(0)
+        if self.encoder is not None:
+            self.encoder.close()
+        self.source.close()
+
+
+def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = None,
+               source_spec: str | None = None, *, endpoint: str | None = None,
+               report: Any | None = None) -> None:
+    """Process entry: capture, encode and send until `stop` is set or SIGTERM/SIGINT.
+
+    `source_spec` overrides cfg.video.source; `endpoint` overrides the bind address (tests, bench).
+    `report` (a multiprocessing queue) receives ("ready", endpoint) once bound and ("summary", dict) at
+    exit. A missing camera or bad spec logs the error, reports ("error", text) and returns.
+    """
+    logging.basicConfig(level=getattr(logging, cfg.logging.level),
+                        format=f"%(asctime)s video-sender[{os.getpid()}] %(levelname)s %(message)s")
+    flag = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: flag.set())
+    spec = source_spec or cfg.video.source
+    try:
+        source = open_source(spec, cfg.video)
+    except VideoSourceError as exc:
+        log.error("video source %s: %s", spec, exc)
+        if report is not None:
+            report.put(("error", str(exc)))
+        return
+    sender = None
+    try:
+        sender = VideoSender(cfg, source, endpoint)
+        log.info("video: %s -> %s (%s)", source.name, sender.endpoint, cfg.video.codec)
+        if report is not None:
+            report.put(("ready", sender.endpoint))
+        sender.run(lambda: flag.is_set() or (stop is not None and stop.is_set()))
+    except (VideoSourceError, CodecError, zmq.ZMQError) as exc:
+        log.error("video sender stopped: %s", exc)
+        if report is not None:
+            report.put(("error", str(exc)))
+    finally:
+        if sender is not None:
+            if report is not None:
+                report.put(("summary", sender.summary()))
+            sender.close()
+        else:
+            source.close()

@@ -1,0 +1,258 @@
+"""Stereo sources behind one interface: each `read()` returns both eyes, packed, with a capture time.
+
+Sources: synthetic (video/synthetic.py), video files (one side-by-side file or a left/right pair, looping),
+USB cameras through OpenCV (one stereo camera delivering side-by-side frames, or two cameras grabbed
+together), Intel RealSense (video/realsense.py). `open_source(spec, cfg)` turns a config string into one.
+Capture time is the sender's monotonic clock when the picture was taken off the device (or made).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from video.framecode import eye_views
+from video.wire import Layout
+
+if TYPE_CHECKING:
+    from teleop.config import VideoConfig
+
+
+class VideoSourceError(RuntimeError):
+    """A source that cannot deliver: missing device or file, bad spec, unreadable stream. Says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class StereoFrame:
+    image: np.ndarray  # both eyes packed per `layout`, BGR uint8
+    layout: Layout
+    capture_ns: int  # time.monotonic_ns() when the picture was taken
+    source_seq: int  # the device's frame counter, or the source's own
+
+    @property
+    def left(self) -> np.ndarray:
+        return eye_views(self.image, self.layout)[0]
+
+    @property
+    def right(self) -> np.ndarray:
+        return eye_views(self.image, self.layout)[1]
+
+
+def _bgr(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+def pack(left: np.ndarray, right: np.ndarray, layout: Layout = Layout.SIDE_BY_SIDE) -> np.ndarray:
+    """Both eyes in one picture (one copy), so one encode keeps them in sync."""
+    left, right = _bgr(left), _bgr(right)
+    if left.shape != right.shape:
+        right = cv2.resize(right, (left.shape[1], left.shape[0]), interpolation=cv2.INTER_AREA)
+    h, w = left.shape[:2]
+    if layout == Layout.TOP_BOTTOM:
+        out = np.empty((2 * h, w, 3), np.uint8)
+        out[:h], out[h:] = left, right
+    elif layout == Layout.SIDE_BY_SIDE:
+        out = np.empty((h, 2 * w, 3), np.uint8)
+        out[:, :w], out[:, w:] = left, right
+    else:
+        raise ValueError("pack() needs a two-eye layout")
+    return out
+
+
+class StereoSource(ABC):
+    """One stereo stream. `read` blocks until the next frame; `close` releases the device."""
+
+    name: str = "source"
+
+    @abstractmethod
+    def read(self) -> StereoFrame: ...
+
+    def close(self) -> None:  # noqa: B027 - most sources have nothing to release
+        pass
+
+    def __enter__(self) -> StereoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Pacer:
+    """Releases frame slots at `fps` like a camera: a late reader skips slots instead of bursting."""
+
+    def __init__(self, fps: float) -> None:
+        if fps <= 0:
+            raise VideoSourceError(f"fps must be positive, got {fps}")
+        self.period_ns = int(1e9 / fps)
+        self.t0 = time.monotonic_ns()
+        self.slot = -1
+        self.skipped = 0
+
+    def wait(self) -> int:
+        """Sleep until the next slot is due; returns the slot number."""
+        now = time.monotonic_ns()
+        nxt = self.slot + 1
+        late_slot = (now - self.t0) // self.period_ns
+        if late_slot > nxt:  # more than a period behind: drop the missed slots, as a camera would
+            self.skipped += late_slot - nxt
+            nxt = late_slot
+        due = self.t0 + nxt * self.period_ns
+        if due > now:
+            time.sleep((due - now) / 1e9)
+        self.slot = nxt
+        return nxt
+
+
+class FileSource(StereoSource):
+    """One side-by-side file, or a left/right pair, read through OpenCV at `fps`, looping at the end."""
+
+    def __init__(self, paths: list[str], fps: float | None = None, loop: bool = True,
+                 layout: Layout = Layout.SIDE_BY_SIDE) -> None:
+        if len(paths) not in (1, 2):
+            raise VideoSourceError(f"a file source takes one side-by-side file or a left,right pair: {paths}")
+        self.paths, self.loop, self.layout = paths, loop, layout
+        self.name = "file:" + ",".join(paths)
+        self.caps = []
+        for p in paths:
+            cap = cv2.VideoCapture(p)
+            if not cap.isOpened():
+                self.close()
+                raise VideoSourceError(f"cannot open video file {p!r} (missing, or unreadable by OpenCV)")
+            self.caps.append(cap)
+        file_fps = self.caps[0].get(cv2.CAP_PROP_FPS) or 0.0
+        self.pacer = Pacer(fps or (file_fps if 1 <= file_fps <= 240 else 30.0))
+        self.count = 0
+
+    def _read_one(self, cap: Any, path: str) -> np.ndarray:
+        ok, img = cap.read()
+        if not ok and self.loop:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, img = cap.read()
+        if not ok or img is None:
+            raise VideoSourceError(f"video file {path!r} yields no frames")
+        return img
+
+    def read(self) -> StereoFrame:
+        self.pacer.wait()
+        imgs = [self._read_one(c, p) for c, p in zip(self.caps, self.paths, strict=True)]
+        t = time.monotonic_ns()
+        if len(imgs) == 2:
+            image = pack(imgs[0], imgs[1], self.layout)
+        else:
+            image = _bgr(imgs[0])
+            if image.shape[1] % 2:
+                image = image[:, :-1]
+        self.count += 1
+        return StereoFrame(np.ascontiguousarray(image), self.layout, t, self.count)
+
+    def close(self) -> None:
+        for c in self.caps:
+            c.release()
+        self.caps = []
+
+
+CaptureFactory = Callable[[int], Any]
+
+
+def _v4l2_capture(index: int) -> Any:
+    return cv2.VideoCapture(index, cv2.CAP_V4L2)
+
+
+class UsbSource(StereoSource):
+    """USB cameras through OpenCV: one stereo camera delivering side-by-side frames (one index), or two
+    cameras (two indices) grabbed back to back and then decoded, which keeps the pair within a frame.
+
+    `capture_factory` opens index -> cv2.VideoCapture-like object (tests hand in file-backed captures).
+    """
+
+    def __init__(self, indices: list[int], eye_width: int, height: int, fps: int,
+                 capture_factory: CaptureFactory | None = None) -> None:
+        if len(indices) not in (1, 2):
+            raise VideoSourceError(f"usb source takes one stereo camera or two cameras, got {indices}")
+        factory = capture_factory or _v4l2_capture
+        self.name = "usb:" + ",".join(map(str, indices))
+        self.indices = indices
+        self.caps = []
+        for i in indices:
+            cap = factory(i)
+            if cap is None or not cap.isOpened():
+                self.close()
+                raise VideoSourceError(
+                    f"no USB camera at index {i}: /dev/video{i} is missing, busy, or not a capture device"
+                )
+            width = eye_width * (2 if len(indices) == 1 else 1)
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            cap.set(cv2.CAP_PROP_FPS, fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a driver queue of old ones
+            self.caps.append(cap)
+        self.count = 0
+
+    def read(self) -> StereoFrame:
+        for cap, i in zip(self.caps, self.indices, strict=True):
+            if not cap.grab():
+                raise VideoSourceError(f"USB camera {i} stopped delivering frames (unplugged?)")
+        t = time.monotonic_ns()
+        imgs = []
+        for cap, i in zip(self.caps, self.indices, strict=True):
+            ok, img = cap.retrieve()
+            if not ok or img is None:
+                raise VideoSourceError(f"USB camera {i} delivered an undecodable frame")
+            imgs.append(img)
+        self.count += 1
+        if len(imgs) == 2:
+            image = pack(imgs[0], imgs[1])
+        else:
+            image = _bgr(imgs[0])
+            if image.shape[1] % 2:
+                image = image[:, :-1]
+        return StereoFrame(np.ascontiguousarray(image), Layout.SIDE_BY_SIDE, t, self.count)
+
+    def close(self) -> None:
+        for c in self.caps:
+            c.release()
+        self.caps = []
+
+
+SPEC_HELP = (
+    "synthetic | file:SBS.mp4 | file:LEFT.mp4,RIGHT.mp4 | usb:0 | usb:0,1 | realsense[:SERIAL] | "
+    "realsense-color[:SERIAL] | realsense-file:REC.db3"
+)
+
+
+def open_source(spec: str, cfg: VideoConfig) -> StereoSource:
+    """Build the source a config string names; VideoSourceError with the accepted forms otherwise."""
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "synthetic":
+        from video.synthetic import SyntheticStereo
+
+        return SyntheticStereo(cfg.width, cfg.height, cfg.fps)
+    if kind == "file" and arg:
+        return FileSource([p for p in arg.split(",") if p])  # at the file's own frame rate
+    if kind == "usb":
+        try:
+            idx = [int(x) for x in (arg or "0").split(",")]
+        except ValueError:
+            raise VideoSourceError(f"usb source wants indices like usb:0 or usb:0,1, got {spec!r}") from None
+        return UsbSource(idx, cfg.width, cfg.height, cfg.fps)
+    if kind in ("realsense", "realsense-color", "realsense-file"):
+        from video.realsense import RealSenseSource
+
+        if kind == "realsense-file":
+            if not arg:
+                raise VideoSourceError("realsense-file needs a path: realsense-file:REC.db3")
+            return RealSenseSource(file=arg, color=False, width=cfg.width, height=cfg.height, fps=cfg.fps)
+        return RealSenseSource(serial=arg or None, color=kind == "realsense-color", width=cfg.width,
+                               height=cfg.height, fps=cfg.fps)
+    raise VideoSourceError(f"unknown video source {spec!r}; use {SPEC_HELP}")

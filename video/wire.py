@@ -1,0 +1,241 @@
+"""Pure codec for the video link: bytes in, one valid message out, or a VideoWireError.
+
+No sockets, no clocks (sans-IO, like transport/codec.py). Two messages, each one ZeroMQ frame:
+
+- FRAME (bedside -> console): a 64-byte header, then the encoded picture (both eyes packed in one image).
+- REPORT (console -> bedside): 64 bytes, no payload. Sent once per decoded frame (an ack that carries the
+  receiver's hold time, so the sender can measure round trips on its own clock), on a detected gap (with
+  the keyframe-request flag), and as a hello every few hundred ms while no video arrives.
+
+`decode` never returns a half-valid message: magic, version, type, codec, layout, flags, reserved bytes,
+sizes and the exact length are checked before anything is built. Layout table: docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+
+MAGIC = b"SRGV"
+VERSION = 1
+
+# magic ver type codec flags layout rsv rsv16 | stream frame_id capture send source_seq sig w h plen kbps
+_FRAME = struct.Struct("<4sBBBBBBHIQqqQIHHII")
+# magic ver type flags rsv rsv32 | stream frame_id echo_send_ns rx_ns hold_ns lost decoded rsv32
+_REPORT = struct.Struct("<4sBBBBIIQqqqIIQ")
+FRAME_HEADER_SIZE = _FRAME.size  # 64
+REPORT_SIZE = _REPORT.size  # 64
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+MAX_DIMENSION = 8192
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+
+
+class MsgType(IntEnum):
+    FRAME = 1
+    REPORT = 2
+
+
+class Codec(IntEnum):
+    H264 = 1
+    JPEG = 2
+
+
+class Layout(IntEnum):
+    """How the two eyes sit in the one encoded picture."""
+
+    SIDE_BY_SIDE = 0  # left | right
+    TOP_BOTTOM = 1  # left over right
+    MONO = 2  # one view for both eyes (e.g. a RealSense colour stream)
+
+
+class FrameFlags(IntFlag):
+    KEYFRAME = 1  # decodable on its own (H.264 IDR; every JPEG)
+
+
+class ReportFlags(IntFlag):
+    KEYFRAME_REQUEST = 1  # the receiver is missing a frame or just joined: send an IDR
+    HELLO = 2  # no frame to acknowledge: "I am here, send me video"
+
+
+_FRAME_FLAG_BITS = int(FrameFlags.KEYFRAME)
+_REPORT_FLAG_BITS = int(ReportFlags.KEYFRAME_REQUEST | ReportFlags.HELLO)
+
+
+class VideoWireError(ValueError):
+    """Bytes that are not a valid video message. Counted and reported by the receiver, never acted on."""
+
+
+class Truncated(VideoWireError):
+    pass
+
+
+class BadMagic(VideoWireError):
+    pass
+
+
+class UnsupportedVersion(VideoWireError):
+    pass
+
+
+class UnknownType(VideoWireError):
+    pass
+
+
+class UnknownCodec(VideoWireError):
+    pass
+
+
+class LengthMismatch(VideoWireError):
+    pass
+
+
+class InvalidField(VideoWireError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    codec: Codec
+    keyframe: bool
+    layout: Layout
+    stream_id: int  # random per sender start: a change tells the receiver to reset its decoder
+    frame_id: int  # consecutive within a stream; a gap means a frame never reached the decoder
+    capture_ns: int  # sender's monotonic clock when the camera delivered the picture
+    send_ns: int  # sender's monotonic clock when the message left the encoder
+    source_seq: int  # the camera's own frame counter (or the source's read counter)
+    content_sig: int  # CRC32 of a subsample of the raw picture: unchanged content = stuck camera
+    width: int  # of the packed picture (both eyes)
+    height: int
+    bitrate_kbps: int  # encoder target when this frame was made (informational)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    header: FrameHeader
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    flags: ReportFlags
+    stream_id: int  # 0 before the first frame
+    frame_id: int  # newest frame received (0 with HELLO)
+    echo_send_ns: int  # that frame's send_ns, echoed: the sender times the round trip on its own clock
+    rx_ns: int  # receiver clock when that frame was taken off the socket
+    hold_ns: int  # receiver time between taking the frame and sending this report (decode), subtracted
+    lost: int  # frames missing so far (gaps in frame_id)
+    decoded: int  # frames decoded so far
+
+
+def _check_range(name: str, value: int, lo: int, hi: int) -> None:
+    if not (lo <= value <= hi):
+        raise InvalidField(f"{name} {value} out of range [{lo}, {hi}]")
+
+
+def encode_frame(h: FrameHeader, payload: bytes | bytearray | memoryview) -> bytes:
+    """Header + payload as one message. Raises InvalidField for values the wire cannot carry."""
+    n = len(payload)
+    if n == 0 or n > MAX_PAYLOAD_BYTES:
+        raise InvalidField(f"payload of {n} bytes (must be 1..{MAX_PAYLOAD_BYTES})")
+    for name, v, lo, hi in (
+        ("stream_id", h.stream_id, 0, U32_MAX),
+        ("frame_id", h.frame_id, 0, U64_MAX),
+        ("capture_ns", h.capture_ns, I64_MIN, I64_MAX),
+        ("send_ns", h.send_ns, I64_MIN, I64_MAX),
+        ("source_seq", h.source_seq, 0, U64_MAX),
+        ("content_sig", h.content_sig, 0, U32_MAX),
+        ("width", h.width, 1, MAX_DIMENSION),
+        ("height", h.height, 1, MAX_DIMENSION),
+        ("bitrate_kbps", h.bitrate_kbps, 0, U32_MAX),
+    ):
+        _check_range(name, v, lo, hi)
+    head = _FRAME.pack(
+        MAGIC, VERSION, MsgType.FRAME, Codec(h.codec), int(FrameFlags.KEYFRAME if h.keyframe else 0),
+        Layout(h.layout), 0, 0, h.stream_id, h.frame_id, h.capture_ns, h.send_ns, h.source_seq,
+        h.content_sig, h.width, h.height, n, h.bitrate_kbps,
+    )
+    return head + bytes(payload)
+
+
+def encode_report(r: Report) -> bytes:
+    for name, v, lo, hi in (
+        ("stream_id", r.stream_id, 0, U32_MAX),
+        ("frame_id", r.frame_id, 0, U64_MAX),
+        ("echo_send_ns", r.echo_send_ns, I64_MIN, I64_MAX),
+        ("rx_ns", r.rx_ns, I64_MIN, I64_MAX),
+        ("hold_ns", r.hold_ns, 0, I64_MAX),
+        ("lost", r.lost, 0, U32_MAX),
+        ("decoded", r.decoded, 0, U32_MAX),
+    ):
+        _check_range(name, v, lo, hi)
+    if int(r.flags) & ~_REPORT_FLAG_BITS:
+        raise InvalidField(f"unknown report flag bits {int(r.flags):#x}")
+    return _REPORT.pack(
+        MAGIC, VERSION, MsgType.REPORT, int(r.flags), 0, 0, r.stream_id, r.frame_id, r.echo_send_ns,
+        r.rx_ns, r.hold_ns, r.lost, r.decoded, 0,
+    )
+
+
+def _common(data: bytes, min_size: int) -> MsgType:
+    if len(data) < min_size:
+        raise Truncated(f"{len(data)} bytes is shorter than the {min_size}-byte header")
+    magic, version, mtype = struct.unpack_from("<4sBB", data)
+    if magic != MAGIC:
+        raise BadMagic(f"bad magic {magic!r}")
+    if version != VERSION:
+        raise UnsupportedVersion(f"video protocol version {version}, this end speaks {VERSION}")
+    try:
+        return MsgType(mtype)
+    except ValueError:
+        raise UnknownType(f"unknown video message type {mtype}") from None
+
+
+def decode(data: bytes | bytearray | memoryview) -> Frame | Report:
+    """Parse one message. Returns a fully valid Frame or Report, or raises a VideoWireError subclass."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise VideoWireError(f"expected bytes, got {type(data).__name__}")
+    mv = memoryview(data)
+    mtype = _common(mv, 6)
+    if mtype is MsgType.REPORT:
+        if len(mv) != REPORT_SIZE:
+            cls = Truncated if len(mv) < REPORT_SIZE else LengthMismatch
+            raise cls(f"report must be {REPORT_SIZE} bytes, got {len(mv)}")
+        (_, _, _, flags, r8, r16, stream, fid, echo, rx, hold, lost, dec, r64) = _REPORT.unpack_from(mv)
+        if r8 or r16 or r64:
+            raise InvalidField("reserved report fields must be 0")
+        if flags & ~_REPORT_FLAG_BITS:
+            raise InvalidField(f"unknown report flag bits {flags:#x}")
+        if hold < 0:
+            raise InvalidField(f"negative hold time {hold}")
+        return Report(ReportFlags(flags), stream, fid, echo, rx, hold, lost, dec)
+    if len(mv) < FRAME_HEADER_SIZE:
+        raise Truncated(f"{len(mv)} bytes is shorter than the {FRAME_HEADER_SIZE}-byte frame header")
+    (_, _, _, codec, flags, layout, r8, r16, stream, fid, cap, send, sseq, sig, w, h, plen, kbps) = (
+        _FRAME.unpack_from(mv)
+    )
+    try:
+        codec_e = Codec(codec)
+    except ValueError:
+        raise UnknownCodec(f"unknown codec {codec}") from None
+    try:
+        layout_e = Layout(layout)
+    except ValueError:
+        raise InvalidField(f"unknown eye layout {layout}") from None
+    if flags & ~_FRAME_FLAG_BITS:
+        raise InvalidField(f"unknown frame flag bits {flags:#x}")
+    if r8 or r16:
+        raise InvalidField("reserved frame header fields must be 0")
+    if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
+        raise InvalidField(f"picture size {w}x{h} out of range")
+    if plen == 0 or plen > MAX_PAYLOAD_BYTES:
+        raise InvalidField(f"payload length {plen} out of range")
+    have = len(mv) - FRAME_HEADER_SIZE
+    if plen != have:
+        cls = Truncated if plen > have else LengthMismatch
+        raise cls(f"header says {plen} payload bytes, message carries {have}")
+    header = FrameHeader(codec_e, bool(flags & FrameFlags.KEYFRAME), layout_e, stream, fid, cap, send, sseq,
+                         sig, w, h, kbps)
+    return Frame(header, bytes(mv[FRAME_HEADER_SIZE:]))
