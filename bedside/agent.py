@@ -19,6 +19,13 @@ States (CRTK operating_state) and what moves them, all in `_TRANSITIONS`:
   and the agent goes PAUSED with the reason; a backlog that arrives later carries the withdrawn epoch
   and is refused. Only a fresh ENABLE (new epoch) resumes.
 * Every transition is logged with its reason, published as an Event and kept in `freezes`/`counters`.
+
+Roles and control (docs/security.md). Every frame arrives with its sender's `role:name` (the CURVE key's
+ZAP User-Id). A `monitor` may raise an e-stop and nothing else; only a `surgeon` may ENABLE or command.
+Exactly one surgeon controls: another surgeon's ENABLE is refused (and announced to the controller as a
+handover request) while the controller holds an ENABLED session; control passes when the controller
+releases (DISABLE) or after its link was lost and the arms were held. Every grant, release and refusal is
+an audited event.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from transport.messages import (
     AckStatus,
     ArmMode,
     ConsoleFlags,
+    Counters,
     Disable,
     Enable,
     EStop,
@@ -51,6 +59,7 @@ from transport.messages import (
     ServoCp,
     Telemetry,
 )
+from transport.security import INSECURE_USER
 
 log = logging.getLogger("bedside.agent")
 
@@ -128,6 +137,7 @@ class BedsideAgent:
         # Random start: an epoch from an earlier run of this bedside can never match a new session.
         self._next_epoch = first_epoch if first_epoch is not None else secrets.randbelow(2**31) + 1
         self.controller: bytes | None = None
+        self.controller_user: str | None = None
         self.estop_console = False
         self.estop_local = False
         self.last_valid_ns = now_ns
@@ -192,17 +202,22 @@ class BedsideAgent:
 
     # ------------------------------------------------------------------ inputs
 
-    def on_message(self, now_ns: int, peer: bytes, data: bytes) -> list[Outgoing]:
-        """Handle one frame from a console; returns the replies (an Ack for every decodable command)."""
+    def on_message(self, now_ns: int, peer: bytes, data: bytes, user: str = INSECURE_USER) -> list[Outgoing]:
+        """Handle one frame from `user` (`role:name`); returns the replies (an Ack per decodable command)."""
         self.counters["received"] += 1
         try:
             msg = codec.decode(data)
         except codec.ProtocolError as exc:
             self.counters["decode_errors"] += 1
             self.counters[f"decode_error_{type(exc).__name__}"] += 1
-            self._rate_limited_event(now_ns, None, Reason.NONE, f"malformed frame dropped: {exc}")
+            self._rate_limited_event(now_ns, None, Reason.NONE, f"malformed frame from {user} dropped: {exc}")
             return []
-        if isinstance(msg, ServoCp):
+        role = user.partition(":")[0]
+        if role != "surgeon" and not (role == "monitor" and (isinstance(msg, Ping)
+                                                              or (isinstance(msg, EStop) and msg.engage))):
+            self.counters["forged_role"] += 1
+            status = AckStatus.REJECTED_ROLE
+        elif isinstance(msg, ServoCp):
             status = self._servo(now_ns, peer, msg)
             if self._frozen_at_ns is not None:
                 # Between a freeze and the next ENABLE nothing may move. Same-host runs share one monotonic
@@ -213,12 +228,16 @@ class BedsideAgent:
                 if status is AckStatus.APPLIED:
                     self.counters["backlog_executed"] += 1
         elif isinstance(msg, Enable):
-            status = self._enable(now_ns, peer)
+            status = self._enable(now_ns, peer, user)
         elif isinstance(msg, Disable):
-            status = self._disable(now_ns, peer)
+            status = self._disable(now_ns, peer, user)
         elif isinstance(msg, EStop):
             self.gate.observe(now_ns, msg)
-            status = self.raise_estop(now_ns, "console") if msg.engage else self.reset_estop(now_ns, "console")
+            source = "local" if role == "monitor" else "console"  # the on-site team's remote button
+            if msg.engage:
+                status = self.raise_estop(now_ns, f"{source} ({user})" if source == "console" else "local", user)
+            else:
+                status = self.reset_estop(now_ns, "console")
         elif isinstance(msg, Ping):
             self.gate.observe(now_ns, msg)
             status = AckStatus.PONG
@@ -230,7 +249,7 @@ class BedsideAgent:
             self.counters[f"rejected_{status.name.lower()}"] += 1
             self._last_rejection = status
             self._rate_limited_event(now_ns, status, _REJECTION_REASON.get(status, Reason.NONE),
-                                     f"{type(msg).__name__} seq {msg.seq} refused: {status.name}")
+                                     f"{type(msg).__name__} seq {msg.seq} from {user} refused: {status.name}")
         return [Outgoing(peer, self._ack(now_ns, msg, now_ns, status))]
 
     def _rate_limited_event(self, now_ns: int, status: AckStatus | None, reason: Reason, text: str) -> None:
@@ -241,11 +260,33 @@ class BedsideAgent:
         log.warning("%s", text)
         self._emit(now_ns, EventKind.REJECTION, reason, text, self.state)
 
-    def _enable(self, now_ns: int, peer: bytes) -> AckStatus:
+    def _may_take_control(self, user: str) -> bool:
+        """Control changes hands only after a release or after the controller's link was lost."""
+        if self.controller_user in (None, user):
+            return True
+        return self.state is OperatingState.DISABLED or (
+            self.state is OperatingState.PAUSED and self.reason in (Reason.LINK_LOST, Reason.STALE_COMMAND))
+
+    def _audit(self, now_ns: int, text: str) -> None:
+        log.warning("control: %s", text)
+        self._emit(now_ns, EventKind.INFO, Reason.HANDOVER, text, self.state)
+
+    def _enable(self, now_ns: int, peer: bytes, user: str) -> AckStatus:
         if self.estop:
             return AckStatus.REJECTED_ESTOP
         if self.state is OperatingState.FAULT:
             return AckStatus.REJECTED_FAULT
+        if not self._may_take_control(user):
+            self.counters["control_refused"] += 1
+            if now_ns - self._rejection_event_ns.get(AckStatus.REJECTED_NOT_CONTROLLER, -(10**18)) >= 1_000_000_000:
+                self._rejection_event_ns[AckStatus.REJECTED_NOT_CONTROLLER] = now_ns
+                self._audit(now_ns, f"{user} requests control; refused while {self.controller_user} is in control "
+                                    "(handover: the controlling surgeon disengages first)")
+            return AckStatus.REJECTED_NOT_CONTROLLER
+        if self.controller_user != user:
+            self._audit(now_ns, f"control granted to {user}" + (
+                f" (was {self.controller_user}, {self.state.name} {self.reason.name})" if self.controller_user else ""))
+        self.controller_user = user
         epoch = self._next_epoch
         self._next_epoch = self._next_epoch % (2**32 - 1) + 1
         self._hold_all()
@@ -258,9 +299,11 @@ class BedsideAgent:
         self._transition(now_ns, "enable", Reason.NONE, f"session epoch {epoch} granted; arms held in place")
         return AckStatus.ENABLED
 
-    def _disable(self, now_ns: int, peer: bytes) -> AckStatus:
-        if self.controller is not None and peer != self.controller:
-            return AckStatus.REJECTED_EPOCH
+    def _disable(self, now_ns: int, peer: bytes, user: str) -> AckStatus:
+        if self.controller is not None and (peer != self.controller or user != self.controller_user):
+            return AckStatus.REJECTED_NOT_CONTROLLER
+        if self.controller_user is not None:
+            self._audit(now_ns, f"control released by {user}")
         self._hold_all(disabled=True)
         self.gate.close()
         self.watchdog.disarm()
@@ -295,8 +338,8 @@ class BedsideAgent:
         self.counters["applied"] += 1
         return AckStatus.APPLIED
 
-    def raise_estop(self, now_ns: int, source: str) -> AckStatus:
-        """Latch an e-stop from `source` ('console' or 'local'); arms hold at once."""
+    def raise_estop(self, now_ns: int, source: str, user: str = "") -> AckStatus:
+        """Latch an e-stop from `source` ('local' = the bedside team's, else the console's); arms hold at once."""
         if source == "local":
             self.estop_local = True
         else:
@@ -349,6 +392,14 @@ class BedsideAgent:
                 tuple(a.telemetry() for a in self.arms),
             )
         )
+
+    def record_refusal(self, now_ns: int, domain: str, why: str, fingerprint: str) -> None:
+        """A handshake the ZAP handler refused: published and recorded with the key's fingerprint."""
+        self._emit(now_ns, EventKind.REJECTION, Reason.SECURITY,
+                   f"refused {domain} connection: {why} (key {fingerprint})", self.state)
+
+    def counters_message(self, now_ns: int) -> bytes:
+        return codec.encode(Counters(self.epoch, self._seq(), now_ns, dict(self.counters)))
 
     def drain_events(self) -> list[Event]:
         ev, self.events = self.events, []

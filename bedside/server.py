@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import os
 import queue
 import time
 
@@ -19,7 +20,7 @@ import zmq
 from bedside.agent import BedsideAgent
 from teleop.config import Config
 from teleop.runtime import JsonLines, StopFlag, announce_ready, realtime_gc, write_json
-from transport import codec
+from transport import codec, security
 from transport.zmqlink import control_server, tcp, telemetry_publisher, wait_readable
 
 log = logging.getLogger("bedside")
@@ -45,6 +46,9 @@ def event_record(ev, kind: str = "event") -> dict:
     }
 
 
+VIDEO_NICE = 5
+
+
 class VideoChild:
     """The video sender in a child process ('spawn'): encoding never shares a GIL with the control loop."""
 
@@ -57,6 +61,8 @@ class VideoChild:
         self.proc = mp.Process(target=run_sender, args=(cfg, self.stop_event, None),
                                kwargs={"report": self.report}, name="video-sender", daemon=True)
         self.proc.start()
+        # Below the control loop in the scheduler's eyes: a busy encoder must not delay an ack.
+        os.setpriority(os.PRIO_PROCESS, self.proc.pid, VIDEO_NICE)
         self.endpoint = ""
         try:
             kind, value = self.report.get(timeout=30)
@@ -78,12 +84,31 @@ class VideoChild:
             self.proc.join(2)
 
 
+class RevokedCache:
+    """Names of revoked keys, refreshed at most every 100 ms: a live connection of a key revoked in the
+    registry is refused message by message without a stat() per message on the control path."""
+
+    def __init__(self, sec: security.ServerSecurity | None) -> None:
+        self.sec = sec
+        self.names: frozenset[str] = frozenset()
+        self.checked_ns = -(10**18)
+
+    def is_revoked(self, user: str, now_ns: int) -> bool:
+        if self.sec is None:
+            return False
+        if now_ns - self.checked_ns > 100_000_000:
+            self.checked_ns = now_ns
+            self.names = frozenset(c.name for c in self.sec.auth.registry.clients() if c.revoked)
+        return user.partition(":")[2] in self.names
+
+
 def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: str | None = None,
           video: bool = True) -> BedsideAgent:
-    video_child = VideoChild(cfg) if video else None
     ctx = zmq.Context.instance()
-    ctrl = control_server(ctx, tcp(cfg.link.bind_host, cfg.link.control_port))
-    pub = telemetry_publisher(ctx, tcp(cfg.link.bind_host, cfg.link.telemetry_port))
+    sec = security.for_server(cfg, ctx)  # the ZAP handler runs before anything binds
+    video_child = VideoChild(cfg) if video else None
+    ctrl = control_server(ctx, tcp(cfg.link.bind_host, cfg.link.control_port), sec)
+    pub = telemetry_publisher(ctx, tcp(cfg.link.bind_host, cfg.link.telemetry_port), sec)
     events = JsonLines(event_log)
     now = time.monotonic_ns()
     agent = BedsideAgent(cfg.bedside, now)
@@ -91,6 +116,8 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
     telem_ns = 1_000_000_000 // cfg.bedside.telemetry_hz
     next_tick = now
     next_telem = now
+    next_counters = now
+    revoked = RevokedCache(sec)
     end = None if seconds is None else now + int(seconds * 1e9)
     n_freezes = 0
     realtime_gc()
@@ -111,7 +138,7 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
                 next_tick = max(next_tick + tick_ns, now - tick_ns)
             while True:
                 try:
-                    frames = ctrl.recv_multipart(zmq.NOBLOCK)
+                    frames = ctrl.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
                 rx = time.monotonic_ns()
@@ -119,7 +146,11 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
                     agent.counters["decode_errors"] += 1
                     agent.counters["multipart_frames"] += 1
                     continue
-                for out in agent.on_message(rx, frames[0], frames[1]):
+                user = security.user_of(frames[1], sec is not None)
+                if sec is not None and revoked.is_revoked(user, rx):
+                    agent.counters["revoked_messages"] += 1
+                    continue
+                for out in agent.on_message(rx, frames[0].bytes, frames[1].bytes, user):
                     try:
                         ctrl.send_multipart([out.peer, codec.restamp(out.data, time.monotonic_ns())], zmq.NOBLOCK)
                     except zmq.Again:
@@ -127,6 +158,15 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
             if now >= next_telem:
                 pub.send(agent.telemetry(now), zmq.NOBLOCK)
                 next_telem = max(next_telem + telem_ns, now - telem_ns)
+            if now >= next_counters:
+                if sec is not None:
+                    while sec.auth.refusals:
+                        r = sec.auth.refusals.popleft()
+                        agent.record_refusal(now, r["domain"], r["why"], r["fingerprint"])
+                    for k, v in sec.auth.counters.items():
+                        agent.counters[k] = v
+                pub.send(agent.counters_message(now), zmq.NOBLOCK)
+                next_counters = now + 1_000_000_000
             for ev in agent.drain_events():
                 pub.send(codec.encode(ev), zmq.NOBLOCK)
                 events.write(event_record(ev))
@@ -146,6 +186,7 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
         pub.close(0)
         if video_child is not None:
             video_child.close()
+        security.stop_server_security(sec)
     return agent
 
 

@@ -10,14 +10,18 @@ import argparse
 import logging
 import time
 from array import array
+from collections import deque
 
 import zmq
 
+from console import uilink
 from console.engine import ConsoleEngine
 from console.master import FileMaster, MasterDevice, ScriptedMaster
+from console.uilink import UiSupervisor
 from teleop.config import Config
 from teleop.runtime import StopFlag, announce_ready, realtime_gc, write_json
 from teleop.stats import percentiles
+from transport import security
 from transport.codec import restamp
 from transport.zmqlink import control_client, tcp, telemetry_subscriber, wait_readable
 
@@ -25,7 +29,9 @@ log = logging.getLogger("console")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--headless", action="store_true", help="no window (the only mode until the GUI lands)")
+    p.add_argument("--headless", action="store_true", help="no window: the engine alone")
+    p.add_argument("--ui", action="store_true",
+                   help="serve a console window on loopback (master poses, intents, state; see console/uilink.py)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.add_argument("--summary", metavar="FILE", help="write the run's figures as JSON on exit ('-' = stdout)")
 
@@ -46,16 +52,39 @@ def make_controller(cfg: Config):
 class ConsoleRunner:
     """The socket loop around ConsoleEngine. Single thread: a tick sends, then waits receiving until the next."""
 
-    def __init__(self, cfg: Config, master: MasterDevice | None = None, controller=None) -> None:
+    def __init__(self, cfg: Config, master: MasterDevice | None = None, controller=None, ui: bool = False) -> None:
         self.cfg = cfg
         ctx = zmq.Context.instance()
-        self.ctrl = control_client(ctx, tcp(cfg.link.bedside_host, cfg.link.control_port))
-        self.sub = telemetry_subscriber(ctx, tcp(cfg.link.bedside_host, cfg.link.telemetry_port))
+        sec = security.for_client(cfg)
+        self.ctrl = control_client(ctx, tcp(cfg.link.bedside_host, cfg.link.control_port), sec)
+        self.sub = telemetry_subscriber(ctx, tcp(cfg.link.bedside_host, cfg.link.telemetry_port), sec)
         now = time.monotonic_ns()
-        self.master = master or make_master(cfg, now)
-        self.engine = ConsoleEngine(cfg, controller or make_controller(cfg), now)
+        controller = controller or make_controller(cfg)
+        self.engine = ConsoleEngine(cfg, controller, now)
         self.send_gaps = array("q")
         self._last_servo_ns: int | None = None
+        self.ui: UiSupervisor | None = None
+        self._inbound = [self.ctrl, self.sub]
+        if ui:
+            from console.masters.network import NetworkMaster
+
+            c = cfg.console
+            master = master or NetworkMaster(tcp("127.0.0.1", c.master_port), bind=True,
+                                             timeout_ms=c.master_timeout_ms)
+            self.ui = UiSupervisor(controller, c.gui_timeout_ms, cfg.video.stale_ms, cfg.video.stuck_ms)
+            self.ui_pull = ctx.socket(zmq.PULL)
+            self.ui_pull.setsockopt(zmq.LINGER, 0)
+            self.ui_pull.setsockopt(zmq.RCVHWM, 1000)
+            self.ui_pull.bind(tcp("127.0.0.1", c.ui_intent_port))
+            self.ui_pub = ctx.socket(zmq.PUB)
+            self.ui_pub.setsockopt(zmq.LINGER, 0)
+            self.ui_pub.setsockopt(zmq.SNDHWM, 100)
+            self.ui_pub.bind(tcp("127.0.0.1", c.ui_state_port))
+            self._inbound.append(self.ui_pull)
+            self._events_published = 0
+            self._rtt_history: deque[float | None] = deque(maxlen=90)
+            self._next_state_ns = now
+        self.master = master or make_master(cfg, now)
 
     def _drain(self) -> None:
         for sock in (self.ctrl, self.sub):
@@ -65,6 +94,38 @@ class ConsoleRunner:
                 except zmq.Again:
                     break
                 self.engine.on_bytes(time.monotonic_ns(), data)
+        if self.ui is not None:
+            while True:
+                try:
+                    data = self.ui_pull.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                now = time.monotonic_ns()
+                self.ui.on_bytes(now, data, self.engine.offset_ns(now) or 0)
+
+    def _publish_state(self, now: int) -> None:
+        """Engine state and new events for the window(s), at STATE_HZ; never blocks (PUB drops)."""
+        e = self.engine
+        events = e.events[self._events_published:]
+        self._events_published = len(e.events)
+        for ev in events:
+            self.ui_pub.send(uilink.encode({"type": "event", "t_ns": ev.t_ns, "source": ev.source, "name": ev.name,
+                                            "reason": ev.reason.name, "text": ev.text}), zmq.NOBLOCK)
+        if now < self._next_state_ns:
+            return
+        self._next_state_ns = now + 1_000_000_000 // uilink.STATE_HZ
+        rtt = e.rtt_ms()
+        self._rtt_history.append(None if rtt is None else round(rtt, 3))
+        off = e.offset_ns(now)
+        assert self.ui is not None
+        self.ui_pub.send(uilink.encode({
+            "type": "state", "t_ns": now, "link": e.link.value, "rtt_ms": rtt,
+            "rtt_history_ms": list(self._rtt_history), "clock_offset_ns": off,
+            "bedside": {"state": e.bedside_state.name, "reason": e.bedside_reason.name, "estop": e.bedside_estop},
+            "session": {"epoch": e.epoch, "ready": e.session_ready},
+            "teleop": e.controller.snapshot(), "video": self.ui.video_state(),
+            "master": self.master.name, "counters": {**e.counters, **self.ui.counters},
+        }), zmq.NOBLOCK)
 
     def run(self, stop: StopFlag, seconds: float | None = None) -> None:
         period = 1_000_000_000 // self.cfg.console.rate_hz
@@ -76,6 +137,8 @@ class ConsoleRunner:
                        rate_hz=self.cfg.console.rate_hz)
         while not stop and (end is None or now < end):
             now = time.monotonic_ns()
+            if self.ui is not None:
+                self.ui.tick(now)
             frames = self.engine.step(now, self.master.read(now))
             sent_servo = self.engine.session_ready and frames
             for f in frames:
@@ -89,6 +152,8 @@ class ConsoleRunner:
                 self._last_servo_ns = now
             else:
                 self._last_servo_ns = None
+            if self.ui is not None:
+                self._publish_state(now)
             next_tick += period
             if now - next_tick > period:  # fell behind (stall): skip, never send a catch-up burst
                 next_tick = now + period
@@ -97,7 +162,7 @@ class ConsoleRunner:
                 remaining = next_tick - time.monotonic_ns()
                 if remaining <= 0:
                     break
-                wait_readable([self.ctrl, self.sub], remaining / 1e9)
+                wait_readable(self._inbound, remaining / 1e9)
 
     def finish(self, linger_s: float = 0.2) -> None:
         """Release the session, stop sending; collect the acks in flight so `lost` counts only what never came back."""
@@ -113,6 +178,9 @@ class ConsoleRunner:
         self.master.close()
         self.ctrl.close(0)
         self.sub.close(0)
+        if self.ui is not None:
+            self.ui_pull.close(0)
+            self.ui_pub.close(0)
 
     def summary(self) -> dict:
         e = self.engine
@@ -136,7 +204,11 @@ class ConsoleRunner:
 
 
 def run(args: argparse.Namespace) -> int:
-    runner = ConsoleRunner(args.cfg)
+    if not args.headless and not args.ui:
+        from console.ui.app import run_window
+
+        return run_window(args)
+    runner = ConsoleRunner(args.cfg, ui=args.ui)
     try:
         runner.run(StopFlag(), args.seconds)
     finally:

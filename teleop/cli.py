@@ -11,6 +11,7 @@ import logging
 import sys
 
 from teleop.config import Config, ConfigError, load_config
+from transport.security import KeyFileError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "bedside": ("bedside.server", "run the bedside agent: simulated arms, watchdog, telemetry"),
@@ -18,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("teleop.demo", "start a bedside and a console on this machine and report"),
     "bench": ("teleop.bench", "measure latency, freeze time and throughput against the raw floor"),
     "config": ("teleop.config_cmd", "print the effective configuration as commented TOML"),
+    "keys": ("teleop.keys_cmd", "create, list and revoke CurveZMQ keys by role (surgeon, monitor, qa)"),
 }
 
 
@@ -34,6 +36,8 @@ def common_options() -> argparse.ArgumentParser:
         help="override one configuration value; repeatable, validated like the file",
     )
     g.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log verbosity")
+    g.add_argument("--insecure", action="store_true",
+                   help="DEBUG ONLY: turn off encryption and authentication (a warning is printed at every start)")
     return p
 
 
@@ -60,6 +64,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     overrides = list(getattr(args, "overrides", []) or [])
     if getattr(args, "log_level", None):
         overrides.append(f"logging.level={args.log_level}")
+    if getattr(args, "insecure", False):
+        overrides.append("security.insecure=true")
     return load_config(getattr(args, "config", None), overrides)
 
 
@@ -82,10 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.cfg = cfg
     setup_logging(cfg.logging.level, args.command)
+    if cfg.security.insecure:
+        logging.getLogger("security").warning(
+            "INSECURE MODE: links are neither encrypted nor authenticated. For debugging only, never with a patient.")
     try:
         return int(args._module.run(args) or 0)
     except ConfigError as exc:
         print(f"teleop: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyFileError as exc:
+        print(f"teleop: key error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

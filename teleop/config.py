@@ -58,6 +58,13 @@ class ConsoleConfig:
     engage_at_s: float = _f(
         0.5, "scripted masters press engage this long after start (after the presence debounce)", 0.0, 3600.0
     )
+    master_port: int = _f(5580, "loopback port where the window (or a haptic bridge) streams master poses",
+                          1024, 65535)
+    master_timeout_ms: float = _f(50.0, "hold if the streamed master goes silent this long", 5.0, 1000.0)
+    ui_state_port: int = _f(5581, "loopback PUB port: engine state and events for the window", 1024, 65535)
+    ui_intent_port: int = _f(5582, "loopback PULL port: heartbeats, intents, video reports from the window",
+                             1024, 65535)
+    gui_timeout_ms: float = _f(250.0, "hold if the window's heartbeat is missing this long", 50.0, 5000.0)
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,16 @@ class TeleopConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """CurveZMQ on every socket (docs/security.md). `insecure` exists for debugging only and says so loudly."""
+
+    insecure: bool = _f(False, "DEBUG ONLY: no encryption, no authentication (warns at every start)")
+    keys_dir: str = _f("~/.config/teleop/keys", "keys directory made by `teleop keys init`")
+    identity: str = _f("surgeon", "this station's client key name in keys_dir/clients/")
+    server_key: str = _f("", "pinned bedside public key file (default: keys_dir/bedside.key)")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = _f("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
@@ -157,6 +174,7 @@ class Config:
     link: LinkConfig = field(default_factory=LinkConfig)
     bedside: BedsideConfig = field(default_factory=BedsideConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     teleop: TeleopConfig = field(default_factory=TeleopConfig)
     video: VideoConfig = field(default_factory=VideoConfig)

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from teleop.procs import free_ports, port_overrides, start_role
+from teleop.procs import free_ports, port_overrides, start_role, throwaway_keys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,12 +26,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_headless(args: argparse.Namespace) -> dict:
     ctrl, telem, video = free_ports(3)
-    sets = port_overrides(ctrl, telem, video) + list(args.overrides or [])
-    if args.master:
-        sets.append(f"console.master={args.master}")
-    argv_sets = [a for o in sets for a in ("--set", o)]
     errors: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
+        # Throw-away keys: the demo runs encrypted and authenticated like a deployment.
+        keys = [] if args.cfg.security.insecure else throwaway_keys(Path(tmp) / "keys")
+        sets = port_overrides(ctrl, telem, video) + keys + list(args.overrides or [])
+        if args.master:
+            sets.append(f"console.master={args.master}")
+        argv_sets = [a for o in sets for a in ("--set", o)]
         bed_sum, con_sum = Path(tmp) / "bedside.json", Path(tmp) / "console.json"
         bedside = start_role("bedside", ["bedside", "--no-video", "--summary", str(bed_sum), *argv_sets])
         try:

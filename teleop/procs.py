@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 def free_ports(n: int) -> list[int]:
@@ -102,3 +103,13 @@ def start_role(name: str, argv: list[str], timeout: float = 30.0, prefix: list[s
             role.stop()
             raise RuntimeError(f"{name} did not start (exit {proc.returncode}):\n{role.stderr_text()}")
     return role
+
+
+def throwaway_keys(root: str | Path) -> list[str]:
+    """Fresh keys for a demo, benchmark or test run (bedside, `surgeon`, `surgeon-2`, `monitor`, `qa`), and
+    the overrides that point a process at them: security is never switched off to make a harness work."""
+    from transport.security import make_throwaway_keys
+
+    store = make_throwaway_keys(root, {"surgeon": "surgeon", "surgeon-2": "surgeon", "monitor": "monitor",
+                                       "qa": "qa"})
+    return [f"security.keys_dir={store.root}", "security.identity=surgeon"]

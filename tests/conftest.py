@@ -9,11 +9,18 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 
 from teleop.config import load_config
+from teleop.procs import throwaway_keys
+
+
+@pytest.fixture(scope="session")
+def key_overrides(tmp_path_factory) -> list[str]:
+    """Throw-away CurveZMQ keys for the whole run: tests exercise security as deployed, never bypass it."""
+    return throwaway_keys(tmp_path_factory.mktemp("keys") / "k")
 
 
 @pytest.fixture
-def cfg():
-    return load_config(None)
+def cfg(key_overrides):
+    return load_config(None, key_overrides)
 
 
 def ms(x: float) -> int:

@@ -9,9 +9,11 @@ from pathlib import Path
 import zmq
 
 from teleop.bench.watchdog import EventLog
-from teleop.procs import Role, free_ports, port_overrides, start_role
+from teleop.procs import Role, free_ports, port_overrides, start_role, throwaway_keys
 from transport import codec
 from transport.messages import Telemetry
+from transport.security import client_security
+from transport.zmqlink import tcp, telemetry_subscriber
 
 
 def sets(overrides: list[str]) -> list[str]:
@@ -26,7 +28,8 @@ class Session:
         self.video = video
         ctrl, telem, video = free_ports(3)
         self.ports = (ctrl, telem, video)
-        base = port_overrides(ctrl, telem, video) + (extra or [])
+        self.key_overrides = throwaway_keys(tmp / "keys")
+        base = port_overrides(ctrl, telem, video) + self.key_overrides + (extra or [])
         self.bed_sets = base + (bed_extra or [])
         self.con_sets = base + (con_extra or [])
         self.tmp = tmp
@@ -95,13 +98,12 @@ class Session:
 
 
 class TelemetryTap:
-    """A read-only SUB on the bedside's telemetry, like a monitor."""
+    """A read-only SUB on the bedside's telemetry, with a monitor's key, like a monitor."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(f"tcp://{host}:{port}")
+    def __init__(self, host: str, port: int, session: Session, identity: str = "monitor") -> None:
+        keys_dir = session.key_overrides[0].split("=", 1)[1]
+        sec = client_security(keys_dir, identity)
+        self.sock = telemetry_subscriber(zmq.Context.instance(), tcp(host, port), sec)
 
     def latest(self, timeout: float = 2.0) -> Telemetry:
         """The newest telemetry available, waiting up to `timeout` for at least one."""

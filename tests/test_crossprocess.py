@@ -40,7 +40,7 @@ def test_killing_the_console_freezes_the_bedside(session):
     session.start_bedside()
     session.start_console()
     session.wait_engaged()
-    tap = TelemetryTap("127.0.0.1", session.ports[1])
+    tap = TelemetryTap("127.0.0.1", session.ports[1], session)
     try:
         time.sleep(0.3)
         moving = tap.latest().arms[0].measured_cp

@@ -17,6 +17,7 @@ import zmq
 
 from safety.video_guard import VideoState
 from teleop.config import load_config, with_overrides
+from transport import security
 from transport.messages import Reason
 from video import wire
 from video.codecs import JpegEncoder
@@ -31,8 +32,8 @@ W, H, FPS = 320, 240, 30
 
 
 @pytest.fixture
-def lcfg():
-    return load_config(None, [f"video.width={W}", f"video.height={H}", f"video.fps={FPS}",
+def lcfg(key_overrides):
+    return load_config(None, [*key_overrides, f"video.width={W}", f"video.height={H}", f"video.fps={FPS}",
                               "video.bitrate_kbps=2000", "video.min_bitrate_kbps=500", "video.stale_ms=200"])
 
 
@@ -159,6 +160,7 @@ def test_receiver_survives_malformed_messages(lcfg):
     ctx = zmq.Context.instance()
     rogue = ctx.socket(zmq.ROUTER)
     rogue.linger = 0
+    security.for_server(lcfg, ctx).apply(rogue, "monitoring")  # a sender holding the bedside's key, gone bad
     port = rogue.bind_to_random_port("tcp://127.0.0.1")
     rx = VideoReceiver(lcfg, endpoint=f"tcp://127.0.0.1:{port}")
     try:

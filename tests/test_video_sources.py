@@ -23,8 +23,8 @@ W, H, FPS = 320, 240, 30
 
 
 @pytest.fixture(scope="module")
-def vcfg():
-    return load_config(None, [f"video.width={W}", f"video.height={H}", f"video.fps={FPS}",
+def vcfg(key_overrides):
+    return load_config(None, [*key_overrides, f"video.width={W}", f"video.height={H}", f"video.fps={FPS}",
                               "video.bitrate_kbps=3000", "video.min_bitrate_kbps=1000"])
 
 

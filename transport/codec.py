@@ -7,6 +7,7 @@ every reserved field before it builds anything. Layout: docs/protocol.md.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 
@@ -20,6 +21,7 @@ from transport.messages import (
     ArmTelemetry,
     CartesianSetpoint,
     ConsoleFlags,
+    Counters,
     Disable,
     Enable,
     EStop,
@@ -38,8 +40,9 @@ MAGIC = b"SRGT"
 VERSION = 1
 HEADER = struct.Struct("<4sBBHIQqI")
 HEADER_SIZE = HEADER.size  # 32
-MAX_MESSAGE_BYTES = 2048
+MAX_MESSAGE_BYTES = 4096
 MAX_EVENT_TEXT_BYTES = 1024
+MAX_COUNTERS_BYTES = 3072
 QUAT_NORM_TOLERANCE = 1e-3
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
@@ -157,6 +160,11 @@ def encode(msg: Message) -> bytes:
                 _EVENT_HEAD.pack(msg.kind, msg.reason, msg.from_state, msg.to_state, len(text)) + text
             )
             return _header(MsgType.EVENT, msg, len(payload)) + payload
+        if isinstance(msg, Counters):
+            payload = json.dumps(msg.values, separators=(",", ":"), sort_keys=True).encode("utf-8")
+            if len(payload) > MAX_COUNTERS_BYTES:
+                raise InvalidField(f"counters need {len(payload)} bytes, limit {MAX_COUNTERS_BYTES}")
+            return _header(MsgType.COUNTERS, msg, len(payload)) + payload
         if isinstance(msg, EStop):
             payload = _ESTOP.pack(int(msg.engage), 0, 0)
             return _header(MsgType.ESTOP, msg, len(payload)) + payload
@@ -320,6 +328,18 @@ def decode(data: bytes) -> Message:
             _enum(OperatingState, to_s, "to_state"),
             text,
         )
+    if mt is MsgType.COUNTERS:
+        if plen > MAX_COUNTERS_BYTES:
+            raise OversizedMessage(f"counters payload {plen} bytes exceeds {MAX_COUNTERS_BYTES}")
+        try:
+            values = json.loads(data[off:].decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidField(f"counters are not JSON: {exc}") from None
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and type(v) is int and 0 <= v <= U64_MAX for k, v in values.items()
+        ):
+            raise InvalidField("counters must map names to non-negative integers")
+        return Counters(epoch, seq, send_ns, values)
     if mt is MsgType.ESTOP:
         engage, r1, r2 = _ESTOP.unpack_from(data, off)
         if engage > 1 or r1 or r2:

@@ -29,6 +29,7 @@ class MsgType(IntEnum):
     ACK = 16
     TELEMETRY = 17
     EVENT = 18
+    COUNTERS = 19
 
 
 class OperatingState(IntEnum):
@@ -57,6 +58,7 @@ class Reason(IntEnum):
     GUI_LOST = 11
     HANDOVER = 12
     RESET = 13
+    SECURITY = 14
 
 
 class AckStatus(IntEnum):
@@ -79,6 +81,8 @@ class AckStatus(IntEnum):
     REJECTED_OPERATOR_ABSENT = 23
     REJECTED_ORIENTATION_STEP = 24
     REJECTED_FAULT = 25
+    REJECTED_ROLE = 26
+    REJECTED_NOT_CONTROLLER = 27
 
     @property
     def rejected(self) -> bool:
@@ -209,3 +213,10 @@ class Event(Message):
     from_state: OperatingState
     to_state: OperatingState
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Counters(Message):
+    """The bedside's counters (commands by outcome, refused handshakes, malformed frames…), once a second."""
+
+    values: dict[str, int]

@@ -8,6 +8,8 @@ Why these patterns and options (docs/architecture.md has the long version):
   must not bank commands to deliver later as a burst. The bedside still age-checks every command.
 * telemetry: bedside PUB -> console and monitors SUB. PUB drops per subscriber, so a slow monitor can
   never stall the bedside or the surgeon's console.
+* CURVE on every socket (transport/security.py): the bedside's sockets are CURVE servers in a ZAP domain
+  (`control` or `monitoring`), consoles and monitors are clients pinned to the bedside's public key.
 * ZMTP heartbeats close dead TCP connections for hygiene; the application watchdogs, not these, freeze
   the arms (tens of ms, not seconds).
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 import select
 
 import zmq
+
+from transport.security import ClientSecurity, ServerSecurity
 
 CONTROL_HWM = 16
 TELEMETRY_HWM = 256
@@ -36,9 +40,11 @@ def _common(sock: zmq.Socket) -> zmq.Socket:
     return sock
 
 
-def control_server(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def control_server(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None) -> zmq.Socket:
     """Bedside end of the command link (ROUTER). Replies to a vanished console are dropped, not queued."""
     s = _common(ctx.socket(zmq.ROUTER))
+    if sec is not None:
+        sec.apply(s, "control")
     s.setsockopt(zmq.SNDHWM, CONTROL_HWM * 4)
     s.setsockopt(zmq.RCVHWM, CONTROL_HWM * 4)
     s.setsockopt(zmq.SNDBUF, SOCKET_BUFFER_BYTES)
@@ -47,9 +53,11 @@ def control_server(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
     return s
 
 
-def control_client(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def control_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) -> zmq.Socket:
     """Console end of the command link (DEALER). IMMEDIATE: no queueing while disconnected."""
     s = _common(ctx.socket(zmq.DEALER))
+    if sec is not None:
+        sec.apply(s)
     s.setsockopt(zmq.SNDHWM, CONTROL_HWM)
     s.setsockopt(zmq.RCVHWM, CONTROL_HWM * 4)
     s.setsockopt(zmq.IMMEDIATE, 1)
@@ -59,15 +67,19 @@ def control_client(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
     return s
 
 
-def telemetry_publisher(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def telemetry_publisher(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None) -> zmq.Socket:
     s = _common(ctx.socket(zmq.PUB))
+    if sec is not None:
+        sec.apply(s, "monitoring")
     s.setsockopt(zmq.SNDHWM, TELEMETRY_HWM)
     s.bind(endpoint)
     return s
 
 
-def telemetry_subscriber(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def telemetry_subscriber(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) -> zmq.Socket:
     s = _common(ctx.socket(zmq.SUB))
+    if sec is not None:
+        sec.apply(s)
     s.setsockopt(zmq.RCVHWM, TELEMETRY_HWM * 4)
     s.setsockopt(zmq.SUBSCRIBE, b"")
     s.connect(endpoint)

@@ -24,6 +24,7 @@ import zmq
 
 from safety.video_guard import VideoGuard, VideoStatus
 from teleop.config import Config
+from transport import security
 from video.codecs import CodecError, Decoder, make_decoder
 from video.framecode import eye_views
 from video.session import ReceiverSession
@@ -91,6 +92,7 @@ class VideoReceiver:
         self.guard = VideoGuard(cfg.video.stale_ms, cfg.video.stuck_ms)
         self.session = ReceiverSession()
         self._ctx = ctx or zmq.Context.instance()
+        self._sec = security.for_client(cfg)  # key errors surface here, in the caller, not in the worker
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._latest: _Decoded | None = None
@@ -109,6 +111,8 @@ class VideoReceiver:
     # ------------------------------------------------------------------------------------- worker
     def _socket(self) -> zmq.Socket:
         s = self._ctx.socket(zmq.DEALER)
+        if self._sec is not None:
+            self._sec.apply(s)
         s.setsockopt(zmq.RCVHWM, 2)
         s.setsockopt(zmq.SNDHWM, 16)
         s.setsockopt(zmq.RCVBUF, RCVBUF_BYTES)

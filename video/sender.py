@@ -27,6 +27,7 @@ import cv2
 import zmq
 
 from teleop.config import Config
+from transport import security
 from video.abr import AdaptiveBitrate, Level
 from video.codecs import CODEC_NAMES, CodecError, Encoder, H264Encoder, JpegEncoder
 from video.framecode import content_signature
@@ -61,7 +62,10 @@ class VideoSender:
         self.session = SenderSession(random.randrange(1, 2**32), self.vc.viewer_timeout_ms,
                                      self.vc.max_queue_ms, abr=self.abr)
         self.ctx = ctx or zmq.Context.instance()
+        sec = security.for_server(cfg, self.ctx)  # ZAP handler up before the bind (transport/security.py)
         s = self.ctx.socket(zmq.ROUTER)
+        if sec is not None:
+            sec.apply(s, "monitoring")
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)
         s.setsockopt(zmq.SNDHWM, 2)
         s.setsockopt(zmq.RCVHWM, 256)
@@ -229,7 +233,7 @@ def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = Non
         if report is not None:
             report.put(("ready", sender.endpoint))
         sender.run(lambda: flag.is_set() or (stop is not None and stop.is_set()))
-    except (VideoSourceError, CodecError, zmq.ZMQError) as exc:
+    except (VideoSourceError, CodecError, zmq.ZMQError, security.KeyFileError) as exc:
         log.error("video sender stopped: %s", exc)
         if report is not None:
             report.put(("error", str(exc)))

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from teleop.bench.raw import ping_pong
-from teleop.procs import free_ports, port_overrides, start_role
+from teleop.procs import free_ports, port_overrides, start_role, throwaway_keys
 from teleop.stats import percentiles
 from transport.codec import SERVO_CP_SIZE
 
@@ -58,8 +58,10 @@ def raw_floor(rate_hz: int, seconds: float) -> list[int]:
 
 def project_path(args: argparse.Namespace, seconds: float, extra: list[str] | None = None) -> dict:
     ctrl, telem, video = free_ports(3)
-    sets = [a for o in port_overrides(ctrl, telem, video) + list(args.overrides or []) for a in ("--set", o)]
     with tempfile.TemporaryDirectory() as tmp:
+        keys = [] if args.cfg.security.insecure else throwaway_keys(Path(tmp) / "keys")
+        sets = [a for o in port_overrides(ctrl, telem, video) + keys + list(args.overrides or [])
+                for a in ("--set", o)]
         summary = Path(tmp) / "console.json"
         bedside = start_role("bedside", ["bedside", "--no-video", *sets])
         try:

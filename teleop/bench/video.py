@@ -18,12 +18,14 @@ import json
 import multiprocessing as mp
 import queue
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from teleop.bench.link import machine
 from teleop.config import Config, with_overrides
-from teleop.procs import free_ports
+from teleop.procs import free_ports, throwaway_keys
 from video.codecs import H264Decoder, H264Encoder, JpegDecoder, JpegEncoder
 from video.framecode import read_eye_codes
 from video.receiver import VideoReceiver
@@ -143,7 +145,12 @@ def measure(cfg: Config, seconds: float, source: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     overrides = [f"video.width={args.width}", f"video.height={args.height}", f"video.fps={args.fps}",
                  f"video.codec={args.codec}", f"video.source={args.source}"]
-    cfg = with_overrides(args.cfg, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = [] if args.cfg.security.insecure else throwaway_keys(Path(tmp) / "keys")
+        return _run(args, with_overrides(args.cfg, overrides + keys))
+
+
+def _run(args: argparse.Namespace, cfg: Config) -> int:
     floor = raw_floor(cfg)
     res = measure(cfg, args.seconds, args.source)
     out = {

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from teleop.bench.link import machine
 from teleop.netns import NetnsPair, netns_available
-from teleop.procs import Role, free_ports, port_overrides, start_role
+from teleop.procs import Role, free_ports, port_overrides, start_role, throwaway_keys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,7 +71,7 @@ def run_scenario(name: str, trials: int, stop_s: float, overrides: list[str], tm
     ctrl, telem = free_ports(2)
     ns: NetnsPair | None = None
     bed_prefix = con_prefix = None
-    bed_sets = port_overrides(ctrl, telem) + overrides
+    bed_sets = port_overrides(ctrl, telem) + throwaway_keys(tmp / f"keys-{name}") + overrides
     con_sets = list(bed_sets)
     if name == "netns_cut":
         ns = NetnsPair(prefix="tlw").__enter__()

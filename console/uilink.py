@@ -1,0 +1,144 @@
+"""The link between the console engine (control process) and its window (GUI process), engine side.
+
+Why two processes: the 1 kHz stream must never wait for painting, decoding or a slow slot, and a hung or
+crashed window must stop following rather than leave the arms following a picture nobody sees.
+
+Three loopback sockets, all bound by the engine (docs/architecture.md):
+* master samples, GUI → engine: the network-master protocol (console/masters/network.py, PUB → SUB,
+  port `console.master_port`); the keyboard/mouse master lives in the window and streams like any
+  external haptic bridge;
+* intents, heartbeats and video reports, GUI → engine: JSON objects, PUSH → PULL (`console.ui_intent_port`);
+* state and events, engine → GUI(s): JSON objects, PUB → SUB (`console.ui_state_port`), state at 30 Hz.
+
+GUI → engine messages (one JSON object per frame, at most MAX_UI_BYTES):
+    {"type": "heartbeat", "seq": n}                                 from the GUI thread, 20 Hz
+    {"type": "intent", "name": "set_scale", "value": 0.3}
+    {"type": "intent", "name": "reset_estop"}
+    {"type": "video", "frame_id": n, "capture_ns": t, "signature": s|null, "source_seq": n|null}
+                                                                    per new frame actually painted
+Everything else (engage, clutch, camera, presence, e-stop) is a master button and travels with the poses.
+
+The supervisor is pure: fed bytes and `now_ns`, it drives the controller's `inhibit`: GUI_LOST while the
+heartbeat is missing for `console.gui_timeout_ms`, VIDEO_STALE while the painted picture is stale. Both hold
+the arms and refuse engagement while active; clearing them never resumes motion by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from typing import Any
+
+from safety.video_guard import VideoGuard, VideoState
+from safety.watchdog import Watchdog
+from transport.messages import Reason
+
+log = logging.getLogger("console.ui")
+
+MAX_UI_BYTES = 4096
+STATE_HZ = 30
+
+
+class UiMessageError(ValueError):
+    """A GUI message that is not one of the documented ones; dropped and counted."""
+
+
+def decode_ui_message(data: bytes) -> dict[str, Any]:
+    if len(data) > MAX_UI_BYTES:
+        raise UiMessageError(f"{len(data)} bytes exceeds {MAX_UI_BYTES}")
+    try:
+        msg = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UiMessageError(f"not JSON: {exc}") from None
+    if not isinstance(msg, dict) or msg.get("type") not in ("heartbeat", "intent", "video"):
+        raise UiMessageError(f"unknown message {str(msg)[:80]!r}")
+    if msg["type"] == "intent":
+        if msg.get("name") == "set_scale":
+            v = msg.get("value")
+            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+                raise UiMessageError(f"set_scale needs a finite number, got {v!r}")
+        elif msg.get("name") != "reset_estop":
+            raise UiMessageError(f"unknown intent {msg.get('name')!r}")
+    if msg["type"] == "video":
+        for k in ("frame_id", "capture_ns"):
+            if not isinstance(msg.get(k), int) or isinstance(msg.get(k), bool):
+                raise UiMessageError(f"video report needs integer {k}")
+        for k in ("signature", "source_seq"):
+            if msg.get(k) is not None and (not isinstance(msg[k], int) or isinstance(msg[k], bool)):
+                raise UiMessageError(f"video report {k} must be an integer or null")
+    return msg
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode("utf-8")
+
+
+class UiSupervisor:
+    """GUI heartbeat watchdog, GUI intents, and the stale-video guard on what the window paints."""
+
+    def __init__(self, controller, gui_timeout_ms: float, stale_ms: float, stuck_ms: float) -> None:
+        self.controller = controller
+        self.watchdog = Watchdog(int(gui_timeout_ms * 1e6))
+        self.guard = VideoGuard(threshold_ms=stale_ms, stuck_ms=stuck_ms)
+        self.gui_seen = False
+        self.gui_lost = False
+        self.video = self.guard.peek(0)
+        self.counters: Counter[str] = Counter()
+
+    def on_bytes(self, now_ns: int, data: bytes, offset_ns: int) -> None:
+        try:
+            msg = decode_ui_message(data)
+        except UiMessageError as exc:
+            self.counters["ui_errors"] += 1
+            if self.counters["ui_errors"] <= 3:
+                log.warning("GUI message dropped: %s", exc)
+            return
+        kind = msg["type"]
+        self.counters[f"ui_{kind}"] += 1
+        if kind == "heartbeat":
+            if not self.gui_seen:
+                self.gui_seen = True
+                self.watchdog.arm(now_ns)
+                log.info("window attached")
+            elif self.watchdog.tripped:
+                self.watchdog.arm(now_ns)
+            self.watchdog.feed(now_ns)
+        elif kind == "intent":
+            if msg["name"] == "set_scale":
+                self.controller.set_scale(now_ns, float(msg["value"]))
+            else:
+                self.controller.reset_estop(now_ns)
+        else:
+            self.guard.on_frame(now_ns, msg["frame_id"], msg["capture_ns"], offset_ns, msg.get("signature"),
+                                msg.get("source_seq"))
+
+    def tick(self, now_ns: int) -> None:
+        """Once per control tick: hold on a vanished window or a stale picture."""
+        if not self.gui_seen:
+            self.controller.inhibit(now_ns, Reason.GUI_LOST, True, "console window not connected")
+        else:
+            trip = self.watchdog.check(now_ns)
+            if trip is not None:
+                self.gui_lost = True
+                text = f"console window silent for {trip.silence_ns / 1e6:.0f} ms: arms held"
+                log.warning("%s", text)
+                self.controller.inhibit(now_ns, Reason.GUI_LOST, True, text)
+            elif self.watchdog.armed and not self.watchdog.tripped:
+                if self.gui_lost:
+                    self.gui_lost = False
+                    log.info("window heartbeat back")
+                self.controller.inhibit(now_ns, Reason.GUI_LOST, False)
+        self.video = self.guard.check(now_ns)
+        if self.video.changed:
+            log.log(logging.INFO if self.video.ok else logging.WARNING, "video %s %s", self.video.state.value,
+                    self.video.reason)
+        self.controller.inhibit(now_ns, Reason.VIDEO_STALE, not self.video.ok, self.video.reason)
+
+    def video_state(self) -> dict[str, Any]:
+        v = self.video
+        return {"state": v.state.value, "ok": v.state is VideoState.OK, "reason": v.reason,
+                "age_ms": None if v.age_ms is None else round(v.age_ms, 1),
+                "silence_ms": None if v.silence_ms is None else round(v.silence_ms, 1), "frame_id": v.frame_id}
+

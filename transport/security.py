@@ -1,0 +1,384 @@
+"""CurveZMQ keys, roles and the ZAP authenticator: every socket encrypted, every peer known by role.
+
+Layout of a keys directory (made by `teleop keys`; docs/security.md says what to copy where):
+
+    KEYS/bedside.key, bedside.key_secret        the bedside's identity; consoles pin bedside.key
+    KEYS/registry.toml                          who may connect: name, role, public key, revoked
+    KEYS/clients/NAME.key, NAME.key_secret      one pair per console / monitor / QA station
+
+Roles: `surgeon` may command; `monitor` may watch and raise an e-stop, nothing else; `qa` may watch.
+The bedside's ZAP handler admits a key only if the registry lists it, unrevoked, with a role allowed on
+that socket's domain (`control` or `monitoring`), and names the connection `role:name` (ZMQ User-Id) so
+every message can be checked against its sender's role. Refusals are logged with the key's fingerprint
+and queued for the bedside to publish and record. The registry is re-read when its file changes, so a
+revocation needs no restart (a revoked key's live connection is cut off message by message).
+
+Pitfalls handled (GUIDE §3): the authenticator starts before any bind; every server socket sets its ZAP
+domain with ZAP_ENFORCE_DOMAIN so a missing handler fails closed; CURVE_ALLOW_ANY is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import threading
+import tomllib
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
+
+log = logging.getLogger("security")
+
+ROLES = ("surgeon", "monitor", "qa")
+DOMAIN_ROLES = {"control": ("surgeon", "monitor"), "monitoring": ("surgeon", "monitor", "qa")}
+INSECURE_USER = "surgeon:insecure"
+
+
+class KeyFileError(ValueError):
+    """A key or registry file that cannot be used; the message says which file and what to do."""
+
+
+def fingerprint(public_z85: bytes | str) -> str:
+    """Short, stable name for a public key in logs: SHA-256 of the raw key, 8 groups of 2 bytes."""
+    raw = z85.decode(public_z85.encode() if isinstance(public_z85, str) else public_z85)
+    h = hashlib.sha256(raw).hexdigest()[:32]
+    return ":".join(h[i : i + 4] for i in range(0, 32, 4))
+
+
+def _check_private(path: Path) -> None:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"{path} is readable by other users (mode {stat.filemode(mode)}); "
+                           f"run: chmod 600 {path}")
+
+
+def load_public(path: str | Path) -> bytes:
+    p = Path(path).expanduser()
+    try:
+        public, _ = zmq.auth.load_certificate(p)
+    except FileNotFoundError:
+        raise KeyFileError(f"public key {p} does not exist (make keys with `teleop keys`)") from None
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"public key {p} is unreadable or malformed: {exc}") from None
+    if not public or len(public) != 40:
+        raise KeyFileError(f"public key {p} is malformed (no 40-character public-key line)")
+    return public
+
+
+def load_pair(path: str | Path) -> tuple[bytes, bytes]:
+    """(public, secret) from a `.key_secret` file, refusing one that others can read."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise KeyFileError(f"secret key {p} does not exist (make keys with `teleop keys`)")
+    _check_private(p)
+    try:
+        public, secret = zmq.auth.load_certificate(p)
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"secret key {p} is unreadable or malformed: {exc}") from None
+    if not secret or len(secret) != 40 or not public or len(public) != 40:
+        raise KeyFileError(f"{p} holds no valid secret key (is it the .key file instead of .key_secret?)")
+    return public, secret
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    name: str
+    role: str
+    public_key: str
+    revoked: bool = False
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.public_key)
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Registry:
+    """The bedside's list of admitted keys, re-read whenever registry.toml changes on disk."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self._mtime: float | None = None
+        self._by_key: dict[str, Client] = {}
+        self._lock = threading.Lock()
+        self.reload()
+
+    def reload(self) -> None:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+            data = tomllib.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise KeyFileError(f"registry {self.path} does not exist (run `teleop keys init`)") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise KeyFileError(f"registry {self.path} is unreadable or malformed: {exc}") from None
+        by_key = {}
+        for name, entry in (data.get("clients") or {}).items():
+            role, key = entry.get("role"), entry.get("public_key", "")
+            if role not in ROLES:
+                raise KeyFileError(f"registry {self.path}: client {name!r} has unknown role {role!r}")
+            if len(key) != 40:
+                raise KeyFileError(f"registry {self.path}: client {name!r} has a malformed public key")
+            by_key[key] = Client(name, role, key, bool(entry.get("revoked", False)))
+        with self._lock:
+            self._by_key, self._mtime = by_key, mtime
+
+    def _fresh(self) -> None:
+        try:
+            if self.path.stat().st_mtime_ns != self._mtime:
+                self.reload()
+        except (OSError, KeyFileError) as exc:
+            log.error("registry reload failed, keeping the previous one: %s", exc)
+
+    def lookup(self, public_z85: str) -> Client | None:
+        self._fresh()
+        with self._lock:
+            return self._by_key.get(public_z85)
+
+    def clients(self) -> list[Client]:
+        self._fresh()
+        with self._lock:
+            return sorted(self._by_key.values(), key=lambda c: c.name)
+
+    def is_revoked(self, name: str) -> bool:
+        return any(c.name == name and c.revoked for c in self.clients())
+
+
+class KeyStore:
+    """Creates and manages a keys directory (`teleop keys`). Secret files 0600, directories 0700."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        self.clients_dir = self.root / "clients"
+        self.registry_path = self.root / "registry.toml"
+
+    @property
+    def server_public(self) -> Path:
+        return self.root / "bedside.key"
+
+    @property
+    def server_secret(self) -> Path:
+        return self.root / "bedside.key_secret"
+
+    def client_secret(self, name: str) -> Path:
+        return self.clients_dir / f"{name}.key_secret"
+
+    def init(self) -> None:
+        """Create the directory, the bedside's key pair and an empty registry (existing ones are kept)."""
+        self.clients_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        os.chmod(self.clients_dir, 0o700)
+        if not self.server_secret.exists():
+            self._create(self.root, "bedside")
+        if not self.registry_path.exists():
+            self._write_registry([])
+
+    def _create(self, where: Path, name: str) -> None:
+        old = os.umask(0o077)
+        try:
+            pub, sec = zmq.auth.create_certificates(where, name)
+        finally:
+            os.umask(old)
+        os.chmod(sec, 0o600)
+        os.chmod(pub, 0o644)
+
+    def _write_registry(self, clients: list[Client]) -> None:
+        lines = ["# Keys the bedside admits. Edit with `teleop keys`; the bedside re-reads this file on change.", ""]
+        for c in clients:
+            lines += [f"[clients.{_toml_str(c.name)}]", f"role = {_toml_str(c.role)}",
+                      f"public_key = {_toml_str(c.public_key)}", f"revoked = {'true' if c.revoked else 'false'}", ""]
+        tmp = self.registry_path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+        os.chmod(tmp, 0o644)
+        tmp.replace(self.registry_path)
+
+    def _registry(self) -> Registry:
+        if not self.registry_path.exists():
+            raise KeyFileError(f"{self.root} is not a keys directory (run `teleop keys init {self.root}`)")
+        return Registry(self.registry_path)
+
+    def add(self, name: str, role: str) -> Client:
+        if role not in ROLES:
+            raise KeyFileError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
+            raise KeyFileError(f"client name {name!r} must be letters, digits, '-', '_' or '.'")
+        clients = self._registry().clients()
+        if any(c.name == name for c in clients):
+            raise KeyFileError(f"a client named {name!r} exists already (revoke it and pick a new name)")
+        self._create(self.clients_dir, name)
+        public, _ = load_pair(self.client_secret(name))
+        client = Client(name, role, public.decode("ascii"))
+        self._write_registry([*clients, client])
+        return client
+
+    def revoke(self, name: str) -> Client:
+        clients = self._registry().clients()
+        match = [c for c in clients if c.name == name]
+        if not match:
+            raise KeyFileError(f"no client named {name!r} in {self.registry_path}")
+        revoked = Client(name, match[0].role, match[0].public_key, True)
+        self._write_registry([revoked if c.name == name else c for c in clients])
+        return revoked
+
+    def clients(self) -> list[Client]:
+        return self._registry().clients()
+
+
+class RoleAuthenticator(ThreadAuthenticator):
+    """ZAP handler: admits registry keys by role per domain; names each connection `role:name`."""
+
+    def __init__(self, context: zmq.Context, registry: Registry) -> None:
+        super().__init__(context)
+        self.registry = registry
+        self.refusals: deque[dict] = deque(maxlen=1000)
+        """Refused handshakes for the owner to publish and record (thread-safe appends)."""
+        self.counters: Counter[str] = Counter()
+
+    def start(self) -> None:
+        super().start()
+        for domain in DOMAIN_ROLES:
+            self.configure_curve_callback(domain, _DomainPolicy(self, domain))
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        c = self.registry.lookup(z85.encode(client_public_key).decode("ascii"))
+        return f"{c.role}:{c.name}" if c else "unknown"
+
+
+class _DomainPolicy:
+    def __init__(self, auth: RoleAuthenticator, domain: str) -> None:
+        self.auth, self.domain = auth, domain
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        key_s = key.decode("ascii") if isinstance(key, bytes) else str(key)
+        c = self.auth.registry.lookup(key_s)
+        why = None
+        if c is None:
+            why = "unknown key"
+        elif c.revoked:
+            why = f"revoked key of {c.name}"
+        elif c.role not in DOMAIN_ROLES[self.domain]:
+            why = f"role {c.role} of {c.name} may not use the {self.domain} link"
+        if why is None:
+            self.auth.counters[f"admitted_{self.domain}"] += 1
+            return True
+        fp = fingerprint(key_s)
+        self.auth.counters["refused_handshakes"] += 1
+        log.warning("refused %s connection: %s (key %s)", self.domain, why, fp)
+        self.auth.refusals.append({"domain": self.domain, "why": why, "fingerprint": fp})
+        return False
+
+
+# ------------------------------------------------------------------------------------------- sockets
+
+
+@dataclass(frozen=True)
+class ServerSecurity:
+    """What a bedside-side process needs: its key pair and the authenticator (None = insecure)."""
+
+    public: bytes
+    secret: bytes
+    auth: RoleAuthenticator
+
+    def apply(self, sock: zmq.Socket, domain: str) -> None:
+        """Make `sock` a CURVE server in `domain`; call before bind."""
+        if domain not in DOMAIN_ROLES:
+            raise ValueError(f"unknown ZAP domain {domain!r}")
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+        sock.curve_server = True
+        sock.zap_domain = domain.encode()
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    public: bytes
+    secret: bytes
+    server_public: bytes
+    name: str
+
+    def apply(self, sock: zmq.Socket) -> None:
+        """Make `sock` a CURVE client that only talks to the pinned bedside key; call before connect."""
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+        sock.curve_serverkey = self.server_public
+
+
+def server_security(keys_dir: str, ctx: zmq.Context) -> ServerSecurity:
+    """Load the bedside identity and registry, and start the ZAP handler (before any bind)."""
+    store = KeyStore(keys_dir)
+    public, secret = load_pair(store.server_secret)
+    auth = RoleAuthenticator(ctx, Registry(store.registry_path))
+    auth.start()
+    return ServerSecurity(public, secret, auth)
+
+
+def client_security(keys_dir: str, identity: str, server_key: str = "") -> ClientSecurity:
+    """Load this station's key pair and the pinned bedside public key."""
+    store = KeyStore(keys_dir)
+    public, secret = load_pair(store.client_secret(identity))
+    server_public = load_public(server_key or store.server_public)
+    return ClientSecurity(public, secret, server_public, identity)
+
+
+def make_throwaway_keys(root: str | Path, clients: dict[str, str]) -> KeyStore:
+    """A fresh keys directory with the given {name: role} clients: demos and tests never run insecure."""
+    store = KeyStore(root)
+    store.init()
+    for name, role in clients.items():
+        store.add(name, role)
+    return store
+
+
+_SERVERS: dict[tuple[int, str], ServerSecurity] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def for_server(cfg, ctx: zmq.Context) -> ServerSecurity | None:
+    """The bedside side of `cfg.security`: None only in the explicit insecure debug mode.
+
+    One ZAP handler per context (libzmq allows one), shared by every server socket made in it.
+    """
+    sc = cfg.security
+    if sc.insecure:
+        return None
+    key = (id(ctx), str(Path(sc.keys_dir).expanduser()))
+    with _SERVERS_LOCK:
+        if key not in _SERVERS:
+            _SERVERS[key] = server_security(sc.keys_dir, ctx)
+        return _SERVERS[key]
+
+
+def stop_server_security(sec: ServerSecurity | None) -> None:
+    if sec is None:
+        return
+    with _SERVERS_LOCK:
+        for k, v in list(_SERVERS.items()):
+            if v is sec:
+                del _SERVERS[k]
+    sec.auth.stop()
+
+
+def for_client(cfg) -> ClientSecurity | None:
+    """A console's or monitor's side of `cfg.security`: None only in the explicit insecure debug mode."""
+    sc = cfg.security
+    return None if sc.insecure else client_security(sc.keys_dir, sc.identity, sc.server_key)
+
+
+def user_of(frame: zmq.Frame, secure: bool) -> str:
+    """`role:name` of the peer that sent `frame` (ZAP User-Id), or the insecure stand-in."""
+    if not secure:
+        return INSECURE_USER
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:
+        return "unknown"
