@@ -113,6 +113,9 @@ _REJECTION_REASON = {
 }
 
 
+_ACK_COUNTER = {s: f"ack_{s.name.lower()}" for s in AckStatus}
+
+
 class BedsideAgent:
     def __init__(
         self,
@@ -185,7 +188,7 @@ class BedsideAgent:
             arm.hold(disabled=disabled)
 
     def _ack(self, now_ns: int, msg: Message, rx_ns: int, status: AckStatus) -> bytes:
-        self.counters[f"ack_{status.name.lower()}"] += 1
+        self.counters[_ACK_COUNTER[status]] += 1
         return codec.encode(
             Ack(self.epoch, self._seq(), now_ns, msg.seq, msg.send_ns, rx_ns, status, self.state, self.reason)
         )

@@ -18,7 +18,6 @@ from teleop.geometry import (
     Vec3,
     q_angle,
     q_conj,
-    q_from_axis_angle,
     q_mul,
     q_rotate,
     q_step_toward,
@@ -56,7 +55,10 @@ DEFAULT_ARMS: tuple[ArmModel, ...] = (
 
 
 def shaft_orientation(yaw: float, pitch: float) -> Quat:
-    return q_mul(q_from_axis_angle((0.0, 1.0, 0.0), yaw), q_from_axis_angle((1.0, 0.0, 0.0), pitch))
+    """Ry(yaw)·Rx(pitch) in closed form (this runs for every validated setpoint)."""
+    cy, sy = math.cos(yaw / 2.0), math.sin(yaw / 2.0)
+    cp, sp = math.cos(pitch / 2.0), math.sin(pitch / 2.0)
+    return (cy * sp, sy * cp, -sy * sp, cy * cp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,28 +70,45 @@ class JointSolution:
     jaw: float
 
 
-def inverse_kinematics(model: ArmModel, sp: CartesianSetpoint) -> JointSolution | str:
-    """Joints reaching `sp`, or a sentence saying which limit it breaks."""
+def _shaft(model: ArmModel, sp: CartesianSetpoint) -> tuple[float, float, float, Vec3] | str:
+    """(yaw, pitch, insertion, shaft direction) reaching sp's position, or which limit it breaks."""
     rel = v_sub(sp.position, model.rcm)
     d = v_norm(rel)
     if d < model.insertion_min or d > model.insertion_max:
-        return f"{model.name}: insertion {d * 1000:.1f} mm outside [{model.insertion_min * 1000:.0f}, " \
-               f"{model.insertion_max * 1000:.0f}] mm"
-    ux, uy, uz = v_scale(rel, 1.0 / d)
-    pitch = math.asin(max(-1.0, min(1.0, uy)))
-    yaw = math.atan2(-ux, -uz)
+        return (f"{model.name}: insertion {d * 1000:.1f} mm outside [{model.insertion_min * 1000:.0f}, "
+                f"{model.insertion_max * 1000:.0f}] mm")
+    u = v_scale(rel, 1.0 / d)
+    pitch = math.asin(max(-1.0, min(1.0, u[1])))
+    yaw = math.atan2(-u[0], -u[2])
     if abs(yaw) > model.yaw_limit or abs(pitch) > model.pitch_limit:
-        return f"{model.name}: shaft angle yaw {math.degrees(yaw):.0f}° pitch {math.degrees(pitch):.0f}° " \
-               "outside the joint limits"
-    tip_in_shaft = q_mul(q_conj(shaft_orientation(yaw, pitch)), sp.orientation)
-    wrist = q_to_rotvec(tip_in_shaft)
-    axis = q_rotate(tip_in_shaft, _DOWN)  # roll is unlimited; the bend of the tip off the shaft is not
-    bend = math.acos(max(-1.0, min(1.0, -axis[2])))
+        return (f"{model.name}: shaft angle yaw {math.degrees(yaw):.0f}° pitch {math.degrees(pitch):.0f}° "
+                "outside the joint limits")
+    return yaw, pitch, d, u
+
+
+def reachable(model: ArmModel, sp: CartesianSetpoint) -> str | None:
+    """None if the arm can take pose `sp`; else a sentence naming the limit. The validation hot path."""
+    shaft = _shaft(model, sp)
+    if isinstance(shaft, str):
+        return shaft
+    u = shaft[3]
+    tip = q_rotate(sp.orientation, _DOWN)  # roll is unlimited; the bend of the tip off the shaft is not
+    bend = math.acos(max(-1.0, min(1.0, tip[0] * u[0] + tip[1] * u[1] + tip[2] * u[2])))
     if bend > model.wrist_limit:
         return f"{model.name}: wrist bend {math.degrees(bend):.0f}° beyond {math.degrees(model.wrist_limit):.0f}°"
     jaw_max = model.jaw_max if model.has_jaw else 0.0
     if not (-1e-6 <= sp.jaw <= jaw_max + 1e-6):
         return f"{model.name}: jaw {sp.jaw:.2f} rad outside [0, {jaw_max:.2f}]"
+    return None
+
+
+def inverse_kinematics(model: ArmModel, sp: CartesianSetpoint) -> JointSolution | str:
+    """Joints reaching `sp` (for measured_js), or a sentence saying which limit it breaks."""
+    bad = reachable(model, sp)
+    if bad is not None:
+        return bad
+    yaw, pitch, d, _ = _shaft(model, sp)  # type: ignore[misc]
+    wrist = q_to_rotvec(q_mul(q_conj(shaft_orientation(yaw, pitch)), sp.orientation))
     return JointSolution(yaw, pitch, d, wrist, sp.jaw)
 
 
@@ -131,9 +150,9 @@ class SimulatedArm:
                 f"{self.model.name}: orientation step "
                 f"{math.degrees(q_angle(sp.orientation, self.setpoint.orientation)):.1f}° too large"
             )
-        ik = inverse_kinematics(self.model, sp)
-        if isinstance(ik, str):
-            return AckStatus.REJECTED_WORKSPACE, ik
+        bad = reachable(self.model, sp)
+        if bad is not None:
+            return AckStatus.REJECTED_WORKSPACE, bad
         return None
 
     def servo(self, sp: CartesianSetpoint) -> None:

@@ -46,7 +46,7 @@ def make_master(cfg: Config, start_ns: int) -> MasterDevice:
 def make_controller(cfg: Config):
     from console.teleop import TeleopController
 
-    return TeleopController(cfg.teleop)
+    return TeleopController(cfg.teleop, time.monotonic_ns(), rate_hz=cfg.console.rate_hz)
 
 
 class ConsoleRunner:

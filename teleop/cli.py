@@ -23,20 +23,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def common_options() -> argparse.ArgumentParser:
+def common_options(nested: bool = False) -> argparse.ArgumentParser:
+    """--config/--set/--log-level/--insecure. `nested` parsers (e.g. `bench link`) must not reset what the
+    level above already parsed, so their defaults are suppressed."""
+    none = argparse.SUPPRESS if nested else None
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("configuration")
-    g.add_argument("--config", metavar="FILE", help="TOML configuration file (see `teleop config`)")
+    g.add_argument("--config", metavar="FILE", default=none, help="TOML configuration file (see `teleop config`)")
     g.add_argument(
         "--set",
         dest="overrides",
         metavar="SECTION.KEY=VALUE",
         action="append",
-        default=[],
+        default=argparse.SUPPRESS if nested else [],
         help="override one configuration value; repeatable, validated like the file",
     )
-    g.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log verbosity")
-    g.add_argument("--insecure", action="store_true",
+    g.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default=none, help="log verbosity")
+    g.add_argument("--insecure", action="store_true", default=argparse.SUPPRESS if nested else False,
                    help="DEBUG ONLY: turn off encryption and authentication (a warning is printed at every start)")
     return p
 

@@ -204,9 +204,9 @@ def _enum(cls, value: int, what: str):
 
 def _setpoint(v: tuple[float, ...], i: int, what: str) -> CartesianSetpoint:
     x, y, z, qx, qy, qz, qw, jaw = v[i : i + 8]
-    for f in v[i : i + 8]:
-        if not math.isfinite(f):
-            raise InvalidField(f"{what}: non-finite value")
+    # NaN and ±inf survive a sum; so does overflow of absurd magnitudes (> 1e307), rejected alike.
+    if not math.isfinite(x + y + z + qx + qy + qz + qw + jaw):
+        raise InvalidField(f"{what}: non-finite value")
     n = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
     if abs(n - 1.0) > QUAT_NORM_TOLERANCE:
         raise InvalidField(f"{what}: orientation is not a unit quaternion (|q| = {n:.6g})")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from teleop.cli import common_options
+
 BENCHES: dict[str, tuple[str, str]] = {
     "link": ("teleop.bench.link", "command->ack RTT vs raw pyzmq ping-pong; 1 kHz send gaps"),
     "watchdog": ("teleop.bench.watchdog", "freeze latency after console kill/stop and a cut link"),
@@ -21,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for name, (module, help_text) in BENCHES.items():
         mod = importlib.import_module(module)
-        bp = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip())
+        bp = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip(),
+                            parents=[common_options(nested=True)],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         bp.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         mod.add_arguments(bp)
         bp.set_defaults(_bench=mod)

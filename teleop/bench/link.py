@@ -2,9 +2,10 @@
 
 1. raw floor: plain pyzmq DEALER/ROUTER ping-pong, same payload size as a servo_cp, paced at the console
    rate (teleop.bench.raw);
-2. the project: a real `teleop bedside` and a real `teleop console --headless` following a scripted master;
-   command->ack RTT is timed by the console on ack arrival, and the gaps between successive servo_cp sends
-   show how steady the 1 kHz stream is.
+2. the project: a real `teleop bedside` and a real `teleop console --headless` following a scripted master,
+   over CURVE with throw-away keys; command->ack RTT is timed by the console on ack arrival, and the gaps
+   between successive servo_cp sends show how steady the 1 kHz stream is;
+3. the same path without encryption (`security.insecure`), so the cost of CURVE itself is reported.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from transport.codec import SERVO_CP_SIZE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seconds", type=float, default=10.0, help="measurement time of each half (default 10)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measurement time of each part (default 10)")
+    p.add_argument("--no-plain", action="store_true", help="skip the unencrypted comparison run")
 
 
 def machine() -> dict:
@@ -56,10 +58,14 @@ def raw_floor(rate_hz: int, seconds: float) -> list[int]:
             srv.kill()
 
 
-def project_path(args: argparse.Namespace, seconds: float, extra: list[str] | None = None) -> dict:
+def project_path(args: argparse.Namespace, seconds: float, extra: list[str] | None = None,
+                 insecure: bool = False) -> dict:
     ctrl, telem, video = free_ports(3)
     with tempfile.TemporaryDirectory() as tmp:
-        keys = [] if args.cfg.security.insecure else throwaway_keys(Path(tmp) / "keys")
+        if insecure or args.cfg.security.insecure:
+            keys = ["security.insecure=true"]
+        else:
+            keys = throwaway_keys(Path(tmp) / "keys")
         sets = [a for o in port_overrides(ctrl, telem, video) + keys + list(args.overrides or [])
                 for a in ("--set", o)]
         summary = Path(tmp) / "console.json"
@@ -88,25 +94,39 @@ def run(args: argparse.Namespace) -> int:
         "seconds": args.seconds,
         "rate_hz": rate,
         "payload_bytes": SERVO_CP_SIZE,
+        "security": "plain (--insecure)" if args.cfg.security.insecure else "CURVE",
         "raw_rtt_us": raw_p,
         "cmd_rtt_us": cmd["rtt_us"],
-        "ratio_p50": round(cmd["rtt_us"]["p50"] / raw_p["p50"], 3) if cmd["rtt_us"]["p50"] else None,
+        "ratio_p50": _ratio(cmd["rtt_us"]["p50"], raw_p["p50"]),
         "send_gap_us": cmd["send_gap_us"],
         "commands_sent": cmd["commands_sent"],
         "commands_applied": cmd["commands_applied"],
         "commands_rejected": cmd["commands_rejected"],
         "lost": cmd["lost"],
-        "wall_s": round(time.monotonic() - t0, 1),
     }
+    if not args.cfg.security.insecure and not args.no_plain:
+        # Same path without encryption, in the same run: what CURVE itself costs.
+        plain = project_path(args, args.seconds, insecure=True)
+        result["plain_cmd_rtt_us"] = plain["rtt_us"]
+        result["curve_vs_plain_p50"] = _ratio(cmd["rtt_us"]["p50"], plain["rtt_us"]["p50"])
+    result["wall_s"] = round(time.monotonic() - t0, 1)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"raw pyzmq ping-pong RTT  p50 {raw_p['p50']} us  p99 {raw_p['p99']} us  p99.9 {raw_p['p999']} us")
         c = cmd["rtt_us"]
         print(f"servo_cp -> ack RTT      p50 {c['p50']} us  p99 {c['p99']} us  p99.9 {c['p999']} us"
-              f"  (ratio p50 {result['ratio_p50']})")
+              f"  (ratio p50 {result['ratio_p50']}, {result['security']})")
+        if "plain_cmd_rtt_us" in result:
+            pc = result["plain_cmd_rtt_us"]
+            print(f"same, without CURVE      p50 {pc['p50']} us  p99 {pc['p99']} us  p99.9 {pc['p999']} us"
+                  f"  (CURVE/plain p50 {result['curve_vs_plain_p50']})")
         g = cmd["send_gap_us"]
         print(f"1 kHz send gaps          p50 {g['p50']} us  p99 {g['p99']} us  p99.9 {g['p999']} us  max {g['max']} us")
         print(f"sent {cmd['commands_sent']}  applied {cmd['commands_applied']}  rejected {cmd['commands_rejected']}"
               f"  lost {cmd['lost']}")
     return 0
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None

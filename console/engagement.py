@@ -1,0 +1,133 @@
+"""Per-arm engagement: the named states one arm goes through, and the only transitions allowed.
+
+Theory of operation
+-------------------
+Every state an arm can be in, and every way out of it, is in `TRANSITIONS` below; nothing else changes an
+arm's state. The controller (console/teleop.py) decides *when* a trigger happens (a pedal edge, a hold
+condition, an engage press); this module decides *whether* it is allowed and what follows. A trigger the
+table lacks for the current state raises TransitionError: a programming error, never silently ignored.
+
+    DISABLED   not engaged: no motion, no session wanted.
+    ALIGNING   engage pressed: waiting for the bedside session, a fresh tool pose and (instruments) the
+               master's orientation to come within tolerance of the tool's; the console says what to do.
+    FOLLOWING  the tool follows the master; the only state in which an arm is commanded.
+    CLUTCHED   clutch pedal held: the tool holds, the hand may move freely (indexing). For the endoscope
+               arm (ECM) this is also "camera pedal up": it holds while the hands drive the instruments.
+    CAMERA     camera pedal held (instruments only): the tool holds while the hands drive the endoscope.
+    HELD       frozen by a hold condition (link lost, video stale, latency, operator absent, e-stop, bedside
+               fault, limit, master fault). Leaving it always takes an explicit ENGAGE from the surgeon.
+
+Releasing a pedal goes back through ALIGNING, which re-captures the start poses: the tool resumes from
+where it is with no jump. Each transition is logged with its reason and returned as a Transition.
+docs/teleoperation.md shows the diagram generated from this table by `diagram()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+
+from transport.messages import Reason
+
+log = logging.getLogger("console.engagement")
+
+
+class ArmState(StrEnum):
+    DISABLED = "DISABLED"
+    ALIGNING = "ALIGNING"
+    FOLLOWING = "FOLLOWING"
+    CLUTCHED = "CLUTCHED"
+    CAMERA = "CAMERA"
+    HELD = "HELD"
+
+
+class Trigger(StrEnum):
+    ENGAGE = "engage"
+    ALIGNED = "aligned"
+    CLUTCH = "clutch"
+    CAMERA = "camera"
+    RELEASE = "release"
+    HOLD = "hold"
+    DISENGAGE = "disengage"
+
+
+A, T = ArmState, Trigger
+TRANSITIONS: dict[tuple[ArmState, Trigger], ArmState] = {
+    (A.DISABLED, T.ENGAGE): A.ALIGNING,
+    (A.HELD, T.ENGAGE): A.ALIGNING,
+    (A.ALIGNING, T.ALIGNED): A.FOLLOWING,
+    (A.ALIGNING, T.CLUTCH): A.CLUTCHED,
+    (A.FOLLOWING, T.CLUTCH): A.CLUTCHED,
+    (A.CAMERA, T.CLUTCH): A.CLUTCHED,
+    (A.ALIGNING, T.CAMERA): A.CAMERA,
+    (A.FOLLOWING, T.CAMERA): A.CAMERA,
+    (A.CLUTCHED, T.CAMERA): A.CAMERA,
+    (A.CLUTCHED, T.RELEASE): A.ALIGNING,
+    (A.CAMERA, T.RELEASE): A.ALIGNING,
+    (A.ALIGNING, T.HOLD): A.HELD,
+    (A.FOLLOWING, T.HOLD): A.HELD,
+    (A.CLUTCHED, T.HOLD): A.HELD,
+    (A.CAMERA, T.HOLD): A.HELD,
+    (A.HELD, T.HOLD): A.HELD,  # a new, different reason while held: recorded, still held
+    (A.ALIGNING, T.DISENGAGE): A.DISABLED,
+    (A.FOLLOWING, T.DISENGAGE): A.DISABLED,
+    (A.CLUTCHED, T.DISENGAGE): A.DISABLED,
+    (A.CAMERA, T.DISENGAGE): A.DISABLED,
+    (A.HELD, T.DISENGAGE): A.DISABLED,
+}
+del A, T
+
+ENGAGED = frozenset({ArmState.ALIGNING, ArmState.FOLLOWING, ArmState.CLUTCHED, ArmState.CAMERA})
+"""States a hold condition moves to HELD."""
+
+
+class TransitionError(RuntimeError):
+    """A trigger the transition table does not allow in the arm's current state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    t_ns: int
+    arm: str
+    from_state: ArmState
+    trigger: Trigger
+    to_state: ArmState
+    reason: Reason
+    text: str
+
+
+class Engagement:
+    """One arm's state, the reason it is there and since when."""
+
+    def __init__(self, arm: str, now_ns: int = 0) -> None:
+        self.arm = arm
+        self.state = ArmState.DISABLED
+        self.reason = Reason.STARTUP
+        self.text = "not engaged"
+        self.since_ns = now_ns
+
+    def can(self, trigger: Trigger) -> bool:
+        return (self.state, trigger) in TRANSITIONS
+
+    def fire(self, now_ns: int, trigger: Trigger, reason: Reason = Reason.NONE, text: str = "") -> Transition:
+        key = (self.state, trigger)
+        if key not in TRANSITIONS:
+            raise TransitionError(f"{self.arm}: {trigger.value!r} is not allowed in {self.state.value}")
+        tr = Transition(now_ns, self.arm, self.state, trigger, TRANSITIONS[key], reason, text)
+        self.state = tr.to_state
+        self.reason = reason
+        self.text = text
+        self.since_ns = now_ns
+        level = logging.WARNING if tr.to_state is ArmState.HELD else logging.INFO
+        log.log(level, "%s %s -> %s on %s (%s): %s", self.arm, tr.from_state.value, tr.to_state.value,
+                trigger.value, reason.name, text)
+        return tr
+
+
+def diagram() -> str:
+    """The transition table as a Mermaid state diagram (docs/teleoperation.md embeds this text)."""
+    lines = ["stateDiagram-v2", "    [*] --> DISABLED"]
+    for (src, trig), dst in TRANSITIONS.items():
+        lines.append(f"    {src.value} --> {dst.value}: {trig.value}")
+    return "\n".join(lines)
