@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
 import time
 
 import zmq
@@ -84,6 +85,23 @@ class VideoChild:
             self.proc.join(2)
 
 
+class LocalEStop:
+    """The bedside team's e-stop in the simulator: SIGUSR1 raises it, SIGUSR2 resets it (a real cart wires
+    its mushroom button here). Latching: only the local reset clears it, and motion still needs ENABLE."""
+
+    def __init__(self) -> None:
+        self.pending: list[bool] = []
+        signal.signal(signal.SIGUSR1, lambda *_: self.pending.append(True))
+        signal.signal(signal.SIGUSR2, lambda *_: self.pending.append(False))
+
+    def apply(self, agent: BedsideAgent, now_ns: int) -> None:
+        while self.pending:
+            if self.pending.pop(0):
+                agent.raise_estop(now_ns, "local")
+            else:
+                agent.reset_estop(now_ns, "local")
+
+
 class RevokedCache:
     """Names of revoked keys, refreshed at most every 100 ms: a live connection of a key revoked in the
     registry is refused message by message without a stat() per message on the control path."""
@@ -118,6 +136,7 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
     next_telem = now
     next_counters = now
     revoked = RevokedCache(sec)
+    local_estop = LocalEStop()
     end = None if seconds is None else now + int(seconds * 1e9)
     n_freezes = 0
     realtime_gc()
@@ -132,6 +151,7 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
     try:
         while not stop and (end is None or now < end):
             now = time.monotonic_ns()
+            local_estop.apply(agent, now)
             dl = agent.next_deadline_ns()
             if now >= next_tick or (dl is not None and now >= dl):
                 agent.tick(now)

@@ -37,7 +37,8 @@ class LinkConfig:
 class BedsideConfig:
     watchdog_ms: int = _f(50, "hold every arm if no valid command arrives for this long", 5, 1000)
     max_command_age_ms: float = _f(
-        30.0, "reject a command delayed this much beyond the link's best observed delay", 1.0, 1000.0
+        150.0, "reject a command queued this much beyond the link's best delay of the last 10 s (the backstop "
+        "behind the console's latency policy: keep it above teleop.latency_hard_ms / 2)", 1.0, 1000.0
     )
     tick_hz: int = _f(1000, "arm simulation and watchdog rate", 100, 2000)
     telemetry_hz: int = _f(200, "measured_cp/measured_js/operating_state publish rate", 100, 1000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -196,10 +197,8 @@ class RecordingProxy:
                 pass
             finally:
                 for s in (src, dst):
-                    try:
+                    with contextlib.suppress(OSError):
                         s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
 
         threading.Thread(target=pump, args=(conn, up, True), daemon=True).start()
         threading.Thread(target=pump, args=(up, conn, False), daemon=True).start()
@@ -246,3 +245,35 @@ def test_key_files_errors_are_clear(tmp_path):
     with pytest.raises(KeyFileError, match="unknown role"):
         KeyStore(keys_dir).add("x", "admin")
     assert len(fingerprint(KeyStore(keys_dir).clients()[0].public_key)) == 39
+
+
+def test_connection_flood_from_unknown_keys_is_counted_and_visible_in_telemetry(session, tmp_path):
+    from transport.messages import Counters
+
+    session.start_console()
+    session.wait_engaged()
+    strangers = KeyStore(tmp_path / "flood")
+    strangers.init()
+    keys_dir = session.key_overrides[0].split("=", 1)[1]
+    bedside_key = str(KeyStore(keys_dir).server_public)
+    socks = []
+    for i in range(30):
+        strangers.add(f"x{i}", "surgeon")
+        sec = client_security(str(strangers.root), f"x{i}", server_key=bedside_key)
+        socks.append(control_client(zmq.Context.instance(), tcp("127.0.0.1", session.ports[0]), sec))
+    tap = TelemetryTap("127.0.0.1", session.ports[1], session)
+    try:
+        deadline = time.monotonic() + 10
+        counters: dict = {}
+        while time.monotonic() < deadline and counters.get("refused_handshakes", 0) < 30:
+            if tap.sock.poll(200):
+                msg = codec.decode(tap.sock.recv())
+                if isinstance(msg, Counters):
+                    counters = msg.values
+        assert counters.get("refused_handshakes", 0) >= 30, counters
+        assert counters.get("applied", 0) > 0  # the real console kept commanding through the flood
+        assert tap.latest().operating_state is OperatingState.ENABLED
+    finally:
+        tap.close()
+        for s in socks:
+            s.close(0)
