@@ -34,7 +34,7 @@ def test_file_errors_are_clear(tmp_path):
     bad.write_text("[bedside\nwatchdog_ms = ")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
         parse_override("watchdog_ms=3")
 
 
