@@ -26,6 +26,7 @@ from transport.codec import restamp
 from transport.zmqlink import control_client, tcp, telemetry_subscriber, wait_readable
 
 log = logging.getLogger("console")
+REPORT_NS = 5_000_000_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -85,6 +86,18 @@ class ConsoleRunner:
             self._rtt_history: deque[float | None] = deque(maxlen=90)
             self._next_state_ns = now
         self.master = master or make_master(cfg, now)
+        self._next_report_ns = now + REPORT_NS
+
+    def _report(self, now: int) -> None:
+        """Headless: one line every few seconds with link state, RTT and clock offset."""
+        self._next_report_ns = now + REPORT_NS
+        e = self.engine
+        rtt, off = e.rtt_ms(), e.offset_ns(now)
+        arms = e.last_output.arm_mask if e.last_output is not None else 0
+        log.info("link %s, RTT %s, clock offset %s, session %s, arms following mask %d, sent %d applied %d",
+                 e.link.value, "-" if rtt is None else f"{rtt * 1000:.0f} us",
+                 "-" if off is None else f"{off / 1000:+.0f} us", e.epoch or "none", arms,
+                 e.counters["commands_sent"], e.counters["applied"])
 
     def _drain(self) -> None:
         for sock in (self.ctrl, self.sub):
@@ -154,6 +167,8 @@ class ConsoleRunner:
                 self._last_servo_ns = None
             if self.ui is not None:
                 self._publish_state(now)
+            elif now >= self._next_report_ns:
+                self._report(now)
             next_tick += period
             if now - next_tick > period:  # fell behind (stall): skip, never send a catch-up burst
                 next_tick = now + period

@@ -11,7 +11,7 @@ import time
 import pytest
 from crossproc import Session, TelemetryTap
 
-from transport.messages import OperatingState, Reason
+from transport.messages import ArmMode, OperatingState, Reason
 
 pytestmark = pytest.mark.fault
 
@@ -42,10 +42,13 @@ def test_killing_the_console_freezes_the_bedside(session):
     session.wait_engaged()
     tap = TelemetryTap("127.0.0.1", session.ports[1], session)
     try:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while tap.latest().arms[0].mode is not ArmMode.FOLLOWING:
+            assert time.monotonic() < deadline, session.diagnostics()
         moving = tap.latest().arms[0].measured_cp
+        t_kill = time.monotonic_ns()
         session.console.signal(signal.SIGKILL)
-        freeze = session.wait_event(lambda r: r.get("type") == "freeze", 5.0)
+        freeze = session.wait_event(lambda r: r.get("type") == "freeze" and r["t_ns"] >= t_kill, 5.0)
         assert freeze is not None, session.diagnostics()
         assert freeze["reason"] == "LINK_LOST"
         time.sleep(0.1)
