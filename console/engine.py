@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from console.master import MasterSample
+from console.teleop import BedsideView, TeleopController, TeleopOutput
 from safety.watchdog import Watchdog
 from teleop.config import Config
 from transport import codec
@@ -74,9 +75,7 @@ class EngineEvent:
 
 
 class ConsoleEngine:
-    def __init__(self, cfg: Config, controller, now_ns: int) -> None:
-        from console.teleop import BedsideView  # noqa: F401  (import check: the controller's types exist)
-
+    def __init__(self, cfg: Config, controller: TeleopController, now_ns: int) -> None:
         self.cfg = cfg
         self.controller = controller
         self.link = LinkState.CONNECTING
@@ -100,7 +99,7 @@ class ConsoleEngine:
         """Every servo_cp round trip (ns), for benchmarks and summaries."""
         self.counters: Counter[str] = Counter()
         self.events: list[EngineEvent] = []
-        self.last_output = None
+        self.last_output: TeleopOutput | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -222,8 +221,6 @@ class ConsoleEngine:
 
     def step(self, now_ns: int, sample: MasterSample) -> list[bytes]:
         """One control tick: decide, and return the frames to send now."""
-        from console.teleop import BedsideView
-
         self._check_link(now_ns)
         view = BedsideView(
             link_ok=self.link is LinkState.UP,
