@@ -295,7 +295,7 @@ class BedsideAgent:
         self._hold_all()
         self.gate.open(epoch)
         self.controller = peer
-        self.watchdog.arm(now_ns)
+        self.watchdog.arm(now_ns, self.cfg.first_command_ms * 1_000_000)
         self.last_valid_ns = now_ns
         self._last_rejection = None
         self._frozen_at_ns = None

@@ -40,6 +40,7 @@ from transport.messages import (
     Ack,
     AckStatus,
     CartesianSetpoint,
+    Counters,
     Disable,
     Enable,
     EStop,
@@ -93,6 +94,7 @@ class ConsoleEngine:
         self.bedside_estop = False
         self.tools: tuple[CartesianSetpoint | None, ...] = (None,) * N_ARMS
         self.last_telemetry: Telemetry | None = None
+        self.bedside_counters: dict[str, int] = {}
         self.clock = OffsetEstimator()
         self.rtts_ns: deque[int] = deque(maxlen=RTT_WINDOW)
         self.rtt_log: list[int] = []
@@ -163,6 +165,8 @@ class ConsoleEngine:
             self._on_ack(now_ns, msg)
         elif isinstance(msg, Telemetry):
             self._on_telemetry(now_ns, msg)
+        elif isinstance(msg, Counters):
+            self.bedside_counters = msg.values
         elif isinstance(msg, Event):
             self.counters["bedside_events"] += 1
             self.events.append(EngineEvent(now_ns, "bedside", msg.kind.name, msg.reason, msg.text))

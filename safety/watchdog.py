@@ -26,12 +26,20 @@ class Watchdog:
         self.armed = False
         self.tripped = False
         self.last_feed_ns = 0
+        self._first_timeout_ns = timeout_ns
+        self._fed = True
 
-    def arm(self, now_ns: int) -> None:
-        """Start guarding from `now_ns` (a fresh session); clears a previous trip."""
+    def arm(self, now_ns: int, first_timeout_ns: int | None = None) -> None:
+        """Start guarding from `now_ns` (a fresh session); clears a previous trip.
+
+        `first_timeout_ns` (≥ timeout) applies until the first feed: the first message of a session can only
+        arrive a round trip after the session was granted, and nothing moves before it does.
+        """
         self.armed = True
         self.tripped = False
         self.last_feed_ns = now_ns
+        self._first_timeout_ns = max(self.timeout_ns, first_timeout_ns or 0)
+        self._fed = False
 
     def disarm(self) -> None:
         """Stop guarding (nothing to protect: arms disabled or already held)."""
@@ -39,21 +47,25 @@ class Watchdog:
 
     def feed(self, now_ns: int) -> None:
         """A valid message arrived. Ignored once tripped: only `arm` starts a new session."""
-        if self.armed and not self.tripped and now_ns > self.last_feed_ns:
+        if self.armed and not self.tripped and now_ns >= self.last_feed_ns:
             self.last_feed_ns = now_ns
+            self._fed = True
+
+    def _timeout(self) -> int:
+        return self.timeout_ns if self._fed else self._first_timeout_ns
 
     def deadline_ns(self) -> int | None:
         """When the watchdog will trip if not fed; None when it cannot trip."""
         if not self.armed or self.tripped:
             return None
-        return self.last_feed_ns + self.timeout_ns
+        return self.last_feed_ns + self._timeout()
 
     def check(self, now_ns: int) -> WatchdogTrip | None:
         """Returns the trip exactly once, at the first check at or past the deadline."""
         if not self.armed or self.tripped:
             return None
         silence = now_ns - self.last_feed_ns
-        if silence < self.timeout_ns:
+        if silence < self._timeout():
             return None
         self.tripped = True
         return WatchdogTrip(now_ns, self.last_feed_ns, silence)

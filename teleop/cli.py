@@ -19,7 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("teleop.demo", "start a bedside and a console on this machine and report"),
     "bench": ("teleop.bench", "measure latency, freeze time and throughput against the raw floor"),
     "config": ("teleop.config_cmd", "print the effective configuration as commented TOML"),
+    "linkemu": ("teleop.linkemu_cmd", "emulate a long-distance link (delay, jitter, rate, stalls, cuts) on loopback"),
     "keys": ("teleop.keys_cmd", "create, list and revoke CurveZMQ keys by role (surgeon, monitor, qa)"),
+    "monitor": ("console.ui.monitor", "read-only view for the on-site team: video, bedside state, alarms, events"),
+    "screenshot": ("console.ui.screenshot", "run a bedside and the console window offscreen, driven, and save a PNG"),
 }
 
 

@@ -40,6 +40,9 @@ class BedsideConfig:
         150.0, "reject a command queued this much beyond the link's best delay of the last 10 s (the backstop "
         "behind the console's latency policy: keep it above teleop.latency_hard_ms / 2)", 1.0, 1000.0
     )
+    first_command_ms: int = _f(
+        2000, "after ENABLE (arms held), how long the first servo_cp may take: at least one round trip", 50, 10000
+    )
     tick_hz: int = _f(1000, "arm simulation and watchdog rate", 100, 2000)
     telemetry_hz: int = _f(200, "measured_cp/measured_js/operating_state publish rate", 100, 1000)
     max_step_mm: float = _f(5.0, "largest position change one servo_cp may ask for", 0.1, 50.0)

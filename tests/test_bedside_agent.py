@@ -170,6 +170,7 @@ def test_watchdog_freezes_at_its_timeout_and_backlog_is_refused(h, cfg):
 
 def test_reengage_needs_a_new_epoch_and_starts_from_the_held_pose(h):
     e1 = h.enable()
+    assert h.servo(h.tools()).status is AckStatus.APPLIED
     h.advance(100)  # watchdog trips
     assert h.agent.state is OperatingState.PAUSED
     held = h.tools()
@@ -219,3 +220,19 @@ def test_clutched_arms_hold_while_the_stream_feeds_the_watchdog(h, cfg):
     assert h.agent.state is OperatingState.ENABLED
     assert h.tools() == start
     assert N_ARMS == 3
+
+
+def test_first_command_may_arrive_a_long_round_trip_after_enable(h, cfg):
+    h.enable()
+    start = h.tools()
+    h.advance(650)  # satellite: the ENABLED ack and the first servo_cp take ~630 ms round trip
+    assert h.agent.state is OperatingState.ENABLED and not h.agent.freezes
+    assert h.servo([moved(start[0], 0.001), start[1], start[2]]).status is AckStatus.APPLIED
+    h.advance(cfg.bedside.watchdog_ms + 1)
+    assert h.agent.state is OperatingState.PAUSED  # after the first command, the 50 ms rule again
+
+
+def test_a_console_that_never_commands_after_enable_is_timed_out(h, cfg):
+    h.enable()
+    h.advance(cfg.bedside.first_command_ms + 1)
+    assert h.agent.state is OperatingState.PAUSED and h.agent.reason is Reason.LINK_LOST

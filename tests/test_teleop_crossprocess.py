@@ -128,3 +128,30 @@ def test_rising_rtt_first_lowers_the_scale_then_holds(session):
     bed = session.bedside_summary()
     # the console's policy acted first: the bedside never had to refuse a command as stale
     assert bed["counters"].get("rejected_rejected_stale", 0) == 0
+
+
+def test_follows_over_a_london_gibraltar_link_without_freezing(session):
+    """Regression: the first command of a session arrives a round trip after ENABLE (60 ms here)."""
+    from transport.linkemu import SCENARIOS
+
+    ctrl, telem, _ = session.ports
+    prof = SCENARIOS["london-gibraltar"]
+    p_ctrl = LinkProxy(0, ("127.0.0.1", ctrl), prof, prof)
+    p_tele = LinkProxy(0, ("127.0.0.1", telem), prof, prof)
+    overrides = [o for o in session.con_sets if not o.startswith(("link.control_port", "link.telemetry_port"))]
+    overrides += [f"link.control_port={p_ctrl.port}", f"link.telemetry_port={p_tele.port}"]
+    con = InProcessConsole(overrides, engage_at_s=1.5)
+    try:
+        session.wait_engaged()
+        time.sleep(2.0)
+        snap = con.runner.engine.controller.snapshot()
+        assert "FOLLOWING" in {a["state"] for a in snap["arms"].values()}, snap
+        rtt = con.runner.engine.rtt_ms()
+        assert rtt is not None and 50 < rtt < 120  # 2 × 27.5 ms one way, plus jitter and processing
+    finally:
+        summary = con.close()
+        p_ctrl.close()
+        p_tele.close()
+    assert summary["commands_rejected"] == 0
+    bed = session.bedside_summary()
+    assert [f for f in bed["freezes"] if f["reason"] != "CONSOLE_REQUEST"] == []

@@ -95,3 +95,12 @@ def test_delay_baseline_measures_queueing_not_offset():
     b = DelayBaseline()
     assert b.excess_ns(ms(10), ms(10) - 999_999_999) == 0
     assert b.excess_ns(ms(20), ms(19) - 999_999_999) == ms(1)
+
+
+def test_first_command_of_a_session_gets_a_round_trip_of_grace():
+    w = Watchdog(ms(50))
+    w.arm(ms(0), first_timeout_ns=ms(2000))
+    assert w.check(ms(1999)) is None  # the ack is still travelling over a long link
+    w.feed(ms(600))  # first command, one satellite round trip later
+    assert w.deadline_ns() == ms(650)  # from now on the normal 50 ms
+    assert w.check(ms(650)) is not None
