@@ -91,9 +91,32 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def run_window_demo(args: argparse.Namespace) -> int:
+    """A bedside with synthetic stereo video and the console window, on free loopback ports, until the window
+    is closed: drive both arms with the keyboard and mouse (docs/user-guide.md)."""
+    from console.ui.app import run_window, tied_to_us
+
+    ctrl, telem, video, master, state, intent = free_ports(6)
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = [] if args.cfg.security.insecure else throwaway_keys(Path(tmp) / "keys")
+        sets = ["link.bedside_host=127.0.0.1", *port_overrides(ctrl, telem, video), *keys,
+                f"console.master_port={master}", f"console.ui_state_port={state}",
+                f"console.ui_intent_port={intent}", *list(args.overrides or [])]
+        bedside = start_role("bedside", ["bedside", *[a for o in sets for a in ("--set", o)]], prefix=tied_to_us())
+        print("teleop demo: bedside with synthetic stereo video started; opening the console window "
+              "(Space: presence, Enter: engage, A: align, drag: move; close the window to stop)", file=sys.stderr)
+        try:
+            win_args = argparse.Namespace(**{**vars(args), "overrides": sets, "seconds": None, "summary": None})
+            return run_window(win_args, use_saved_connection=False)
+        finally:
+            bedside.stop()
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.headless:
-        print("teleop demo: the console window is not part of this build yet; running the headless demo.",
+        if has_display():
+            return run_window_demo(args)
+        print("teleop demo: no display found: running the headless demo (DISPLAY and WAYLAND_DISPLAY are unset)",
               file=sys.stderr)
     s = run_headless(args)
     if args.json:

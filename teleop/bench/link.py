@@ -6,6 +6,11 @@
    over CURVE with throw-away keys; command->ack RTT is timed by the console on ack arrival, and the gaps
    between successive servo_cp sends show how steady the 1 kHz stream is;
 3. the same path without encryption (`security.insecure`), so the cost of CURVE itself is reported.
+
+--with-gui replaces the headless console by the console window (offscreen, `teleop screenshot --attach`,
+driven by a scripted operator) painting the bedside's 720p60 stereo video, its engine in `--ui` mode;
+--monitors N attaches N read-only `teleop monitor` windows (offscreen) as well. The figures are the
+engine's, as in the headless run (the unencrypted comparison is skipped).
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ from transport.codec import SERVO_CP_SIZE
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="measurement time of each part (default 10)")
     p.add_argument("--no-plain", action="store_true", help="skip the unencrypted comparison run")
+    p.add_argument("--with-gui", action="store_true",
+                   help="measure with the console window (offscreen) painting stereo 720p60 video")
+    p.add_argument("--monitors", type=int, default=0, metavar="N",
+                   help="also attach N read-only monitor windows (offscreen)")
 
 
 def machine() -> dict:
@@ -83,11 +92,55 @@ def project_path(args: argparse.Namespace, seconds: float, extra: list[str] | No
             bedside.stop()
 
 
+def gui_path(args: argparse.Namespace, seconds: float, monitors: int) -> tuple[dict, dict]:
+    """The console window (or the headless console) and `monitors` monitors, against a bedside with video.
+    Returns the engine's summary and the window's own figures."""
+    ctrl, telem, video, m_port, s_port, i_port = free_ports(6)
+    offscreen = {"QT_QPA_PLATFORM": "offscreen"}
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = ["security.insecure=true"] if args.cfg.security.insecure else throwaway_keys(Path(tmp) / "keys")
+        base = port_overrides(ctrl, telem, video) + keys + [
+            f"console.master_port={m_port}", f"console.ui_state_port={s_port}", f"console.ui_intent_port={i_port}"]
+        sets = [a for o in base + list(args.overrides or []) for a in ("--set", o)]
+        summary, stats = Path(tmp) / "console.json", Path(tmp) / "window.json"
+        roles = [start_role("bedside", ["bedside", *sets])]
+        try:
+            for k in range(monitors):
+                roles.append(start_role(f"monitor-{k}", ["monitor", "--settings-dir", str(Path(tmp) / f"mon{k}"),
+                                                         "--stats", str(Path(tmp) / f"mon{k}.json"), *sets,
+                                                         "--set", "security.identity=monitor"], env=offscreen))
+            if args.with_gui:
+                console = start_role("console-window", [
+                    "screenshot", "--attach", "--seconds", str(seconds + 0.5), "--timeout", "60", "--summary",
+                    str(summary), "--stats", str(stats), "-o", str(Path(tmp) / "window.png"), *sets], env=offscreen)
+            else:
+                console = start_role("console", ["console", "--headless", "--seconds", str(seconds + 0.5),
+                                                 "--summary", str(summary), *sets])
+            roles.append(console)
+            console.proc.wait(seconds + 120)
+            if not summary.exists():
+                raise RuntimeError(f"console wrote no summary:\n{console.stderr_text()}")
+            win = json.loads(stats.read_text()) if stats.exists() else {}
+            if args.with_gui and not win.get("ok"):
+                raise RuntimeError(f"the window never followed with a live picture: {win}\n{console.stderr_text()}")
+            con = json.loads(summary.read_text())
+        finally:
+            for r in reversed(roles):
+                r.stop()
+        mons = [Path(tmp) / f"mon{k}.json" for k in range(monitors)]
+        win["monitors"] = [json.loads(m.read_text()) for m in mons if m.exists()]
+        return con, win
+
+
 def run(args: argparse.Namespace) -> int:
     rate = args.cfg.console.rate_hz
     t0 = time.monotonic()
     raw = raw_floor(rate, args.seconds)
-    cmd = project_path(args, args.seconds)
+    window: dict = {}
+    if args.with_gui or args.monitors:
+        cmd, window = gui_path(args, args.seconds, args.monitors)
+    else:
+        cmd = project_path(args, args.seconds)
     raw_p = percentiles([r / 1e3 for r in raw])
     result = {
         "machine": machine(),
@@ -104,7 +157,13 @@ def run(args: argparse.Namespace) -> int:
         "commands_rejected": cmd["commands_rejected"],
         "lost": cmd["lost"],
     }
-    if not args.cfg.security.insecure and not args.no_plain:
+    if args.with_gui or args.monitors:
+        rx = window.get("receiver") or {}
+        win = {"painted_fps": window.get("painted_fps"), "video_fps": rx.get("fps"), "frame_age_ms": rx.get("age_ms"),
+               "dropped_display": rx.get("dropped_display"), "engages": window.get("engages")}
+        result.update(with_gui=bool(args.with_gui), monitors=args.monitors, window=win if window.get("ok") else None,
+                      monitor_fps=[m.get("painted_fps") for m in window.get("monitors", [])])
+    elif not args.cfg.security.insecure and not args.no_plain:
         # Same path without encryption, in the same run: what CURVE itself costs.
         plain = project_path(args, args.seconds, insecure=True)
         result["plain_cmd_rtt_us"] = plain["rtt_us"]
@@ -125,6 +184,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"1 kHz send gaps          p50 {g['p50']} us  p99 {g['p99']} us  p99.9 {g['p999']} us  max {g['max']} us")
         print(f"sent {cmd['commands_sent']}  applied {cmd['commands_applied']}  rejected {cmd['commands_rejected']}"
               f"  lost {cmd['lost']}")
+        if result.get("window"):
+            w = result["window"]
+            print(f"window painted {w['painted_fps']} fps of {w['video_fps']} fps received, picture age "
+                  f"{w['frame_age_ms']} ms; {args.monitors} monitors painted {result['monitor_fps']} fps")
     return 0
 
 

@@ -1,0 +1,152 @@
+"""Start a simulated bedside with stereo video and the console window offscreen, drive it like a person
+(presence, align, engage, both hands moving), wait until both instruments follow with a live picture, and
+save the window as a PNG. This is how docs/img/console.png is made.
+
+With --attach it uses the bedside named by the --set link.* options instead of starting one, and with
+--seconds it keeps driving that long before the grab: `teleop bench link --with-gui` uses that to measure
+the control stream while the window paints and is being driven. --summary gets the engine's run summary,
+--stats the window's own figures (frames painted, fps, picture age).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from console.ui.app import (
+    GUI_NICE,
+    lower_priority,
+    make_app,
+    passthrough,
+    quit_on_sigterm,
+    report_engine,
+    start_engine,
+    tied_to_us,
+    window_config,
+)
+from console.ui.stereo import DisplayMode
+from teleop.procs import free_ports, port_overrides, start_role, throwaway_keys
+from teleop.runtime import announce_ready, write_json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", default="docs/img/console.png", help="PNG to write (default %(default)s)")
+    p.add_argument("--attach", action="store_true", help="use the running bedside named by --set link.*")
+    p.add_argument("--seconds", type=float, default=2.0, help="keep driving this long once following (default 2)")
+    p.add_argument("--summary", metavar="FILE", help="write the console engine's run summary (JSON)")
+    p.add_argument("--stats", metavar="FILE", help="write the window's figures: frames painted, fps, age (JSON)")
+    p.add_argument("--mode", choices=[m.value for m in DisplayMode], default=DisplayMode.SIDE_BY_SIDE.value,
+                   help="display mode (default %(default)s)")
+    p.add_argument("--size", default="1600x1000", help="window size WxH (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=60.0, help="give up waiting for following after this long")
+
+
+def console_ports() -> list[str]:
+    m, s, i = free_ports(3)
+    return [f"console.master_port={m}", f"console.ui_state_port={s}", f"console.ui_intent_port={i}"]
+
+
+def window_ready(win) -> bool:
+    """Both instruments following, a live picture on screen, no alarm."""
+    state = win.state or {}
+    return (all(win.arm_state(n) == "FOLLOWING" for n in ("PSM1", "PSM2")) and not win.source.stale
+            and bool((state.get("video") or {}).get("ok")) and state.get("link") == "UP" and not win.banner.alarms)
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    w, h = (int(x) for x in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory(prefix="teleop-shot-") as tmp:
+        before: list[str] = []
+        if not args.attach:
+            keys = [] if args.cfg.security.insecure else throwaway_keys(Path(tmp) / "keys")
+            before += port_overrides(*free_ports(3)) + keys
+        cfg, overrides = window_config(args, before + console_ports())
+        bedside = None if args.attach else start_role("bedside", ["bedside", *passthrough(args, overrides)],
+                                                      prefix=tied_to_us())
+        engine = None
+        try:
+            engine = start_engine(args, overrides, args.summary)
+            lower_priority(GUI_NICE)
+            return _shoot(args, cfg, engine, Path(tmp), (w, h))
+        finally:
+            if engine is not None:
+                report_engine(engine)
+            if bedside is not None:
+                bedside.stop()
+
+
+def _shoot(args: argparse.Namespace, cfg, engine, tmp: Path, size: tuple[int, int]) -> int:
+    from PySide6.QtCore import QTimer
+
+    from console.ui.drive import AutoDriver
+    from console.ui.settings import Prefs
+    from console.ui.window import ConsoleWindow
+
+    app = make_app("teleop screenshot")
+    prefs = Prefs("console", tmp / "settings")
+    prefs.set_display_mode(DisplayMode(args.mode))
+    win = ConsoleWindow(cfg, prefs, engine=engine, sound=False)
+    win.resize(*size)
+    win.show()
+    driver = AutoDriver(win)
+    quit_on_sigterm(app)
+    t0 = time.monotonic()
+    result: dict = {"ok": False}
+    marks: dict[str, float | int] = {}
+
+    def poll() -> None:
+        now = time.monotonic()
+        if "follow" not in marks and window_ready(win):
+            marks["follow"] = now
+            marks["painted0"] = win.source.painted_frames
+        if "follow" in marks and now - marks["follow"] >= args.seconds and window_ready(win):
+            result["ok"] = True
+            finish()
+        elif now - t0 > args.timeout + args.seconds:
+            finish()
+
+    def finish() -> None:
+        timer.stop()
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        win.grab().save(str(out))
+        now = time.monotonic()
+        follow = marks.get("follow")
+        span = None if follow is None else now - follow
+        painted = win.source.painted_frames - int(marks.get("painted0", 0))
+        result.update({
+            "seconds_to_follow": None if follow is None else round(follow - t0, 2),
+            "driven_s": None if span is None else round(span, 2),
+            "painted_frames": painted,
+            "painted_fps": round(painted / span, 1) if span else None,
+            "receiver": win.source.receiver.stats(),
+            "engages": driver.engages,
+            "alarms": [a.title for a in win.banner.alarms],
+            "output": str(out),
+        })
+        driver.stop()
+        win.close()
+        app.quit()
+
+    timer = QTimer()
+    timer.setInterval(50)
+    timer.timeout.connect(poll)
+    timer.start()
+    announce_ready(window="offscreen", output=args.output)
+    app.exec()
+    win.shutdown()
+    if args.stats:
+        write_json(args.stats, result)
+    if not result["ok"]:
+        print(f"teleop screenshot: the window was not following with a live picture within {args.timeout} s "
+              f"(alarms: {result.get('alarms')}); saved what it showed to {args.output}", file=sys.stderr)
+        print(json.dumps(result, default=str), file=sys.stderr)
+        return 1
+    print(f"teleop screenshot: saved {args.output}")
+    return 0

@@ -1,0 +1,97 @@
+"""The on-site team's monitor (pytest-qt, offscreen) against a real bedside and a real headless console;
+and the commands that open windows (`teleop demo` without a display, `teleop screenshot`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from crossproc import Session
+from PySide6.QtWidgets import QAbstractButton
+from test_gui_console import video_child_pid
+
+from console.ui.app import tied_to_us
+from console.ui.monitor import build_window
+from console.ui.settings import Prefs
+from teleop.config import load_config
+
+pytestmark = pytest.mark.fault
+
+WAIT_MS = 20_000
+
+
+@pytest.fixture
+def session(tmp_path):
+    s = Session(tmp_path, video=True, con_extra=["console.engage_at_s=0.3"], bed_prefix=tied_to_us(),
+                con_prefix=tied_to_us())
+    yield s
+    s.close()
+
+
+def test_two_monitors_watch_read_only_and_show_the_link_lost_alarm(session, tmp_path, qtbot):
+    session.start_bedside()
+    cfg = load_config(None, [*session.bed_sets, "security.identity=monitor"])
+    mons = [build_window(cfg, Prefs("monitor", tmp_path / f"m{k}"), f"monitor {k}") for k in range(2)]
+    try:
+        for m in mons:
+            qtbot.addWidget(m)
+            m.resize(1100, 700)
+            m.show()
+        # no way to send anything: not a single button, and no control socket
+        assert all([b.text() for b in m.findChildren(QAbstractButton)] == ["Swap eyes"] for m in mons)
+        assert not any(hasattr(m, "link") or hasattr(m, "streamer") for m in mons)
+        session.start_console()
+        session.wait_engaged()
+
+        def following(m) -> bool:
+            t = m.telemetry
+            return (t is not None and t.operating_state.name == "ENABLED" and not m.source.stale
+                    and not m.pane.painted_stale and all(a.mode.name == "FOLLOWING" for a in t.arms[:2]))
+        for m in mons:
+            qtbot.waitUntil(lambda m=m: bool(following(m)), timeout=WAIT_MS)
+            qtbot.waitUntil(lambda m=m: "FOLLOWING" in m.hud.arm_text("PSM1"), timeout=WAIT_MS)
+        assert mons[0].hud.text_of("session").startswith("bedside ENABLED")
+        assert mons[0].hud.text_of("link").startswith("TELEMETRY OK")
+        assert not mons[0].banner.alarms
+        mons[0].grab().save(str(tmp_path / "monitor-following.png"))
+
+        session.console.signal(signal.SIGKILL)
+        for m in mons:
+            qtbot.waitUntil(lambda m=m: "link" in m.banner.keys, timeout=WAIT_MS)
+            assert "LINK LOST" in m.banner.text()
+            qtbot.waitUntil(lambda m=m: any("PAUSED" in line and "LINK_LOST" in line for line in m.log.lines),
+                            timeout=WAIT_MS)
+            assert "held: LINK_LOST" in m.hud.arm_text("PSM1")
+        mons[1].grab().save(str(tmp_path / "monitor-link-lost.png"))
+
+        video = video_child_pid(session.bedside.pid)
+        session.bedside.signal(signal.SIGKILL)
+        os.kill(video, signal.SIGKILL)  # a killed parent would leave its video child running
+        qtbot.waitUntil(lambda: "telemetry" in mons[0].banner.keys and mons[0].pane.painted_stale, timeout=WAIT_MS)
+        mons[0].grab().save(str(tmp_path / "monitor-no-telemetry.png"))
+    finally:
+        for m in mons:
+            m.shutdown()
+
+
+def test_demo_without_a_display_says_so_and_runs_headless():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    out = subprocess.run([sys.executable, "-m", "teleop.cli", "demo", "--seconds", "1", "--json"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "no display found: running the headless demo" in out.stderr
+    assert '"commands_sent"' in out.stdout
+
+
+def test_screenshot_command_saves_the_driven_window(tmp_path):
+    png = tmp_path / "console.png"
+    out = subprocess.run([sys.executable, "-m", "teleop.cli", "screenshot", "-o", str(png), "--size", "1200x760"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    from PySide6.QtGui import QImage
+
+    img = QImage(str(png))
+    assert (img.width(), img.height()) == (1200, 760)
