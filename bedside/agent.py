@@ -370,6 +370,11 @@ class BedsideAgent:
 
     def tick(self, now_ns: int) -> None:
         """Watchdog first (so a stalled bedside freezes before it reads a backlog), then arm motion."""
+        self.check_watchdog(now_ns)
+        self.advance(now_ns)
+
+    def check_watchdog(self, now_ns: int) -> None:
+        """Hold everything if the session went quiet. Must run before the frames that piled up are read."""
         trip = self.watchdog.check(now_ns)
         if trip is not None and self.state is OperatingState.ENABLED:
             reason = _REJECTION_REASON.get(self._last_rejection, Reason.LINK_LOST)  # type: ignore[arg-type]
@@ -377,6 +382,9 @@ class BedsideAgent:
             text = f"{why} for {trip.silence_ns / 1e6:.1f} ms (watchdog {self.cfg.watchdog_ms} ms); arms held"
             self._freeze(now_ns, reason, text)
             self._transition(now_ns, "pause", reason, text)
+
+    def advance(self, now_ns: int) -> None:
+        """Integrate the arms' motion up to `now_ns`."""
         dt = (now_ns - self._last_tick_ns) / 1e9
         self._last_tick_ns = now_ns
         for arm in self.arms:

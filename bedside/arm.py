@@ -135,8 +135,10 @@ class SimulatedArm:
         self.setpoint = self.measured
         self.mode = ArmMode.DISABLED
         self.limit_hit = False
-        self.joints = inverse_kinematics(model, self.measured)
-        assert isinstance(self.joints, JointSolution), self.joints
+        joints = inverse_kinematics(model, self.measured)
+        assert isinstance(joints, JointSolution), joints
+        self.joints: JointSolution = joints
+        self._joints_of: CartesianSetpoint | None = self.measured
 
     def validate(self, sp: CartesianSetpoint) -> tuple[AckStatus, str] | None:
         """None if `sp` may be servoed to now; else the rejection and why. Never changes the arm."""
@@ -181,13 +183,15 @@ class SimulatedArm:
         jstep = lim.max_jaw_speed_rad_s * dt_s
         jaw = sp.jaw if abs(dj) <= jstep else m.jaw + math.copysign(jstep, dj)
         self.measured = CartesianSetpoint(pos, ori, jaw)
-        ik = inverse_kinematics(self.model, self.measured)
-        if isinstance(ik, JointSolution):
-            self.joints = ik
+        self._joints_of = None  # joint angles are solved when telemetry asks, not every tick
 
     def telemetry(self) -> ArmTelemetry:
+        if self._joints_of != self.measured:
+            ik = inverse_kinematics(self.model, self.measured)
+            if isinstance(ik, JointSolution):  # else keep the last reachable solution
+                self.joints = ik
+            self._joints_of = self.measured
         j = self.joints
-        assert isinstance(j, JointSolution)
         flags = ArmFlags.HOMED
         if self.measured != self.setpoint:
             flags |= ArmFlags.BUSY

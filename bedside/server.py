@@ -153,9 +153,8 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
             now = time.monotonic_ns()
             local_estop.apply(agent, now)
             dl = agent.next_deadline_ns()
-            if now >= next_tick or (dl is not None and now >= dl):
-                agent.tick(now)
-                next_tick = max(next_tick + tick_ns, now - tick_ns)
+            if dl is not None and now >= dl:
+                agent.check_watchdog(now)  # before reading anything that piled up
             while True:
                 try:
                     frames = ctrl.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -175,6 +174,9 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
                         ctrl.send_multipart([out.peer, codec.restamp(out.data, time.monotonic_ns())], zmq.NOBLOCK)
                     except zmq.Again:
                         agent.counters["ack_dropped"] += 1
+            if now >= next_tick:  # after the acks: integrating the arms must not delay a reply
+                agent.advance(now)
+                next_tick = max(next_tick + tick_ns, now - tick_ns)
             if now >= next_telem:
                 pub.send(agent.telemetry(now), zmq.NOBLOCK)
                 next_telem = max(next_telem + telem_ns, now - telem_ns)

@@ -28,6 +28,7 @@ class _WindowMin:
     def __init__(self, window_ns: int, buckets: int) -> None:
         self.bucket_ns = max(1, window_ns // buckets)
         self.buckets: deque[tuple[int, object, int]] = deque(maxlen=buckets)  # (bucket id, item, key)
+        self._cached: tuple[int, tuple[object, int] | None] | None = None
 
     def add(self, now_ns: int, key: int, item: object) -> None:
         bid = now_ns // self.bucket_ns
@@ -36,9 +37,21 @@ class _WindowMin:
                 self.buckets[-1] = (bid, item, key)
         else:
             self.buckets.append((bid, item, key))
+            self._cached = None  # a bucket may have fallen out of the window
+            return
+        cached = self._cached
+        if cached is not None and cached[1] is not None and key < cached[1][1]:
+            self._cached = (cached[0], (item, key))  # a new minimum: O(1) instead of a rescan
 
     def best(self, now_ns: int) -> tuple[object, int] | None:
         oldest = now_ns // self.bucket_ns - (self.buckets.maxlen or 1) + 1
+        if self._cached is not None and self._cached[0] == oldest:
+            return self._cached[1]
+        result = self._best(oldest)
+        self._cached = (oldest, result)
+        return result
+
+    def _best(self, oldest: int) -> tuple[object, int] | None:
         live = [(k, it) for b, it, k in self.buckets if b >= oldest]
         if not live:
             return None
