@@ -149,7 +149,7 @@ class BedsideAgent:
         self._tx_seq = 0
         self._last_rejection: AckStatus | None = None
         self._frozen_at_ns: int | None = None  # set from a freeze until the next ENABLE
-        self._rejection_event_ns: dict[AckStatus, int] = {}
+        self._event_ns: dict[object, int] = {}
         self.counters: Counter[str] = Counter()
         self.freezes: list[Freeze] = []
         self.events: list[Event] = []
@@ -255,13 +255,17 @@ class BedsideAgent:
                                      f"{type(msg).__name__} seq {msg.seq} from {user} refused: {status.name}")
         return [Outgoing(peer, self._ack(now_ns, msg, now_ns, status))]
 
+    def _due(self, now_ns: int, key: object) -> bool:
+        """One event per `key` per second: counters carry exact numbers, events must not flood at 1 kHz."""
+        if now_ns - self._event_ns.get(key, -(10**18)) < 1_000_000_000:
+            return False
+        self._event_ns[key] = now_ns
+        return True
+
     def _rate_limited_event(self, now_ns: int, status: AckStatus | None, reason: Reason, text: str) -> None:
-        key = status if status is not None else AckStatus.IDLE
-        if now_ns - self._rejection_event_ns.get(key, -(10**18)) < 1_000_000_000:
-            return
-        self._rejection_event_ns[key] = now_ns
-        log.warning("%s", text)
-        self._emit(now_ns, EventKind.REJECTION, reason, text, self.state)
+        if self._due(now_ns, status or "malformed"):
+            log.warning("%s", text)
+            self._emit(now_ns, EventKind.REJECTION, reason, text, self.state)
 
     def _may_take_control(self, user: str) -> bool:
         """Control changes hands only after a release or after the controller's link was lost."""
@@ -281,8 +285,7 @@ class BedsideAgent:
             return AckStatus.REJECTED_FAULT
         if not self._may_take_control(user):
             self.counters["control_refused"] += 1
-            if now_ns - self._rejection_event_ns.get(AckStatus.REJECTED_NOT_CONTROLLER, -(10**18)) >= 1_000_000_000:
-                self._rejection_event_ns[AckStatus.REJECTED_NOT_CONTROLLER] = now_ns
+            if self._due(now_ns, AckStatus.REJECTED_NOT_CONTROLLER):
                 self._audit(now_ns, f"{user} requests control; refused while {self.controller_user} is in control "
                                     "(handover: the controlling surgeon disengages first)")
             return AckStatus.REJECTED_NOT_CONTROLLER

@@ -200,6 +200,7 @@ class ConsoleRunner:
     def summary(self) -> dict:
         e = self.engine
         c = e.counters
+        offset = e.offset_ns(time.monotonic_ns())
         return {
             "commands_sent": c["commands_sent"],
             "commands_applied": c["applied"],
@@ -207,8 +208,7 @@ class ConsoleRunner:
             "lost": max(0, c["commands_sent"] - c["applied"] - c["rejected"]),
             "rtt_us": percentiles([r / 1e3 for r in e.rtt_log]),
             "send_gap_us": percentiles([g / 1e3 for g in self.send_gaps], with_max=True),
-            "clock_offset_us": None if e.offset_ns(time.monotonic_ns()) is None
-            else e.offset_ns(time.monotonic_ns()) / 1e3,
+            "clock_offset_us": None if offset is None else offset / 1e3,
             "link": e.link.value,
             "counters": dict(c),
             "events": [

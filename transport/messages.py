@@ -65,12 +65,10 @@ class AckStatus(IntEnum):
     """Outcome of one command at the bedside. Values >= 16 are rejections: the arm did not move."""
 
     APPLIED = 0
-    SUPERSEDED = 1
     ENABLED = 2
     DISABLED = 3
     PONG = 4
     ESTOP_LATCHED = 5
-    IDLE = 6
     REJECTED_NOT_ENABLED = 16
     REJECTED_EPOCH = 17
     REJECTED_SEQUENCE = 18
