@@ -42,7 +42,6 @@ from safety.watchdog import Watchdog
 from teleop.config import BedsideConfig
 from transport import codec
 from transport.messages import (
-    Ack,
     AckStatus,
     ArmMode,
     ConsoleFlags,
@@ -114,6 +113,7 @@ _REJECTION_REASON = {
 
 
 _ACK_COUNTER = {s: f"ack_{s.name.lower()}" for s in AckStatus}
+_OPERATOR_PRESENT = int(ConsoleFlags.OPERATOR_PRESENT)
 
 
 class BedsideAgent:
@@ -189,9 +189,9 @@ class BedsideAgent:
 
     def _ack(self, now_ns: int, msg: Message, rx_ns: int, status: AckStatus) -> bytes:
         self.counters[_ACK_COUNTER[status]] += 1
-        return codec.encode(
-            Ack(self.epoch, self._seq(), now_ns, msg.seq, msg.send_ns, rx_ns, status, self.state, self.reason)
-        )
+        # encode_ack: the bytes of codec.encode(Ack(...)) without building the Ack, once per command
+        return codec.encode_ack(self.gate.epoch, self._seq(), now_ns, msg.seq, msg.send_ns, rx_ns, status,
+                                self.state, self.reason)
 
     def _freeze(self, now_ns: int, reason: Reason, text: str) -> None:
         """Hold every arm and withdraw the session: nothing moves until a new ENABLE."""
@@ -322,7 +322,7 @@ class BedsideAgent:
             return AckStatus.REJECTED_ESTOP if self.estop else status
         if peer != self.controller:
             return AckStatus.REJECTED_EPOCH
-        if msg.arm_mask and not msg.flags & ConsoleFlags.OPERATOR_PRESENT:
+        if msg.arm_mask and not int(msg.flags) & _OPERATOR_PRESENT:  # int: IntFlag's own & builds a flag
             return AckStatus.REJECTED_OPERATOR_ABSENT
         for i, arm in enumerate(self.arms):
             if msg.arm_mask >> i & 1:

@@ -141,7 +141,53 @@ class SimulatedArm:
         self._joints_of: CartesianSetpoint | None = self.measured
 
     def validate(self, sp: CartesianSetpoint) -> tuple[AckStatus, str] | None:
-        """None if `sp` may be servoed to now; else the rejection and why. Never changes the arm."""
+        """None if `sp` may be servoed to now; else the rejection and why. Never changes the arm.
+
+        Runs for every commanded arm at 1 kHz, so the accepting case is `_acceptable`, the checks below
+        inlined with the same arithmetic; anything it does not accept goes through the checks themselves,
+        which name the first limit broken."""
+        if self._acceptable(sp):
+            return None
+        return self._first_violation(sp)
+
+    def _acceptable(self, sp: CartesianSetpoint) -> bool:
+        """True iff `_first_violation(sp)` is None: v_dist, q_angle and reachable() inlined, term for term
+        (tests/test_bedside_agent.py::test_fast_validation_agrees_with_the_checks compares the two)."""
+        m, lim = self.model, self.limits
+        px, py, pz = sp.position
+        cx, cy, cz = self.setpoint.position
+        dx, dy, dz = px - cx, py - cy, pz - cz
+        if math.sqrt(dx * dx + dy * dy + dz * dz) > lim.max_step_m:
+            return False
+        # q_angle(sp.orientation, setpoint.orientation) = angle of q_mul(setpoint, q_conj(sp))
+        qx, qy, qz, qw = sp.orientation
+        sx, sy, sz, sw = self.setpoint.orientation
+        x = sw * -qx + sx * qw + sy * -qz - sz * -qy
+        y = sw * -qy - sx * -qz + sy * qw + sz * -qx
+        z = sw * -qz + sx * -qy - sy * -qx + sz * qw
+        w = sw * qw - sx * -qx - sy * -qy - sz * -qz
+        if 2.0 * math.atan2(math.sqrt(x * x + y * y + z * z), abs(w)) > lim.max_rot_step_rad:
+            return False
+        # reachable(): _shaft, then the wrist bend (q_rotate of _DOWN by sp.orientation), then the jaw
+        rx, ry, rz = m.rcm
+        r0, r1, r2 = px - rx, py - ry, pz - rz
+        d = math.sqrt(r0 * r0 + r1 * r1 + r2 * r2)
+        if d < m.insertion_min or d > m.insertion_max:
+            return False
+        inv = 1.0 / d
+        u0, u1, u2 = r0 * inv, r1 * inv, r2 * inv
+        if abs(math.atan2(-u0, -u2)) > m.yaw_limit or abs(math.asin(max(-1.0, min(1.0, u1)))) > m.pitch_limit:
+            return False
+        t0 = qz * -qx + -qy * qw + qx * -qz - -qw * -qy  # q_mul(q_mul(q, (0, 0, -1, 0)), q_conj(q))
+        t1 = qz * -qy - -qy * -qz + qx * qw + -qw * -qx
+        t2 = qz * -qz + -qy * -qy - qx * -qx + -qw * qw
+        if math.acos(max(-1.0, min(1.0, t0 * u0 + t1 * u1 + t2 * u2))) > m.wrist_limit:
+            return False
+        jaw_max = m.jaw_max if m.has_jaw else 0.0
+        return -1e-6 <= sp.jaw <= jaw_max + 1e-6
+
+    def _first_violation(self, sp: CartesianSetpoint) -> tuple[AckStatus, str] | None:
+        """The checks in order, with the sentence naming the first limit `sp` breaks."""
         if v_dist(sp.position, self.setpoint.position) > self.limits.max_step_m:
             return AckStatus.REJECTED_STEP, (
                 f"{self.model.name}: step {v_dist(sp.position, self.setpoint.position) * 1000:.1f} mm "

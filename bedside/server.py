@@ -20,7 +20,10 @@ import zmq
 
 from bedside.agent import BedsideAgent
 from teleop.config import Config
-from teleop.runtime import JsonLines, StopFlag, announce_ready, realtime_gc, write_json
+from teleop.recording.convert import K_BEDSIDE, K_COMMAND
+from teleop.recording.recorder import RecorderChild, start_recorder
+from teleop.recording.tap import NullTap
+from teleop.runtime import JsonLines, StopFlag, announce_ready, realtime_gc, realtime_scheduling, write_json
 from transport import codec, security
 from transport.zmqlink import control_server, tcp, telemetry_publisher
 
@@ -53,14 +56,15 @@ VIDEO_NICE = 5
 class VideoChild:
     """The video sender in a child process ('spawn'): encoding never shares a GIL with the control loop."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, recorder: str | None = None) -> None:
         from video.sender import run_sender
 
         mp = multiprocessing.get_context("spawn")
         self.stop_event = mp.Event()
         self.report = mp.Queue()
         self.proc = mp.Process(target=run_sender, args=(cfg, self.stop_event, None),
-                               kwargs={"report": self.report}, name="video-sender", daemon=True)
+                               kwargs={"report": self.report, "recorder": recorder}, name="video-sender",
+                               daemon=True)
         self.proc.start()
         # Below the control loop in the scheduler's eyes: a busy encoder must not delay an ack.
         os.setpriority(os.PRIO_PROCESS, self.proc.pid, VIDEO_NICE)
@@ -124,7 +128,9 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
           video: bool = True) -> BedsideAgent:
     ctx = zmq.Context.instance()
     sec = security.for_server(cfg, ctx)  # the ZAP handler runs before anything binds
-    video_child = VideoChild(cfg) if video else None
+    recorder: RecorderChild | None = start_recorder(cfg, "bedside")  # first: the video child records too
+    tap = recorder.control_tap() if recorder is not None else NullTap()
+    video_child = VideoChild(cfg, recorder.video_endpoint if recorder is not None else None) if video else None
     ctrl = control_server(ctx, tcp(cfg.link.bind_host, cfg.link.control_port), sec)
     pub = telemetry_publisher(ctx, tcp(cfg.link.bind_host, cfg.link.telemetry_port), sec)
     events = JsonLines(event_log)
@@ -141,11 +147,15 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
     n_freezes = 0
     waited: tuple[list, int] | None = None  # a frame the blocking wait returned, with its arrival time
     realtime_gc()
+    sched = realtime_scheduling(cfg.bedside.realtime_priority, "bedside")  # after the sockets: zmq's I/O thread too
     announce_ready(
         control=tcp(cfg.link.bind_host, cfg.link.control_port),
         telemetry=tcp(cfg.link.bind_host, cfg.link.telemetry_port),
         video=(video_child.endpoint or "none") if video_child else "off",
         watchdog_ms=cfg.bedside.watchdog_ms,
+        recording=recorder.info.get("file", "failed") if recorder is not None else "off",
+        recorder_pid=recorder.pid if recorder is not None else 0,
+        sched=sched,
     )
     log.info("bedside up: watchdog %d ms, tick %d Hz, telemetry %d Hz",
              cfg.bedside.watchdog_ms, cfg.bedside.tick_hz, cfg.bedside.telemetry_hz)
@@ -174,16 +184,24 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
                 if sec is not None and revoked.is_revoked(user, rx):
                     agent.counters["revoked_messages"] += 1
                     continue
-                for out in agent.on_message(rx, frames[0].bytes, frames[1].bytes, user):
+                data = frames[0].bytes
+                for out in agent.on_message(rx, data, frames[1].bytes, user):
+                    t_ack = time.monotonic_ns()
+                    ack = codec.restamp(out.data, t_ack)
                     try:
-                        ctrl.send_multipart([out.peer, codec.restamp(out.data, time.monotonic_ns())], zmq.NOBLOCK)
+                        ctrl.send_multipart([out.peer, ack], zmq.NOBLOCK)
                     except zmq.Again:
                         agent.counters["ack_dropped"] += 1
+                    else:
+                        tap.add(K_BEDSIDE, t_ack, ack)  # recorded after it left, never before
+                tap.add(K_COMMAND, rx, frames[1].bytes, user.encode())  # the command, not the peer id
             if now >= next_tick:  # after the acks: integrating the arms must not delay a reply
                 agent.advance(now)
                 next_tick = max(next_tick + tick_ns, now - tick_ns)
             if now >= next_telem:
-                pub.send(agent.telemetry(now), zmq.NOBLOCK)
+                data = agent.telemetry(now)
+                pub.send(data, zmq.NOBLOCK)
+                tap.add(K_BEDSIDE, now, data)
                 next_telem = max(next_telem + telem_ns, now - telem_ns)
             if now >= next_counters:
                 if sec is not None:
@@ -192,16 +210,23 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
                         agent.record_refusal(now, r["domain"], r["why"], r["fingerprint"])
                     for k, v in sec.auth.counters.items():
                         agent.counters[k] = v
-                pub.send(agent.counters_message(now), zmq.NOBLOCK)
+                data = agent.counters_message(now)
+                pub.send(data, zmq.NOBLOCK)
+                tap.add(K_BEDSIDE, now, data)
                 next_counters = now + 1_000_000_000
             for ev in agent.drain_events():
-                pub.send(codec.encode(ev), zmq.NOBLOCK)
+                data = codec.encode(ev)
+                pub.send(data, zmq.NOBLOCK)
+                tap.add(K_BEDSIDE, ev.send_ns, data)
                 events.write(event_record(ev))
             while n_freezes < len(agent.freezes):
                 f = agent.freezes[n_freezes]
                 n_freezes += 1
-                events.write({"type": "freeze", "t_ns": f.at_ns, "reason": f.reason.name,
-                              "last_valid_ns": f.last_valid_ns, "latency_ms": f.latency_ns / 1e6, "text": f.text})
+                rec = {"type": "freeze", "t_ns": f.at_ns, "reason": f.reason.name,
+                       "last_valid_ns": f.last_valid_ns, "latency_ms": f.latency_ns / 1e6, "text": f.text}
+                events.write(rec)
+                tap.add_json("freeze", f.at_ns, {k: v for k, v in rec.items() if k != "type"})
+            tap.flush()  # one NOBLOCK send per iteration, after everything time-critical
             # Wait inside a blocking receive, as the raw floor's echo server does: it wakes ~15 µs sooner than
             # select() then recv. Millisecond resolution is enough here (the watchdog fires ≤ 1 ms late).
             wake = min(next_tick, next_telem) if dl is None else min(next_tick, next_telem, dl)
@@ -217,6 +242,9 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
         pub.close(0)
         if video_child is not None:
             video_child.close()
+        if recorder is not None:
+            tap.flush()
+            recorder.close()
         security.stop_server_security(sec)
     return agent
 

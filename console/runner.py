@@ -19,7 +19,11 @@ from console.engine import ConsoleEngine
 from console.master import FileMaster, MasterDevice, ScriptedMaster
 from console.uilink import UiSupervisor
 from teleop.config import Config
-from teleop.runtime import StopFlag, announce_ready, realtime_gc, write_json
+from teleop.recording.catalog import LINK_HZ
+from teleop.recording.convert import K_BEDSIDE, K_COMMAND
+from teleop.recording.recorder import start_recorder
+from teleop.recording.tap import NullTap
+from teleop.runtime import StopFlag, announce_ready, realtime_gc, realtime_scheduling, write_json
 from teleop.stats import percentiles
 from transport import security
 from transport.codec import restamp
@@ -53,8 +57,13 @@ def make_controller(cfg: Config):
 class ConsoleRunner:
     """The socket loop around ConsoleEngine. Single thread: a tick sends, then waits receiving until the next."""
 
-    def __init__(self, cfg: Config, master: MasterDevice | None = None, controller=None, ui: bool = False) -> None:
+    def __init__(self, cfg: Config, master: MasterDevice | None = None, controller=None, ui: bool = False,
+                 recorder=None) -> None:
         self.cfg = cfg
+        self.recorder = recorder  # teleop.recording.recorder.RecorderChild, owned by the caller
+        self.tap = recorder.control_tap() if recorder is not None else NullTap()
+        self._rec_events = 0
+        self._next_link_ns = 0
         ctx = zmq.Context.instance()
         sec = security.for_client(cfg)
         self.ctrl = control_client(ctx, tcp(cfg.link.bedside_host, cfg.link.control_port), sec)
@@ -106,7 +115,9 @@ class ConsoleRunner:
                     data = sock.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self.engine.on_bytes(time.monotonic_ns(), data)
+                now = time.monotonic_ns()
+                self.engine.on_bytes(now, data)
+                self.tap.add(K_BEDSIDE, now, data)
         if self.ui is not None:
             while True:
                 try:
@@ -146,8 +157,12 @@ class ConsoleRunner:
         end = None if seconds is None else now + int(seconds * 1e9)
         next_tick = now
         realtime_gc()
+        rec = self.recorder
         announce_ready(bedside=tcp(self.cfg.link.bedside_host, self.cfg.link.control_port),
-                       rate_hz=self.cfg.console.rate_hz)
+                       rate_hz=self.cfg.console.rate_hz,
+                       recording=(rec.info.get("file", "failed") if rec is not None else "off"),
+                       recorder_video=(rec.video_endpoint or "off") if rec is not None else "off",
+                       recorder_pid=rec.pid if rec is not None else 0)
         while not stop and (end is None or now < end):
             now = time.monotonic_ns()
             if self.ui is not None:
@@ -155,16 +170,21 @@ class ConsoleRunner:
             frames = self.engine.step(now, self.master.read(now))
             sent_servo = self.engine.session_ready and frames
             for f in frames:
+                t_send = time.monotonic_ns()
+                data = restamp(f, t_send)
                 try:
-                    self.ctrl.send(restamp(f, time.monotonic_ns()), zmq.NOBLOCK)
+                    self.ctrl.send(data, zmq.NOBLOCK)
                 except zmq.Again:
                     self.engine.counters["send_would_block"] += 1
+                else:
+                    self.tap.add(K_COMMAND, t_send, data)  # recorded after it left
             if sent_servo:
                 if self._last_servo_ns is not None:
                     self.send_gaps.append(now - self._last_servo_ns)
                 self._last_servo_ns = now
             else:
                 self._last_servo_ns = None
+            self._record(now)  # one NOBLOCK send, after the time-critical one
             if self.ui is not None:
                 self._publish_state(now)
             elif now >= self._next_report_ns:
@@ -186,16 +206,41 @@ class ConsoleRunner:
                 self.ctrl.send(f, zmq.NOBLOCK)
             except zmq.Again:
                 self.engine.counters["send_would_block"] += 1
+            else:
+                self.tap.add(K_COMMAND, time.monotonic_ns(), f)
         end = time.monotonic_ns() + int(linger_s * 1e9)
         while time.monotonic_ns() < end:
             self._drain()
             wait_readable([self.ctrl, self.sub], 0.01)
+        self._record(time.monotonic_ns(), force_link=True)
         self.master.close()
         self.ctrl.close(0)
         self.sub.close(0)
         if self.ui is not None:
             self.ui_pull.close(0)
             self.ui_pub.close(0)
+
+    def _record(self, now: int, force_link: bool = False) -> None:
+        """Hand the recorder this tick's engine events and (10 Hz) the link status, then send the batch."""
+        if self.recorder is None:
+            return
+        e, tap = self.engine, self.tap
+        while self._rec_events < len(e.events):
+            ev = e.events[self._rec_events]
+            self._rec_events += 1
+            tap.add_json("event", ev.t_ns, {"t_ns": ev.t_ns, "source": ev.source, "name": ev.name,
+                                            "reason": ev.reason.name, "text": ev.text})
+        if now >= self._next_link_ns or force_link:
+            self._next_link_ns = now + 1_000_000_000 // LINK_HZ
+            snap = e.controller.snapshot() if hasattr(e.controller, "snapshot") else {}
+            counters = {**e.counters, **(self.ui.counters if self.ui is not None else {})}
+            tap.add_json("link", now, {
+                "t_ns": now, "link": e.link.value, "rtt_ms": e.rtt_ms(), "clock_offset_ns": e.offset_ns(now),
+                "session_epoch": e.epoch, "session_ready": e.session_ready, "scale": snap.get("effective_scale"),
+                "arms": {name: a.get("state") for name, a in snap.get("arms", {}).items()},
+                "counters": {k: int(v) for k, v in counters.items()},
+            })
+        tap.flush()
 
     def summary(self) -> dict:
         e = self.engine
@@ -223,11 +268,19 @@ def run(args: argparse.Namespace) -> int:
         from console.ui.app import run_window
 
         return run_window(args)
-    runner = ConsoleRunner(args.cfg, ui=args.ui)
+    recorder = start_recorder(args.cfg, "console")
+    # Real-time for this process, not in ConsoleRunner.run (in-process test consoles run that in a pytest
+    # thread), and before the runner exists: mlockall takes ~0.1 s, which must not eat into the scripted
+    # master's engage time. A throw-away socket starts zmq's I/O thread so it is made real-time too.
+    zmq.Context.instance().socket(zmq.PUSH).close(0)
+    realtime_scheduling(args.cfg.console.realtime_priority, "console")
+    runner = ConsoleRunner(args.cfg, ui=args.ui, recorder=recorder)
     try:
         runner.run(StopFlag(), args.seconds)
     finally:
         runner.finish()
+        if recorder is not None:
+            recorder.close()
     if args.summary:
         write_json(None if args.summary == "-" else args.summary, runner.summary())
     return 0

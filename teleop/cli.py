@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("teleop.keys_cmd", "create, list and revoke CurveZMQ keys by role (surgeon, monitor, qa)"),
     "monitor": ("console.ui.monitor", "read-only view for the on-site team: video, bedside state, alarms, events"),
     "screenshot": ("console.ui.screenshot", "run a bedside and the console window offscreen, driven, and save a PNG"),
+    "replay": ("qa.replay", "QA: replay recordings (video, events, plots) or re-drive a bedside with one"),
+    "report": ("qa.report", "QA: HTML report with plots and a summary table from recordings"),
 }
 
 

@@ -7,6 +7,7 @@ out-of-range number is a ConfigError naming the key. Nothing downstream re-valid
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,10 @@ class BedsideConfig:
     max_speed_mm_s: float = _f(250.0, "tool-tip speed limit of the simulated arms", 1.0, 2000.0)
     max_rot_speed_deg_s: float = _f(360.0, "tool orientation rate limit", 1.0, 2000.0)
     max_jaw_speed_rad_s: float = _f(6.0, "jaw opening/closing rate limit", 0.1, 50.0)
+    realtime_priority: int = _f(
+        10, "SCHED_FIFO priority of the control loop and its zmq I/O thread, with mlockall (0 = normal "
+        "scheduling; not permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
+    )
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,10 @@ class ConsoleConfig:
     ui_intent_port: int = _f(5582, "loopback PULL port: heartbeats, intents, video reports from the window",
                              1024, 65535)
     gui_timeout_ms: float = _f(250.0, "hold if the window's heartbeat is missing this long", 50.0, 5000.0)
+    realtime_priority: int = _f(
+        10, "SCHED_FIFO priority of the 1 kHz engine loop and its zmq I/O thread, with mlockall (0 = normal "
+        "scheduling; not permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
+    )
 
 
 @dataclass(frozen=True)
@@ -169,6 +178,37 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    """Black-box MCAP recording of every channel (docs/recording.md), by a child process of each role."""
+
+    enabled: bool = _f(True, "record every channel to MCAP files (the black box); off only for debugging")
+    dir: str = _f(str(Path(os.environ.get("XDG_STATE_HOME") or "~/.local/state") / "teleop" / "recordings"),
+                  "directory for <role>-<date>-<nnn>.mcap files (default: the XDG state directory)")
+    compression: str = _f("zstd", "chunk compression", choices=("zstd", "lz4", "none"))
+    chunk_ms: int = _f(250, "close a chunk and flush the file at least this often: a kill loses at most this",
+                       20, 5000)
+    max_file_mb: float = _f(1024.0, "start a new file beyond this size", 1.0, 100000.0)
+    max_file_s: float = _f(3600.0, "start a new file after this long", 1.0, 86400.0)
+    retention_mb: float = _f(
+        50000.0, "delete this role's oldest files while the directory holds more (>= max_file_mb)", 1.0, 1e7
+    )
+    video: bool = _f(True, "record the encoded video as sent (bedside) and as received (console window)")
+    control_queue: int = _f(
+        4000, "producer->recorder queue for control data, in batches (one per loop iteration); full = counted drop",
+        10, 1000000
+    )
+    video_queue: int = _f(120, "producer->recorder queue for video, in frames (2 s at 60 fps); full = counted drop",
+                          1, 10000)
+
+    def __post_init__(self) -> None:
+        if self.retention_mb < self.max_file_mb:
+            raise ConfigError(f"recording.retention_mb {self.retention_mb} is below recording.max_file_mb "
+                              f"{self.max_file_mb}: the current file alone would exceed it")
+        if not self.dir.strip():
+            raise ConfigError("recording.dir must not be empty")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = _f("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
@@ -182,6 +222,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     teleop: TeleopConfig = field(default_factory=TeleopConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
 
     def __post_init__(self) -> None:
         # The console clamps before the bedside rejects: a console step the bedside refuses would pause it.

@@ -46,6 +46,8 @@ def run_headless(args: argparse.Namespace) -> dict:
             rc = bedside.stop()
         if rc not in (0, -15):
             errors.append(f"bedside exited {rc}: {bedside.stderr_text()[-2000:]}")
+        recordings = [f for f in (_ready_field(r.ready, "recording") for r in (bedside, console))
+                      if f not in ("", "off")]
         con = json.loads(con_sum.read_text()) if con_sum.exists() else {}
         bed = json.loads(bed_sum.read_text()) if bed_sum.exists() else {}
         for role in (console, bedside):
@@ -68,8 +70,13 @@ def run_headless(args: argparse.Namespace) -> dict:
         "freezes": [{"reason": f["reason"], "latency_ms": round(f["latency_ms"], 2)} for f in bed.get("freezes", [])],
         "bedside_counters": bed.get("counters", {}),
         "console_events": [f"{e['source']} {e['name']} ({e['reason']}): {e['text']}" for e in con.get("events", [])],
+        "recordings": recordings,
         "errors": errors,
     }
+
+
+def _ready_field(line: str, key: str) -> str:
+    return dict(f.split("=", 1) for f in line.split()[1:] if "=" in f).get(key, "")
 
 
 def print_summary(s: dict) -> None:
@@ -83,6 +90,10 @@ def print_summary(s: dict) -> None:
         print(f"  event: {e}")
     for f in s["freezes"]:
         print(f"  freeze: {f['reason']} after {f['latency_ms']} ms")
+    for f in s["recordings"]:
+        print(f"  recording (MCAP, docs/recording.md): {f}")
+    if not s["recordings"]:
+        print("  recording: off")
     for e in s["errors"]:
         print(f"  ERROR: {e}")
 

@@ -81,3 +81,53 @@ class NetnsPair:
 
     def __exit__(self, *exc) -> None:
         self.teardown()
+
+
+@dataclass
+class NetnsHost:
+    """One namespace `<prefix>-bed` for the bedside, joined by a veth pair to this (the root) namespace, where
+    the console, its window and the test run: a cut of the root-side device is the same silent cable cut as
+    NetnsPair's, while the console's loopback sockets (window, master) stay reachable."""
+
+    prefix: str = "tlh"
+    subnet: str = "10.231.79"
+
+    @property
+    def bed(self) -> str:
+        return f"{self.prefix}-bed"
+
+    @property
+    def bed_ip(self) -> str:
+        return f"{self.subnet}.1"
+
+    @property
+    def root_dev(self) -> str:
+        return f"{self.prefix}r0"
+
+    def exec_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.bed]
+
+    def __enter__(self) -> NetnsHost:
+        self.teardown()
+        _ip("netns", "add", self.bed)
+        _ip("link", "add", f"{self.prefix}b0", "type", "veth", "peer", "name", self.root_dev)
+        _ip("link", "set", f"{self.prefix}b0", "netns", self.bed)
+        _ip("-n", self.bed, "addr", "add", f"{self.bed_ip}/30", "dev", f"{self.prefix}b0")
+        _ip("-n", self.bed, "link", "set", f"{self.prefix}b0", "up")
+        _ip("-n", self.bed, "link", "set", "lo", "up")
+        _ip("addr", "add", f"{self.subnet}.2/30", "dev", self.root_dev)
+        _ip("link", "set", self.root_dev, "up")
+        return self
+
+    def cut(self) -> None:
+        _ip("link", "set", self.root_dev, "down")
+
+    def restore(self) -> None:
+        _ip("link", "set", self.root_dev, "up")
+
+    def teardown(self) -> None:
+        subprocess.run(["ip", "link", "del", self.root_dev], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.bed], capture_output=True)
+
+    def __exit__(self, *exc) -> None:
+        self.teardown()

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Every role a test starts records by default (docs/recording.md): into a throw-away state directory, never ~.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="teleop-test-state-")
 
 import pytest
 
 from teleop.config import load_config
 from teleop.procs import throwaway_keys
+
+atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,9 @@ class Session:
         ctrl, telem, video = free_ports(3)
         self.ports = (ctrl, telem, video)
         self.key_overrides = throwaway_keys(tmp / "keys")
-        base = port_overrides(ctrl, telem, video) + self.key_overrides + (extra or [])
+        self.recordings = tmp / "recordings"  # black-box recordings stay in the test's directory
+        base = (port_overrides(ctrl, telem, video) + self.key_overrides + [f"recording.dir={self.recordings}"]
+                + (extra or []))
         self.bed_sets = base + (bed_extra or [])
         self.con_sets = base + (con_extra or [])
         self.tmp = tmp

@@ -9,7 +9,7 @@ from conftest import ms
 
 from bedside.agent import BedsideAgent
 from bedside.arm import DEFAULT_ARMS, inverse_kinematics
-from teleop.geometry import q_from_axis_angle
+from teleop.geometry import q_from_axis_angle, q_mul
 from transport import codec
 from transport.messages import (
     N_ARMS,
@@ -236,3 +236,41 @@ def test_a_console_that_never_commands_after_enable_is_timed_out(h, cfg):
     h.enable()
     h.advance(cfg.bedside.first_command_ms + 1)
     assert h.agent.state is OperatingState.PAUSED and h.agent.reason is Reason.LINK_LOST
+
+
+def test_fast_validation_agrees_with_the_checks(cfg):
+    """SimulatedArm._acceptable (the 1 kHz path, checks inlined) accepts exactly what the named checks accept,
+    on setpoints scattered across and just around every limit: step, orientation step, insertion, shaft angles,
+    wrist bend, jaw."""
+    import random
+
+    from bedside.arm import SimulatedArm
+
+    agent = BedsideAgent(cfg.bedside, 0, first_epoch=100)
+    rng = random.Random(20261122)
+    seen: dict[str, int] = {}
+    for arm in agent.arms:
+        for _ in range(6000):
+            # a previous setpoint anywhere around the RCM, in any orientation (set directly: the test wants the
+            # reach and wrist limits, which a walk within the step limits would take long to meet)
+            d = rng.uniform(0.0, 0.25)
+            u = (rng.gauss(0, 1), rng.gauss(0, 1), -abs(rng.gauss(0, 1)))
+            n = math.sqrt(sum(c * c for c in u))
+            prev = tuple(r + d * c / n for r, c in zip(arm.model.rcm, u, strict=True))
+            prev_q = q_from_axis_angle((rng.gauss(0, 1), rng.gauss(0, 1), rng.gauss(0, 1)), rng.uniform(0, 3.0))
+            arm.setpoint = CartesianSetpoint(prev, prev_q, 0.0)
+            scale = rng.choice([1e-4, 2e-3, 5e-3, 5.1e-3, 2e-2])
+            pos = tuple(c + rng.gauss(0.0, scale) for c in prev)
+            ang = rng.choice([0.0, 0.02, math.radians(5.0), 0.2])
+            turn = q_from_axis_angle((rng.gauss(0, 1), rng.gauss(0, 1), rng.gauss(0, 1)), rng.uniform(0.0, ang))
+            ori = q_mul(turn, prev_q) if ang else prev_q
+            jaw = rng.choice([0.0, 0.5, 1.2, 1.2 + 2e-6, -2e-6, rng.uniform(-0.1, 1.5)])
+            sp = CartesianSetpoint(pos, ori, jaw)
+            bad = SimulatedArm._first_violation(arm, sp)
+            assert arm._acceptable(sp) == (bad is None), (arm.model.name, sp, bad)
+            what = "ok" if bad is None else f"{bad[0].name} {bad[1].split(': ')[1].split()[0]}"
+            seen[what] = seen.get(what, 0) + 1
+    # every check both passed and failed
+    assert {"ok", "REJECTED_STEP step", "REJECTED_ORIENTATION_STEP orientation", "REJECTED_WORKSPACE insertion",
+            "REJECTED_WORKSPACE shaft", "REJECTED_WORKSPACE wrist", "REJECTED_WORKSPACE jaw"} <= set(seen), seen
+    assert min(seen.values()) > 50, seen

@@ -173,3 +173,55 @@ def test_encode_refuses_what_the_wire_cannot_carry():
 
 def test_servo_cp_is_fixed_size():
     assert len(codec.encode(_servo())) == codec.SERVO_CP_SIZE == 228
+
+
+def _general_decode(data: bytes) -> tuple[str, object]:
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(codec, "_FAST_SERVO", False)
+        return _outcome(data)
+
+
+def _outcome(data: bytes) -> tuple[str, object]:
+    try:
+        return "ok", codec.decode(data)
+    except codec.ProtocolError as exc:
+        return type(exc).__name__, str(exc)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(servo, st.data())
+def test_servo_cp_fast_path_decodes_and_refuses_exactly_like_the_general_path(msg, data):
+    """codec._servo_cp (the 1 kHz path) must accept, build and refuse (same error, same words) what the
+    general decode does, on valid frames and on frames with a few bytes changed or a value made non-finite."""
+    raw = bytearray(codec.encode(msg))
+    kind = data.draw(st.sampled_from(["as is", "bytes", "non-finite", "quaternion"]))
+    if kind == "bytes":
+        for _ in range(data.draw(st.integers(1, 3))):
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    elif kind == "non-finite":
+        field = data.draw(st.integers(0, 8 * N_ARMS - 1))
+        value = data.draw(st.sampled_from([math.nan, math.inf, -math.inf, 1.7e308]))
+        struct.pack_into("<d", raw, codec.HEADER_SIZE + 4 + 8 * field, value)
+    elif kind == "quaternion":
+        arm = data.draw(st.integers(0, N_ARMS - 1))
+        struct.pack_into("<d", raw, codec.HEADER_SIZE + 4 + 8 * (8 * arm + 3 + data.draw(st.integers(0, 3))),
+                         data.draw(st.floats(-2, 2)))
+    assert _outcome(bytes(raw)) == _general_decode(bytes(raw))
+
+
+def test_servo_cp_overflowing_one_arm_is_refused_even_if_the_frame_sum_is_finite():
+    """Each arm's own sum must be finite (as _setpoint checks), not just the sum over the frame."""
+    a = CartesianSetpoint((-1.7e308, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), 0.0)
+    b = CartesianSetpoint((1.7e308, 1.7e308, 0.0), (0.0, 0.0, 0.0, 1.0), 0.0)
+    with pytest.raises(codec.InvalidField, match="servo_cp arm 1: non-finite"):
+        codec.decode(codec.encode(_servo(arms=(a, b, CartesianSetpoint()))))
+
+
+@settings(max_examples=300, deadline=None)
+@given(u32, u64, i64, u64, i64, i64, st.sampled_from(list(AckStatus)), st.sampled_from(list(OperatingState)),
+       st.sampled_from(list(Reason)))
+def test_encode_ack_gives_the_bytes_of_encode(epoch, seq, send_ns, echo_seq, echo_send, rx, status, state, reason):
+    assert codec.encode_ack(epoch, seq, send_ns, echo_seq, echo_send, rx, status, state, reason) == codec.encode(
+        Ack(epoch, seq, send_ns, echo_seq, echo_send, rx, status, state, reason))
+    with pytest.raises(codec.InvalidField):
+        codec.encode_ack(2**32, seq, send_ns, echo_seq, echo_send, rx, status, state, reason)

@@ -69,6 +69,12 @@ _FIXED_PAYLOAD = {
     MsgType.TELEMETRY: _TELEM_HEAD.size + N_ARMS * _TELEM_ARM.size,
 }
 SERVO_CP_SIZE = HEADER_SIZE + _SERVO.size
+_SERVO_FRAME = struct.Struct(HEADER.format + _SERVO.format[1:])
+"""A whole servo_cp frame in one unpack: the 1 kHz fast path of `decode` (same checks, fewer steps)."""
+_ACK_FRAME = struct.Struct(HEADER.format + _ACK.format[1:])
+_CONSOLE_FLAGS = tuple(ConsoleFlags(i) for i in range(_CONSOLE_FLAG_BITS + 1))
+_MSG_TYPES = {int(t): t for t in MsgType}
+_FAST_SERVO = N_ARMS == 3  # `_servo_cp` is unrolled for three arms; any other count takes the general path
 
 
 class ProtocolError(ValueError):
@@ -179,6 +185,19 @@ def encode(msg: Message) -> bytes:
 _EMPTY_TYPES = ((Enable, MsgType.ENABLE), (Disable, MsgType.DISABLE), (Ping, MsgType.PING))
 
 
+def encode_ack(epoch: int, seq: int, send_ns: int, echo_seq: int, echo_send_ns: int, rx_ns: int,
+               status: AckStatus, operating_state: OperatingState, reason: Reason) -> bytes:
+    """`encode(Ack(...))` without building the Ack: the bedside answers every command at 1 kHz with one.
+    Same bytes, same range checks (tests/test_codec.py compares the two)."""
+    if not (0 <= epoch <= U32_MAX and 0 <= seq <= U64_MAX):
+        raise InvalidField(f"epoch {epoch} or seq {seq} out of range")
+    try:
+        return _ACK_FRAME.pack(MAGIC, VERSION, MsgType.ACK, 0, epoch, seq, send_ns, _ACK.size,
+                               echo_seq, echo_send_ns, rx_ns, status, operating_state, reason, 0)
+    except struct.error as exc:
+        raise InvalidField(f"cannot encode Ack: {exc}") from exc
+
+
 _SEND_NS = struct.Struct("<q")
 _SEND_NS_OFFSET = 20
 
@@ -225,10 +244,9 @@ def decode_header(data: bytes) -> tuple[MsgType, int, int, int, int]:
         raise BadMagic(f"bad magic {magic!r}")
     if version != VERSION:
         raise UnsupportedVersion(f"protocol version {version}, this end speaks {VERSION}")
-    try:
-        mt = MsgType(mtype)
-    except ValueError:
-        raise UnknownMessageType(f"unknown message type {mtype}") from None
+    mt = _MSG_TYPES.get(mtype)
+    if mt is None:
+        raise UnknownMessageType(f"unknown message type {mtype}")
     if flags != 0:
         raise InvalidField(f"reserved header flags must be 0, got {flags:#x}")
     if plen != n - HEADER_SIZE:
@@ -241,11 +259,42 @@ def decode_header(data: bytes) -> tuple[MsgType, int, int, int, int]:
     return mt, epoch, seq, send_ns, plen
 
 
+def _servo_cp(v: tuple) -> ServoCp:
+    """The payload checks of a servo_cp, unrolled for the 1 kHz path; any failure is re-checked by the general
+    code (`_setpoint`), so the error raised is exactly the one it names. `v` = header + payload fields."""
+    flags, mask, reserved = v[8], v[9], v[10]
+    if flags & ~_CONSOLE_FLAG_BITS:
+        raise InvalidField(f"unknown console flag bits {flags:#x}")
+    if mask & ~_ALL_ARMS_MASK:
+        raise InvalidField(f"arm mask {mask:#x} names an arm that does not exist")
+    if reserved:
+        raise InvalidField("reserved servo_cp field must be 0")
+    x0, y0, z0, qx0, qy0, qz0, qw0, j0, x1, y1, z1, qx1, qy1, qz1, qw1, j1, x2, y2, z2, qx2, qy2, qz2, qw2, j2 = v[11:]
+    isfinite, sqrt = math.isfinite, math.sqrt
+    if not (isfinite(x0 + y0 + z0 + qx0 + qy0 + qz0 + qw0 + j0)  # the sums of `_setpoint`, term for term
+            and isfinite(x1 + y1 + z1 + qx1 + qy1 + qz1 + qw1 + j1)
+            and isfinite(x2 + y2 + z2 + qx2 + qy2 + qz2 + qw2 + j2)
+            and abs(sqrt(qx0 * qx0 + qy0 * qy0 + qz0 * qz0 + qw0 * qw0) - 1.0) <= QUAT_NORM_TOLERANCE
+            and abs(sqrt(qx1 * qx1 + qy1 * qy1 + qz1 * qz1 + qw1 * qw1) - 1.0) <= QUAT_NORM_TOLERANCE
+            and abs(sqrt(qx2 * qx2 + qy2 * qy2 + qz2 * qz2 + qw2 * qw2) - 1.0) <= QUAT_NORM_TOLERANCE):
+        for i in range(N_ARMS):
+            _setpoint(v, 11 + 8 * i, f"servo_cp arm {i}")  # raises for the first bad arm
+        raise AssertionError("unreachable: the fast check and _setpoint disagree")  # pragma: no cover
+    return ServoCp(v[4], v[5], v[6], _CONSOLE_FLAGS[flags], mask, (
+        CartesianSetpoint((x0, y0, z0), (qx0, qy0, qz0, qw0), j0),
+        CartesianSetpoint((x1, y1, z1), (qx1, qy1, qz1, qw1), j1),
+        CartesianSetpoint((x2, y2, z2), (qx2, qy2, qz2, qw2), j2)))
+
+
 def decode(data: bytes) -> Message:
     """Parse one frame. Returns a fully valid message or raises a ProtocolError subclass; nothing else."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
+    if _FAST_SERVO and len(data) == SERVO_CP_SIZE:
+        v = _SERVO_FRAME.unpack_from(data)
+        if v[0] == MAGIC and v[1] == VERSION and v[2] == MsgType.SERVO_CP and not v[3] and v[7] == _SERVO.size:
+            return _servo_cp(v)  # a well-formed servo_cp header: what decode_header would have accepted
     mt, epoch, seq, send_ns, plen = decode_header(data)
     off = HEADER_SIZE
     if mt is MsgType.SERVO_CP:

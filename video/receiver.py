@@ -28,7 +28,7 @@ from transport import security
 from video.codecs import CodecError, Decoder, make_decoder
 from video.framecode import eye_views
 from video.session import ReceiverSession
-from video.wire import Codec, Frame, FrameHeader, Layout, Report, VideoWireError, decode, encode_report
+from video.wire import Codec, Frame, FrameHeader, Layout, Report, VideoWireError, decode, encode_frame, encode_report
 
 log = logging.getLogger("video.receiver")
 
@@ -84,8 +84,10 @@ class VideoReceiver:
 
     def __init__(self, cfg: Config, clock_offset_ns_fn: Callable[[], int] | None = None,
                  endpoint: str | None = None, on_new_frame: Callable[[], None] | None = None,
-                 ctx: zmq.Context | None = None) -> None:
+                 ctx: zmq.Context | None = None, recorder: str | None = None) -> None:
         self.cfg = cfg
+        self._recorder = recorder  # the console recorder's video endpoint: frames recorded as received
+        self._tap: Any = None
         self.endpoint = endpoint or f"tcp://{cfg.link.bedside_host}:{cfg.link.video_port}"
         self.offset_fn = clock_offset_ns_fn
         self.on_new_frame = on_new_frame
@@ -128,6 +130,10 @@ class VideoReceiver:
 
     def _run(self) -> None:
         sock = self._socket()
+        if self._recorder:
+            from teleop.recording.tap import VideoTap  # made in this thread: sockets stay in one thread
+
+            self._tap = VideoTap(self._recorder, self.cfg.recording.video_queue, ctx=self._ctx, name="console-video")
         try:
             while not self._closed.is_set():
                 try:
@@ -138,6 +144,8 @@ class VideoReceiver:
                     time.sleep(0.01)
         finally:
             sock.close(0)
+            if self._tap is not None:
+                self._tap.close()
 
     def _step(self, sock: zmq.Socket) -> None:
         hello = self.session.idle(time.monotonic_ns())
@@ -183,6 +191,8 @@ class VideoReceiver:
             want = self.session.decode_failed(now)
             self.counters["key_requests"] += int(want)
             self._send(sock, self.session.report(now, h, rx, decoded=False, key_request=want))
+            if self._tap is not None:
+                self._tap.frame(rx, encode_frame(h, msg.payload), (rx, -1, 0, admit.degraded, True))
             return
         img.flags.writeable = False
         decoded = time.monotonic_ns()
@@ -199,6 +209,10 @@ class VideoReceiver:
             self._arrivals.append((decoded, len(msg.payload)))
             self._cond.notify_all()
         self._send(sock, self.session.report(time.monotonic_ns(), h, rx, decoded=True, key_request=False))
+        if self._tap is not None:  # as received, with what became of it
+            with self._lock:
+                stale = self.guard.peek(decoded).stale
+            self._tap.frame(rx, encode_frame(h, msg.payload), (rx, decoded, offset, admit.degraded, stale))
         if self.on_new_frame is not None:
             self.on_new_frame()
 

@@ -82,6 +82,7 @@ class VideoSender:
         self.stats: dict[str, Any] = {"frames_read": 0, "frames_sent": 0, "bytes_sent": 0, "keyframes": 0,
                                       "send_failed": 0, "bad_reports": 0}
         self.encode_ms: deque[float] = deque(maxlen=600)
+        self.tap: Any = None  # teleop.recording.tap.VideoTap when recording
         self.last_error = ""
 
     # ---------------------------------------------------------------------------------------- reports
@@ -176,6 +177,8 @@ class VideoSender:
         self.stats["send_failed"] += len(failed)
         self.session.sent(send_ns, plan, pkt.keyframe, tuple(failed))
         if len(failed) < len(plan.targets):
+            if self.tap is not None:
+                self.tap.frame(send_ns, data)  # as sent, after it left
             self.stats["frames_sent"] += 1
             self.stats["bytes_sent"] += len(data)
             self.stats["keyframes"] += int(pkt.keyframe)
@@ -205,10 +208,11 @@ class VideoSender:
 
 def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = None,
                source_spec: str | None = None, *, endpoint: str | None = None,
-               report: Any | None = None) -> None:
+               report: Any | None = None, recorder: str | None = None) -> None:
     """Process entry: capture, encode and send until `stop` is set or SIGTERM/SIGINT.
 
     `source_spec` overrides cfg.video.source; `endpoint` overrides the bind address (tests, bench).
+    `recorder`: the recorder's video endpoint (teleop/recording), frames are recorded as sent.
     `report` (a multiprocessing queue) receives ("ready", endpoint) once bound and ("summary", dict) at
     exit. A missing camera or bad spec logs the error, reports ("error", text) and returns.
     """
@@ -229,6 +233,10 @@ def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = Non
     sender = None
     try:
         sender = VideoSender(cfg, source, endpoint)
+        if recorder:
+            from teleop.recording.tap import VideoTap
+
+            sender.tap = VideoTap(recorder, cfg.recording.video_queue, name="bedside-video-sender")
         log.info("video: %s -> %s (%s)", source.name, sender.endpoint, cfg.video.codec)
         if report is not None:
             report.put(("ready", sender.endpoint))
@@ -241,6 +249,8 @@ def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = Non
         if sender is not None:
             if report is not None:
                 report.put(("summary", sender.summary()))
+            if sender.tap is not None:
+                sender.tap.close()
             sender.close()
         else:
             source.close()

@@ -69,7 +69,11 @@ def start_engine(args: argparse.Namespace, overrides: Sequence[str], summary: st
     argv = ["console", "--ui", *passthrough(args, overrides)]
     if summary:
         argv += ["--summary", summary]
-    return start_role("console-engine", argv, prefix=tied_to_us())
+    role = start_role("console-engine", argv, prefix=tied_to_us())
+    from teleop.recording.tap import set_window_recorder
+
+    set_window_recorder(role.ready)  # the window's video receiver records into the engine's recorder
+    return role
 
 
 def lower_priority(nice: int, idle: bool = False) -> list[str]:

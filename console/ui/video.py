@@ -64,7 +64,10 @@ class FrameSource(QObject):
         self._ticks = 0
 
     def _make_receiver(self, cfg: Config) -> VideoReceiver:
-        return VideoReceiver(cfg, clock_offset_ns_fn=self.offset_fn, on_new_frame=self._notify)
+        from teleop.recording.tap import window_recorder
+
+        return VideoReceiver(cfg, clock_offset_ns_fn=self.offset_fn, on_new_frame=self._notify,
+                             recorder=window_recorder())
 
     def restart(self, cfg: Config) -> None:
         """New bedside address or keys: a fresh receiver (the old picture is dropped)."""

@@ -53,13 +53,16 @@ def machine() -> dict:
             "kernel": platform.release()}
 
 
-def raw_floor(rate_hz: int, seconds: float) -> list[int]:
+def raw_floor(rate_hz: int, seconds: float, echo_priority: int = 0, ping_priority: int = 0) -> list[int]:
+    """The raw ping-pong, each side under the scheduling policy of the role it stands in for (the echo: the
+    bedside's, the ping: the console's), so the ratio stays honest when the roles run SCHED_FIFO."""
     (port,) = free_ports(1)
-    srv = subprocess.Popen([sys.executable, "-m", "teleop.bench.raw", str(port)], stdout=subprocess.PIPE, text=True)
+    srv = subprocess.Popen([sys.executable, "-m", "teleop.bench.raw", str(port), str(echo_priority)],
+                           stdout=subprocess.PIPE, text=True)
     try:
         assert srv.stdout is not None
         srv.stdout.readline()
-        return ping_pong(port, SERVO_CP_SIZE, rate_hz, seconds)
+        return ping_pong(port, SERVO_CP_SIZE, rate_hz, seconds, priority=ping_priority)
     finally:
         try:
             srv.wait(2)
@@ -135,7 +138,7 @@ def gui_path(args: argparse.Namespace, seconds: float, monitors: int) -> tuple[d
 def run(args: argparse.Namespace) -> int:
     rate = args.cfg.console.rate_hz
     t0 = time.monotonic()
-    raw = raw_floor(rate, args.seconds)
+    raw = raw_floor(rate, args.seconds, args.cfg.bedside.realtime_priority, args.cfg.console.realtime_priority)
     window: dict = {}
     if args.with_gui or args.monitors:
         cmd, window = gui_path(args, args.seconds, args.monitors)
@@ -148,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         "rate_hz": rate,
         "payload_bytes": SERVO_CP_SIZE,
         "security": "plain (--insecure)" if args.cfg.security.insecure else "CURVE",
+        "realtime_priority": {"console": args.cfg.console.realtime_priority,
+                              "bedside": args.cfg.bedside.realtime_priority},
         "raw_rtt_us": raw_p,
         "cmd_rtt_us": cmd["rtt_us"],
         "ratio_p50": _ratio(cmd["rtt_us"]["p50"], raw_p["p50"]),

@@ -4,7 +4,11 @@ Paced like the command path (one message per period, same payload size) because 
 wake-up per message that a back-to-back one does not; comparing against the back-to-back figure would
 flatter the floor and make our overhead look worse than it is, or hide it.
 
-Run the echo side as `python -m teleop.bench.raw PORT` (it prints READY when bound).
+Scheduled like the command path too: each side runs under the scheduling policy of the role it stands in
+for (`realtime_priority`: SCHED_FIFO for the calling thread and zmq's I/O thread, teleop.runtime), so the
+ratio compares code with code, not a real-time process with a time-shared one.
+
+Run the echo side as `python -m teleop.bench.raw PORT [PRIORITY]` (it prints READY when bound).
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import time
 
 import zmq
 
+from teleop.runtime import normal_scheduling, realtime_scheduling
 
-def echo_server(port: int) -> None:
+
+def echo_server(port: int, priority: int = 0) -> None:
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.ROUTER)
     s.setsockopt(zmq.LINGER, 0)
     s.bind(f"tcp://127.0.0.1:{port}")
+    realtime_scheduling(priority, "raw echo")
     print("READY raw-echo", flush=True)
     while True:
         ident, data = s.recv_multipart()
@@ -28,12 +35,24 @@ def echo_server(port: int) -> None:
         s.send_multipart([ident, data])
 
 
-def ping_pong(port: int, payload_size: int, rate_hz: int, seconds: float, warmup: int = 200) -> list[int]:
-    """RTTs in ns of `rate_hz`-paced round trips of `payload_size`-byte messages."""
+def ping_pong(port: int, payload_size: int, rate_hz: int, seconds: float, warmup: int = 200,
+              priority: int = 0) -> list[int]:
+    """RTTs in ns of `rate_hz`-paced round trips of `payload_size`-byte messages, the calling thread at
+    SCHED_FIFO `priority` (0: unchanged) for the duration, then back to normal scheduling."""
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.connect(f"tcp://127.0.0.1:{port}")
+    if priority > 0:
+        realtime_scheduling(priority, "raw ping", lock_memory=False)  # a harness: no mlockall that outlives it
+    try:
+        return _ping_pong(s, payload_size, rate_hz, seconds, warmup)
+    finally:
+        if priority > 0:
+            normal_scheduling()
+
+
+def _ping_pong(s: zmq.Socket, payload_size: int, rate_hz: int, seconds: float, warmup: int) -> list[int]:
     payload = bytes(payload_size)
     period = 1_000_000_000 // rate_hz
     rtts: list[int] = []
@@ -59,4 +78,4 @@ def ping_pong(port: int, payload_size: int, rate_hz: int, seconds: float, warmup
 
 
 if __name__ == "__main__":
-    echo_server(int(sys.argv[1]))
+    echo_server(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0)

@@ -1,0 +1,1 @@
+"""QA tools for recorded sessions (docs/recording.md): load, replay, re-drive a bedside, report."""

@@ -1,0 +1,334 @@
+"""Synthetic console + bedside recordings that follow docs/recording.md, for tests and benchmarks.
+
+Why: the QA tools need recordings before (and besides) the real recorder, and a recording whose bedside half
+is physically right, so a re-drive can reproduce it. So the bedside is the real sans-IO `BedsideAgent` fed a
+scripted console stream on a fake clock (two hosts, clocks `offset_ns` apart, a fixed one-way delay), and
+the video is the real synthetic source through the real H.264/JPEG encoder. The script repeats every
+`CYCLE_S`: engage, follow (a smooth figure per instrument), clutch, a step-limit rejection, an 80 ms link
+stall (the bedside watchdog freezes), re-engage.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcap.writer import CompressionType, Writer
+
+from bedside.agent import BedsideAgent
+from teleop.config import load_config
+from transport import codec
+from transport.messages import (
+    ARM_NAMES,
+    HOLD_SETPOINT,
+    Ack,
+    AckStatus,
+    ArmFlags,
+    CartesianSetpoint,
+    ConsoleFlags,
+    Counters,
+    Enable,
+    EStop,
+    Event,
+    Ping,
+    ServoCp,
+    Telemetry,
+)
+
+CYCLE_S = 5.0
+MS = 1_000_000
+SCHEMAS = {
+    "/bedside/command": "teleop.Command", "/bedside/ack": "teleop.Ack", "/bedside/telemetry": "teleop.Telemetry",
+    "/bedside/event": "teleop.Event", "/bedside/freeze": "teleop.Freeze", "/bedside/counters": "teleop.Counters",
+    "/bedside/video/frame": "teleop.VideoFrame", "/console/command": "teleop.Command", "/console/ack": "teleop.Ack",
+    "/console/telemetry": "teleop.Telemetry", "/console/event": "teleop.ConsoleEvent",
+    "/console/link": "teleop.LinkStatus", "/console/video/frame": "teleop.VideoFrame",
+    "/bedside/config": "teleop.Config", "/console/config": "teleop.Config",
+    "/bedside/recording": "teleop.RecordingStatus", "/console/recording": "teleop.RecordingStatus",
+}
+
+
+# ------------------------------------------------------------------ message -> JSON (the catalogue's shapes)
+
+def _pose(sp: CartesianSetpoint) -> dict:
+    x, y, z, w = sp.orientation
+    return {"position": list(sp.position), "orientation": {"x": x, "y": y, "z": z, "w": w}}
+
+
+def command_json(t_ns: int, msg, peer: str) -> dict:
+    d = {"t_ns": t_ns, "type": {ServoCp: "servo_cp", Enable: "enable", Ping: "ping", EStop: "estop"}.get(
+        type(msg), "disable"), "epoch": msg.epoch, "seq": msg.seq, "send_ns": msg.send_ns, "peer": peer}
+    if isinstance(msg, ServoCp):
+        d["flags"] = {"operator_present": bool(msg.flags & ConsoleFlags.OPERATOR_PRESENT),
+                      "clutch": bool(msg.flags & ConsoleFlags.CLUTCH), "camera": bool(msg.flags & ConsoleFlags.CAMERA)}
+        d["arm_mask"] = msg.arm_mask
+        d["arms"] = [{"name": n, **_pose(a), "jaw": a.jaw} for n, a in zip(ARM_NAMES, msg.arms, strict=True)]
+    if isinstance(msg, EStop):
+        d["engage"] = msg.engage
+    return d
+
+
+def ack_json(t_ns: int, a: Ack) -> dict:
+    return {"t_ns": t_ns, "epoch": a.epoch, "seq": a.seq, "echo_seq": a.echo_seq, "echo_send_ns": a.echo_send_ns,
+            "rx_ns": a.rx_ns, "status": a.status.name, "rejected": a.status.rejected,
+            "operating_state": a.operating_state.name, "reason": a.reason.name}
+
+
+def telemetry_json(t_ns: int, m: Telemetry) -> dict:
+    arms = []
+    for n, a in zip(ARM_NAMES, m.arms, strict=True):
+        arms.append({"name": n, "mode": a.mode.name, "flags": [f.name for f in ArmFlags if f and f in a.flags],
+                     "measured_cp": _pose(a.measured_cp), "setpoint_cp": _pose(a.setpoint_cp),
+                     "jaw": a.measured_cp.jaw, "measured_js": list(a.measured_js)})
+    return {"t_ns": t_ns, "epoch": m.epoch, "seq": m.seq, "operating_state": m.operating_state.name,
+            "reason": m.reason.name, "estop": m.estop, "last_applied_seq": m.last_applied_seq, "arms": arms}
+
+
+def event_json(t_ns: int, e: Event) -> dict:
+    return {"t_ns": t_ns, "epoch": e.epoch, "kind": e.kind.name, "reason": e.reason.name,
+            "from": e.from_state.name, "to": e.to_state.name, "text": e.text}
+
+
+def _wall(ns: int) -> dict:
+    return {"sec": ns // 1_000_000_000, "nsec": ns % 1_000_000_000}
+
+
+# ------------------------------------------------------------------ a recording file being built
+
+class _File:
+    """Messages of one role, sorted by log_time on close (the recorder writes in arrival order)."""
+
+    def __init__(self, role: str, mono_to_wall_ns: int) -> None:
+        self.role, self.m2w = role, mono_to_wall_ns
+        self.items: list[tuple[int, int, str, bytes]] = []
+
+    def add(self, topic: str, t_ns: int, body: dict) -> None:
+        self.items.append((t_ns + self.m2w, t_ns, topic, json.dumps(body, separators=(",", ":")).encode()))
+
+    def write(self, path: Path, config_text: str, chunk_size: int = 256 * 1024) -> Path:
+        self.items.sort(key=lambda it: it[0])
+        with open(path, "wb") as f:
+            w = Writer(f, chunk_size=chunk_size, compression=CompressionType.ZSTD)
+            w.start(profile="", library="teleop-qa-synth")
+            w.add_metadata("teleop.session", {"role": self.role, "host": "synth", "pid": "0",
+                                              "mono_to_wall_ns": str(self.m2w), "version": "0.1.0",
+                                              "config": config_text})
+            chans: dict[str, int] = {}
+            for log_t, pub_t, topic, data in self.items:
+                if topic not in chans:
+                    name = SCHEMAS.get(topic) or ("foxglove.PoseInFrame" if topic.endswith("_cp") else
+                                                  "foxglove.CompressedVideo" if topic.endswith("/video") else
+                                                  "teleop.Unknown")
+                    sid = w.register_schema(name, "jsonschema",
+                                            json.dumps({"title": name, "type": "object"}).encode())
+                    chans[topic] = w.register_channel(topic, "json", sid)
+                w.add_message(chans[topic], log_time=log_t, data=data, publish_time=pub_t)
+            w.finish()
+        return path
+
+
+@dataclass
+class SynthResult:
+    console: Path
+    bedside: Path
+    offset_ns: int
+    """bedside monotonic − console monotonic."""
+    console_t0_ns: int
+    bedside_t0_ns: int
+
+
+def _figure(home: tuple[float, float, float], tau: float, phase: float, amp: float) -> tuple[float, float, float]:
+    """A smooth closed figure from `home` (zero offset at tau=0): ≈ 2π·amp/3 s ≈ 30 mm/s at amp 15 mm."""
+    w = 2 * math.pi / 3.0
+    return (home[0] + amp * math.sin(w * tau + phase) - amp * math.sin(phase),
+            home[1] + amp * (math.cos(phase) - math.cos(w * tau + phase)),
+            home[2] + 0.5 * amp * math.sin(2 * w * tau))
+
+
+def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h264", eye_w: int = 320,
+               eye_h: int = 192, fps: int = 30, offset_ns: int = 5_000_000_000, delay_us: int = 300,
+               bitrate_kbps: int = 2000, refresh_frames: int = 30, amp_m: float = 0.015) -> SynthResult:
+    """Write `console-…mcap` and `bedside-…mcap` into `out_dir`; returns their paths and clocks."""
+    from video.codecs import H264Encoder, JpegEncoder
+    from video.synthetic import SyntheticStereo
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(None, [f"video.width={eye_w}", f"video.height={eye_h}", f"video.fps={fps}",
+                             f"video.refresh_frames={refresh_frames}", f"video.codec={video or 'h264'}"])
+    c0, b0 = 1_000_000_000_000, 1_000_000_000_000 + offset_ns
+    con, bed = _File("console", 1_700_000_000_000_000_000 - c0), _File("bedside", 1_700_000_000_000_000_000 - b0)
+    d = delay_us * 1000
+    agent = BedsideAgent(cfg.bedside, b0, first_epoch=1000)
+    homes = [a.measured.position for a in agent.arms]
+    peer, user = b"console-1", "surgeon:synth"
+    seq = 0
+    epoch = 0
+    tau = 0.0
+    n_ms = int(seconds * 1000)
+    session = False
+    pending_enable = False
+    last_tel = -1
+    was_clutch = False
+    limit_sent = -1
+    for k in range(n_ms + 1):
+        tc = c0 + k * MS
+        tb = tc + offset_ns
+        ph = (k % int(CYCLE_S * 1000)) / 1000.0
+        cyc = k // int(CYCLE_S * 1000)
+        agent.tick(tb)
+        # ---- console decides
+        msg = None
+        stalled = 2.60 <= ph < 2.68
+        if not stalled:
+            want = ph >= 2.78 or (ph < 2.6 and (cyc > 0 or ph >= 0.2))
+            if not session and not pending_enable and want:
+                pending_enable = True
+                seq += 1
+                msg = Enable(epoch, seq, tc)
+                con.add("/console/event", tc, {"t_ns": tc, "source": "teleop", "name": "engage",
+                                               "reason": "NONE", "text": "engage pressed"})
+            if msg is None and session:
+                clutch = 1.2 <= ph < 1.6
+                if clutch != was_clutch:
+                    for arm in ("PSM1", "PSM2"):
+                        a, b = ("FOLLOWING", "CLUTCHED") if clutch else ("CLUTCHED", "FOLLOWING")
+                        con.add("/console/event", tc, {"t_ns": tc, "source": "teleop", "name": f"{arm} {a}->{b}",
+                                                       "reason": "NONE", "text": "clutch " + ("down" if clutch
+                                                                                              else "up")})
+                    was_clutch = clutch
+                if not clutch:
+                    tau += 0.001
+                sps = []
+                for i in range(2):
+                    p = _figure(homes[i], tau, 0.0 if i == 0 else 1.3, amp_m)
+                    sps.append(CartesianSetpoint(p, (0.0, 0.0, 0.0, 1.0), 0.3 + 0.2 * math.sin(tau)))
+                if 2.0 <= ph < 2.001 and limit_sent != cyc:  # one command 10 mm off: REJECTED_STEP
+                    limit_sent = cyc
+                    p = sps[0].position
+                    sps[0] = CartesianSetpoint((p[0] + 0.01, p[1], p[2]), sps[0].orientation, sps[0].jaw)
+                flags = ConsoleFlags.OPERATOR_PRESENT | (ConsoleFlags.CLUTCH if clutch else ConsoleFlags.NONE)
+                seq += 1
+                msg = ServoCp(epoch, seq, tc, flags, 0 if clutch else 0b011, (*sps, HOLD_SETPOINT))
+            elif msg is None and k % 20 == 0:
+                seq += 1
+                msg = Ping(epoch, seq, tc)
+        if msg is not None:
+            con.add("/console/command", tc, command_json(tc, msg, ""))
+            rx = tb + d
+            bed.add("/bedside/command", rx, command_json(rx, msg, user))
+            for o in agent.on_message(rx, peer, codec.encode(msg), user):
+                ack = codec.decode(o.data)
+                assert isinstance(ack, Ack)
+                bed.add("/bedside/ack", rx, ack_json(rx, ack))
+                rc = rx + d - offset_ns
+                aj = ack_json(rc, ack)
+                aj["rtt_us"] = (rc - ack.echo_send_ns) / 1000
+                con.add("/console/ack", rc, aj)
+                if ack.status is AckStatus.ENABLED:
+                    epoch, session, pending_enable = ack.epoch, True, False
+                    con.add("/console/event", rc, {"t_ns": rc, "source": "session", "name": "granted",
+                                                   "reason": "NONE", "text": f"bedside granted epoch {ack.epoch}"})
+                    for arm in ("PSM1", "PSM2"):
+                        con.add("/console/event", rc, {"t_ns": rc, "source": "teleop",
+                                                       "name": f"{arm} ALIGNING->FOLLOWING", "reason": "NONE",
+                                                       "text": "tool follows"})
+                elif ack.status.rejected and ack.status is not AckStatus.REJECTED_EPOCH:
+                    con.add("/console/event", rc, {"t_ns": rc, "source": "bedside", "name": "REJECTION",
+                                                   "reason": "LIMIT", "text": f"seq {ack.echo_seq} {ack.status.name}"})
+        agent.tick(tb + d + 1000)
+        # ---- bedside publishes
+        for e in agent.drain_events():
+            bed.add("/bedside/event", e.send_ns, event_json(e.send_ns, e))
+            rc = e.send_ns + d - offset_ns
+            con.add("/console/event", rc, {"t_ns": rc, "source": "bedside", "name": e.kind.name,
+                                           "reason": e.reason.name, "text": e.text})
+            if e.to_state.name == "PAUSED" and e.from_state.name == "ENABLED":
+                session = False
+                for arm in ("PSM1", "PSM2"):
+                    con.add("/console/event", rc, {"t_ns": rc, "source": "teleop", "name": f"{arm} FOLLOWING->HELD",
+                                                   "reason": e.reason.name, "text": f"held: {e.reason.name}"})
+        while len(agent.freezes) > getattr(agent, "_synth_fz", 0):
+            fz = agent.freezes[getattr(agent, "_synth_fz", 0)]
+            agent._synth_fz = getattr(agent, "_synth_fz", 0) + 1  # type: ignore[attr-defined]
+            bed.add("/bedside/freeze", fz.at_ns, {"t_ns": fz.at_ns, "reason": fz.reason.name,
+                                                  "last_valid_ns": fz.last_valid_ns,
+                                                  "latency_ms": fz.latency_ns / 1e6, "text": fz.text})
+        if k // 5 != last_tel:
+            last_tel = k // 5
+            tt = tb + d + 2000
+            tel = codec.decode(agent.telemetry(tt))
+            assert isinstance(tel, Telemetry)
+            bed.add("/bedside/telemetry", tt, telemetry_json(tt, tel))
+            for name, a in zip(ARM_NAMES, tel.arms, strict=True):
+                bed.add(f"/bedside/{name}/measured_cp", tt, {"timestamp": _wall(tt + bed.m2w),
+                                                            "frame_id": f"{name}_base",
+                                                            "pose": _foxpose(a.measured_cp)})
+            con.add("/console/telemetry", tt + d - offset_ns, telemetry_json(tt + d - offset_ns, tel))
+        if k % 10 == 0 and msg is not None and isinstance(msg, ServoCp):
+            for name, a in zip(ARM_NAMES, msg.arms, strict=True):
+                con.add(f"/console/{name}/servo_cp", tc, {"timestamp": _wall(tc + con.m2w),
+                                                          "frame_id": f"{name}_base", "pose": _foxpose(a)})
+        if k % 100 == 0:
+            con.add("/console/link", tc, {"t_ns": tc, "link": "UP", "rtt_ms": 2 * d / 1e6 + 0.05 * math.sin(k / 700),
+                                          "clock_offset_ns": offset_ns + 20_000 * ((k // 100) % 3 - 1),
+                                          "session_epoch": epoch, "session_ready": session, "scale": 0.2,
+                                          "arms": {"PSM1": "FOLLOWING" if session else "HELD",
+                                                   "PSM2": "FOLLOWING" if session else "HELD", "ECM": "DISABLED"},
+                                          "counters": {"sent": seq}})
+        if k % 1000 == 0:
+            bed.add("/bedside/counters", tb, {"t_ns": tb, "values": dict(codec.decode(agent.counters_message(tb))
+                                                                        .values)} if isinstance(
+                codec.decode(agent.counters_message(tb)), Counters) else {"t_ns": tb, "values": {}})
+            for f, t in ((bed, tb), (con, tc)):
+                f.add(f"/{f.role}/recording", t, {"t_ns": t, "messages": len(f.items), "bytes": 0,
+                                                  "dropped": {"control": 0, "video": 0}, "queue_depth": 0,
+                                                  "file": f"{f.role}.mcap"})
+    if video:
+        _add_video(con, bed, video, cfg, seconds, fps, offset_ns, c0, b0, eye_w, eye_h, bitrate_kbps,
+                   refresh_frames, H264Encoder, JpegEncoder, SyntheticStereo)
+    toml = f"[video]\nwidth = {eye_w}\nheight = {eye_h}\nfps = {fps}\nrefresh_frames = {refresh_frames}\n"
+    for f in (con, bed):
+        f.add(f"/{f.role}/config", (c0 if f is con else b0), {"t_ns": c0 if f is con else b0,
+                                                              "video": {"width": eye_w, "height": eye_h, "fps": fps,
+                                                                        "refresh_frames": refresh_frames}})
+    cp = con.write(out / "console-20231114-221320-000.mcap", toml)
+    bp = bed.write(out / "bedside-20231114-221320-000.mcap", toml)
+    return SynthResult(cp, bp, offset_ns, c0, b0)
+
+
+def _foxpose(sp: CartesianSetpoint) -> dict:
+    x, y, z = sp.position
+    qx, qy, qz, qw = sp.orientation
+    return {"position": {"x": x, "y": y, "z": z}, "orientation": {"x": qx, "y": qy, "z": qz, "w": qw}}
+
+
+def _add_video(con: _File, bed: _File, codec_name: str, cfg, seconds: float, fps: int, offset_ns: int, c0: int,
+               b0: int, eye_w: int, eye_h: int, kbps: int, refresh: int, H264Encoder, JpegEncoder,
+               SyntheticStereo) -> None:
+    src = SyntheticStereo(eye_w, eye_h, fps, paced=False)
+    enc = (H264Encoder(2 * eye_w, eye_h, fps, kbps, refresh_frames=refresh) if codec_name == "h264"
+           else JpegEncoder(2 * eye_w, eye_h, 80))
+    fmt = "h264" if codec_name == "h264" else "jpeg"
+    schema = "CompressedVideo" if fmt == "h264" else "CompressedImage"
+    for n in range(int(seconds * fps)):
+        cap = b0 + int(n * 1e9 / fps)
+        pkt = enc.encode(src.render(n, cap), force_key=(n == 0))
+        sent = cap + 4 * MS
+        b64 = base64.b64encode(pkt.data).decode("ascii")
+        meta = {"stream_id": 1, "frame_id": n, "capture_ns": cap, "send_ns": sent, "source_seq": n,
+                "keyframe": pkt.keyframe, "layout": "SIDE_BY_SIDE", "width": 2 * eye_w, "height": eye_h,
+                "size_bytes": len(pkt.data), "bitrate_kbps": kbps}
+        body = {"timestamp": _wall(cap + bed.m2w), "frame_id": "endoscope_stereo", "data": b64, "format": fmt}
+        bed.add("/bedside/video", sent, body)
+        bed.add("/bedside/video/frame", sent, {"t_ns": sent, **meta})
+        rc = sent + MS - offset_ns
+        dec = rc + 3 * MS
+        age = (dec + offset_ns - cap) / 1e6
+        con.add("/console/video", rc, body)
+        con.add("/console/video/frame", rc, {"t_ns": rc, **meta, "received_ns": rc, "decoded_ns": dec,
+                                             "age_ms": age, "stale": False, "degraded": False})
+    del schema

@@ -1,0 +1,293 @@
+"""The recorder child process of a role, and the parent's handle on it.
+
+Why a process: JSON, base64 and zstd of 1 kHz control data plus stereo video must not share a GIL (or a
+crash) with the control loop. It is started with multiprocessing 'spawn' (like the video sender), runs at
+nice +10 so the control processes win the CPU, and asks the kernel for SIGTERM when its parent dies
+(PR_SET_PDEATHSIG) so a killed bedside or console still leaves a closed, indexed file.
+
+It binds two PULL sockets on ipc:// endpoints in a private temporary directory: control first, always;
+video only when no control data waits. Producers send with NOBLOCK and count what does not fit
+(tap.py), so under pressure video is dropped before control data, and every drop is written to
+`/<role>/recording` (1 Hz, and at once when a drop count changes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from teleop.config import Config, to_toml
+from teleop.recording.convert import Item, ItemError, Translator, split_items
+from teleop.recording.tap import ControlTap, NullTap, VideoTap
+
+log = logging.getLogger("recording")
+
+RECORDER_NICE = 10
+STATUS_NS = 1_000_000_000
+CONTROL_BURST = 2000  # control messages handled before the recorder looks at video again
+STOP_DRAIN_NS = 1_500_000_000  # after a stop request: keep draining until quiet, at most this long
+QUIET_NS = 100_000_000
+
+
+def _die_with_parent() -> None:
+    """SIGTERM when the parent dies, however it dies (Linux); then we close the file cleanly."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class RecorderLoop:
+    """Sockets → Translator → RecordingFiles, with flushing, rotation and status on time."""
+
+    def __init__(self, cfg: Config, role: str, ipc_dir: str, ctx: zmq.Context | None = None) -> None:
+        from teleop.recording.writer import RecordingFiles  # mcap, zstd, lz4: only in the recorder process
+
+        rc = cfg.recording
+        self.role = role
+        self.chunk_ns = rc.chunk_ms * 1_000_000
+        self.mono_to_wall_ns = time.time_ns() - time.monotonic_ns()
+        self.translator = Translator(role, self.mono_to_wall_ns)
+        self.files = RecordingFiles(
+            rc.dir, role, compression=rc.compression, max_file_bytes=int(rc.max_file_mb * 1e6),
+            max_file_ns=int(rc.max_file_s * 1e9), retention_bytes=int(rc.retention_mb * 1e6),
+            config=cfg.to_dict(), config_toml=to_toml(cfg), mono_to_wall_ns=self.mono_to_wall_ns,
+            video_codec=cfg.video.codec, video=rc.video)
+        self.ctx = ctx or zmq.Context.instance()
+        self.control_endpoint = f"ipc://{ipc_dir}/control"
+        self.video_endpoint = f"ipc://{ipc_dir}/video"
+        self.control = self._pull(self.control_endpoint, rc.control_queue)
+        self.video = self._pull(self.video_endpoint, rc.video_queue)
+        self.poller = zmq.Poller()
+        self.poller.register(self.control, zmq.POLLIN)
+        self.poller.register(self.video, zmq.POLLIN)
+        self.queue_depth = 0
+        self._status_dropped: dict[str, int] = {"control": 0, "video": 0}
+        self._next_status = 0
+        self._next_flush = 0
+
+    def _pull(self, endpoint: str, hwm: int) -> zmq.Socket:
+        s = self.ctx.socket(zmq.PULL)
+        s.setsockopt(zmq.RCVHWM, hwm)
+        s.setsockopt(zmq.LINGER, 0)
+        s.bind(endpoint)
+        return s
+
+    def start(self, now_ns: int) -> None:
+        self.files.open(now_ns)
+        self._next_flush = now_ns + self.chunk_ns
+        self._status(now_ns)
+
+    def _handle(self, frames: list[Any]) -> None:
+        try:
+            items: list[Item] = list(split_items(frames))
+        except ItemError as exc:
+            self.translator.invalid += 1
+            self.translator.last_error = str(exc)
+            return
+        for item in items:
+            for topic, t_ns, msg in self.translator.translate(item):
+                schema = Translator.video_schema_of((topic, t_ns, msg)) if topic.endswith("/video") else None
+                self.files.write(topic, t_ns, msg, schema)
+
+    def _status(self, now_ns: int) -> None:
+        self._next_status = now_ns + STATUS_NS
+        dropped = self.translator.dropped
+        self._status_dropped = dropped
+        tot = self.files.total
+        self.files.write(f"/{self.role}/recording", now_ns, {
+            "t_ns": now_ns, "messages": tot.messages, "bytes": tot.bytes, "dropped": dropped,
+            "invalid": self.translator.invalid, "queue_depth": self.queue_depth, "file": str(self.files.path),
+        })
+
+    def drain(self, max_control: int = CONTROL_BURST) -> int:
+        """Everything waiting on the control socket (up to a burst), then one video frame if control is
+        empty. Returns the number of messages taken."""
+        n = 0
+        while n < max_control:
+            try:
+                frames = self.control.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            self._handle(frames)
+            n += 1
+            if n % 64 == 0 and time.monotonic_ns() >= self._next_flush:
+                break  # a long backlog must not hold back the timed chunk flush (the kill-loss bound)
+        if n < max_control:
+            try:
+                frames = self.video.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                pass
+            else:
+                self._handle(frames)
+                n += 1
+        self.queue_depth = n
+        return n
+
+    def housekeeping(self, now_ns: int) -> None:
+        if self.translator.dropped != self._status_dropped or now_ns >= self._next_status:
+            self._status(now_ns)
+        if now_ns >= self._next_flush:
+            self.files.flush()
+            self._next_flush = now_ns + self.chunk_ns
+            self.files.maybe_rotate(now_ns)
+
+    def run(self, should_stop: Any) -> None:
+        while not should_stop():
+            now = time.monotonic_ns()
+            self.housekeeping(now)
+            if self.drain() == 0:
+                wait_ms = max(1, min(self._next_flush, self._next_status) - time.monotonic_ns()) // 1_000_000
+                self.poller.poll(min(wait_ms, 50))
+        # Stopping: take what the producers handed over before they closed, then close the file.
+        end = time.monotonic_ns() + STOP_DRAIN_NS
+        quiet_since = time.monotonic_ns()
+        while time.monotonic_ns() < end and time.monotonic_ns() - quiet_since < QUIET_NS:
+            if self.drain(10**9):
+                quiet_since = time.monotonic_ns()
+            else:
+                self.poller.poll(10)
+        self.close(time.monotonic_ns())
+
+    def close(self, now_ns: int) -> None:
+        with contextlib.suppress(Exception):
+            self._status(now_ns)
+        self.files.close()
+        self.control.close(0)
+        self.video.close(0)
+
+
+def run_recorder(cfg: Config, role: str, ipc_dir: str, stop: Any, report: Any) -> None:
+    """Process entry ('spawn'): record until `stop` is set, SIGTERM arrives or the parent dies."""
+    _die_with_parent()
+    with contextlib.suppress(OSError):
+        os.nice(RECORDER_NICE)
+    logging.basicConfig(level=getattr(logging, cfg.logging.level),
+                        format=f"%(asctime)s recorder-{role}[{os.getpid()}] %(levelname)s %(message)s")
+    flag = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: flag.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    try:
+        loop = RecorderLoop(cfg, role, ipc_dir)
+        loop.start(time.monotonic_ns())
+    except (OSError, zmq.ZMQError, ValueError) as exc:
+        log.error("recording disabled: %s", exc)
+        report.put(("error", str(exc)))
+        return
+    report.put(("ready", {"control": loop.control_endpoint, "video": loop.video_endpoint,
+                          "dir": str(loop.files.dir), "file": str(loop.files.path), "pid": os.getpid()}))
+    try:
+        loop.run(lambda: flag.is_set() or stop.is_set())
+    finally:
+        report.put(("summary", {"files": [str(p) for p in loop.files.files], "messages": loop.files.total.messages,
+                                "per_topic": loop.files.total.per_topic, "dropped": loop.translator.dropped,
+                                "invalid": loop.translator.invalid, "last_error": loop.translator.last_error}))
+
+
+class RecorderChild:
+    """The parent's handle: start the recorder, give producers their taps, stop it and read its summary."""
+
+    def __init__(self, cfg: Config, role: str, start_timeout_s: float = 30.0) -> None:
+        self.cfg = cfg
+        self.role = role
+        self.ipc_dir = tempfile.mkdtemp(prefix=f"teleop-rec-{role}-")
+        mp = multiprocessing.get_context("spawn")
+        self.stop_event = mp.Event()
+        self.report = mp.Queue()
+        self.proc = mp.Process(target=run_recorder, args=(cfg, role, self.ipc_dir, self.stop_event, self.report),
+                               name=f"recorder-{role}", daemon=True)
+        self.proc.start()
+        self.info: dict[str, Any] = {}
+        self.summary: dict[str, Any] | None = None
+        self.error = ""
+        kind, value = "error", f"recorder did not start within {start_timeout_s:.0f} s"
+        deadline = time.monotonic() + start_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                kind, value = self.report.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if not self.proc.is_alive():
+                    kind, value = "error", f"recorder exited {self.proc.exitcode} before it was ready"
+                    break
+        if kind == "ready":
+            self.info = value
+        else:
+            self.error = str(value)
+            log.error("NOT RECORDING: %s", value)
+        self._taps: list[Any] = []
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.info)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+    @property
+    def video_endpoint(self) -> str | None:
+        return self.info.get("video") if self.ok and self.cfg.recording.video else None
+
+    def control_tap(self) -> ControlTap | NullTap:
+        if not self.ok:
+            return NullTap()
+        t = ControlTap(self.info["control"], self.cfg.recording.control_queue, name=f"{self.role}-control")
+        self._taps.append(t)
+        return t
+
+    def video_tap(self) -> VideoTap | NullTap:
+        ep = self.video_endpoint
+        if ep is None:
+            return NullTap()
+        t = VideoTap(ep, self.cfg.recording.video_queue, name=f"{self.role}-video")
+        self._taps.append(t)
+        return t
+
+    def close(self, timeout_s: float = 5.0) -> dict[str, Any] | None:
+        """Close our taps (their lingering sends complete), stop the recorder, wait for its file to close."""
+        for t in self._taps:
+            t.close()
+        self._taps = []
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout_s
+        while self.summary is None and time.monotonic() < deadline and (self.proc.is_alive() or not
+                                                                          self.report.empty()):
+            try:
+                kind, value = self.report.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if kind == "summary":
+                self.summary = value
+        self.proc.join(max(0.1, deadline - time.monotonic()))
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(2)
+        shutil.rmtree(self.ipc_dir, ignore_errors=True)
+        return self.summary
+
+
+def start_recorder(cfg: Config, role: str) -> RecorderChild | None:
+    """The role's recorder, or None when recording is off (said once, loudly: the black box is off)."""
+    if not cfg.recording.enabled:
+        log.warning("recording is OFF (recording.enabled = false): this session leaves no black-box record")
+        return None
+    return RecorderChild(cfg, role)
+
+
+def recording_dir(cfg: Config) -> Path:
+    return Path(cfg.recording.dir).expanduser()
