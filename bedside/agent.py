@@ -148,6 +148,7 @@ class BedsideAgent:
         self._last_tick_ns = now_ns
         self._tx_seq = 0
         self._last_rejection: AckStatus | None = None
+        self._last_rejection_ns = 0
         self._frozen_at_ns: int | None = None  # set from a freeze until the next ENABLE
         self._event_ns: dict[object, int] = {}
         self.counters: Counter[str] = Counter()
@@ -251,6 +252,7 @@ class BedsideAgent:
             self.counters["rejected"] += 1
             self.counters[f"rejected_{status.name.lower()}"] += 1
             self._last_rejection = status
+            self._last_rejection_ns = now_ns
             self._rate_limited_event(now_ns, status, _REJECTION_REASON.get(status, Reason.NONE),
                                      f"{type(msg).__name__} seq {msg.seq} from {user} refused: {status.name}")
         return [Outgoing(peer, self._ack(now_ns, msg, now_ns, status))]
@@ -341,6 +343,7 @@ class BedsideAgent:
         self.watchdog.feed(now_ns)
         self.last_valid_ns = now_ns
         self.last_applied_seq = msg.seq
+        self._last_rejection = None  # a freeze is blamed on rejections only if nothing valid came after them
         self.counters["applied"] += 1
         return AckStatus.APPLIED
 
@@ -380,7 +383,12 @@ class BedsideAgent:
         """Hold everything if the session went quiet. Must run before the frames that piled up are read."""
         trip = self.watchdog.check(now_ns)
         if trip is not None and self.state is OperatingState.ENABLED:
-            reason = _REJECTION_REASON.get(self._last_rejection, Reason.LINK_LOST)  # type: ignore[arg-type]
+            # Blame refused commands only if they were still arriving in the last fifth of the window; a refusal
+            # followed by silence is a lost link (QA reads this reason in the recording as the cause).
+            last = self._last_rejection
+            if now_ns - self._last_rejection_ns > self.cfg.watchdog_ms * 200_000:
+                last = None
+            reason = _REJECTION_REASON.get(last, Reason.LINK_LOST)  # type: ignore[arg-type]
             why = "no valid command" if reason is Reason.LINK_LOST else f"only {reason.name} commands"
             text = f"{why} for {trip.silence_ns / 1e6:.1f} ms (watchdog {self.cfg.watchdog_ms} ms); arms held"
             self._freeze(now_ns, reason, text)

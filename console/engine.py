@@ -33,6 +33,7 @@ from console.master import MasterSample
 from console.teleop import BedsideView, TeleopController, TeleopOutput
 from safety.watchdog import Watchdog
 from teleop.config import Config
+from teleop.stats import Histogram
 from transport import codec
 from transport.clock import OffsetEstimator
 from transport.messages import (
@@ -97,8 +98,8 @@ class ConsoleEngine:
         self.bedside_counters: dict[str, int] = {}
         self.clock = OffsetEstimator()
         self.rtts_ns: deque[int] = deque(maxlen=RTT_WINDOW)
-        self.rtt_log: list[int] = []
-        """Every servo_cp round trip (ns), for benchmarks and summaries."""
+        self.rtt_hist = Histogram()
+        """Every applied servo_cp's round trip, for benchmarks and summaries (fixed memory)."""
         self.counters: Counter[str] = Counter()
         self.events: list[EngineEvent] = []
         self.last_output: TeleopOutput | None = None
@@ -186,7 +187,7 @@ class ConsoleEngine:
         st = ack.status
         if st is AckStatus.APPLIED:
             self.counters["applied"] += 1
-            self.rtt_log.append(rtt)
+            self.rtt_hist.add_ns(rtt)
         elif st.rejected:
             self.counters["rejected"] += 1
             self.counters[f"rejected_{st.name.lower()}"] += 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from array import array
 from collections import deque
 
 import zmq
@@ -24,7 +23,7 @@ from teleop.recording.convert import K_BEDSIDE, K_COMMAND
 from teleop.recording.recorder import start_recorder
 from teleop.recording.tap import NullTap
 from teleop.runtime import StopFlag, announce_ready, realtime_gc, realtime_scheduling, write_json
-from teleop.stats import percentiles
+from teleop.stats import Histogram
 from transport import security
 from transport.codec import restamp
 from transport.zmqlink import control_client, tcp, telemetry_subscriber, wait_readable
@@ -71,7 +70,7 @@ class ConsoleRunner:
         now = time.monotonic_ns()
         controller = controller or make_controller(cfg)
         self.engine = ConsoleEngine(cfg, controller, now)
-        self.send_gaps = array("q")
+        self.send_gaps = Histogram()
         self._last_servo_ns: int | None = None
         self.ui: UiSupervisor | None = None
         self._inbound = [self.ctrl, self.sub]
@@ -180,7 +179,7 @@ class ConsoleRunner:
                     self.tap.add(K_COMMAND, t_send, data)  # recorded after it left
             if sent_servo:
                 if self._last_servo_ns is not None:
-                    self.send_gaps.append(now - self._last_servo_ns)
+                    self.send_gaps.add_ns(now - self._last_servo_ns)
                 self._last_servo_ns = now
             else:
                 self._last_servo_ns = None
@@ -251,8 +250,8 @@ class ConsoleRunner:
             "commands_applied": c["applied"],
             "commands_rejected": c["rejected"],
             "lost": max(0, c["commands_sent"] - c["applied"] - c["rejected"]),
-            "rtt_us": percentiles([r / 1e3 for r in e.rtt_log]),
-            "send_gap_us": percentiles([g / 1e3 for g in self.send_gaps], with_max=True),
+            "rtt_us": e.rtt_hist.percentiles(),
+            "send_gap_us": self.send_gaps.percentiles(with_max=True),
             "clock_offset_us": None if offset is None else offset / 1e3,
             "link": e.link.value,
             "counters": dict(c),
@@ -270,8 +269,8 @@ def run(args: argparse.Namespace) -> int:
         return run_window(args)
     recorder = start_recorder(args.cfg, "console")
     # Real-time for this process, not in ConsoleRunner.run (in-process test consoles run that in a pytest
-    # thread), and before the runner exists: mlockall takes ~0.1 s, which must not eat into the scripted
-    # master's engage time. A throw-away socket starts zmq's I/O thread so it is made real-time too.
+    # thread), and before the runner's clock starts (finding zmq's I/O thread may take a few ms). A throw-away
+    # socket starts that thread so it is made real-time too.
     zmq.Context.instance().socket(zmq.PUSH).close(0)
     realtime_scheduling(args.cfg.console.realtime_priority, "console")
     runner = ConsoleRunner(args.cfg, ui=args.ui, recorder=recorder)

@@ -52,8 +52,8 @@ class BedsideConfig:
     max_rot_speed_deg_s: float = _f(360.0, "tool orientation rate limit", 1.0, 2000.0)
     max_jaw_speed_rad_s: float = _f(6.0, "jaw opening/closing rate limit", 0.1, 50.0)
     realtime_priority: int = _f(
-        10, "SCHED_FIFO priority of the control loop and its zmq I/O thread, with mlockall (0 = normal "
-        "scheduling; not permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
+        10, "SCHED_FIFO priority of the control loop and its zmq I/O thread (0 = normal scheduling; not "
+        "permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
     )
 
 
@@ -75,8 +75,8 @@ class ConsoleConfig:
                              1024, 65535)
     gui_timeout_ms: float = _f(250.0, "hold if the window's heartbeat is missing this long", 50.0, 5000.0)
     realtime_priority: int = _f(
-        10, "SCHED_FIFO priority of the 1 kHz engine loop and its zmq I/O thread, with mlockall (0 = normal "
-        "scheduling; not permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
+        10, "SCHED_FIFO priority of the 1 kHz engine loop and its zmq I/O thread (0 = normal scheduling; not "
+        "permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
     )
 
 
@@ -188,7 +188,8 @@ class RecordingConfig:
     chunk_ms: int = _f(250, "close a chunk and flush the file at least this often: a kill loses at most this",
                        20, 5000)
     max_file_mb: float = _f(1024.0, "start a new file beyond this size", 1.0, 100000.0)
-    max_file_s: float = _f(3600.0, "start a new file after this long", 1.0, 86400.0)
+    max_file_s: float = _f(600.0, "start a new file after this long (also bounds the recorder's chunk index memory)",
+                           1.0, 86400.0)
     retention_mb: float = _f(
         50000.0, "delete this role's oldest files while the directory holds more (>= max_file_mb)", 1.0, 1e7
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import json
 import logging
@@ -14,6 +13,17 @@ import threading
 import time
 from pathlib import Path
 from typing import IO, Any
+
+
+def die_with_parent() -> None:
+    """SIGTERM this process when its parent dies, however the parent dies (Linux PR_SET_PDEATHSIG): a bedside's
+    children (video sender, recorder) must not outlive it, streaming or holding ports with nobody in charge."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class StopFlag:
@@ -46,7 +56,6 @@ def realtime_gc() -> None:
 
 ZMQ_IO_THREAD = "ZMQbg/IO/"
 """libzmq names its I/O threads so (pthread_setname_np): they carry every message of the control path."""
-MCL_CURRENT, MCL_FUTURE = 1, 2
 RT_PRIORITY_MAX = 49
 """Highest priority a control loop may ask for: below the kernel's threaded interrupt handlers (FIFO 50)."""
 
@@ -74,17 +83,17 @@ def _zmq_io_threads(wait_s: float = 0.0) -> list[int]:
         time.sleep(0.005)
 
 
-def realtime_scheduling(priority: int, role: str, lock_memory: bool = True) -> str:
+def realtime_scheduling(priority: int, role: str) -> str:
     """Run the calling thread and the zmq I/O threads under SCHED_FIFO at `priority` (0 = leave them alone).
 
-    Why: on a busy host a CFS task (video, window, another engineer's tests) delays the wake-up of the 1 kHz
-    loop by up to a scheduler slice; a FIFO thread preempts it at once (dVRK-class consoles do the same).
-    Safe because every loop using this blocks on its sockets between ticks and the kernel's RT throttling
-    (sched_rt_runtime_us) keeps 5 % of each CPU for everything else. SCHED_RESET_ON_FORK: children (the video
-    sender, a window's helpers) start at normal priority. `lock_memory` adds mlockall so no page fault of the
-    loop waits for the disk. Not permitted (no root, no RLIMIT_RTPRIO): a logged warning, normal scheduling.
-    Returns what was done, for the READY line and the logs. Call after the sockets exist (zmq starts its
-    I/O threads with the first socket)."""
+    Why: on a busy host a time-shared task (video, window, recorder, another engineer's tests) delays the
+    wake-up of the 1 kHz loop by up to a scheduler slice; a FIFO thread preempts it at once. Safe because
+    every loop using this blocks on its sockets between ticks and the kernel's RT throttling
+    (sched_rt_runtime_us) keeps 5 % of the CPU for everything else. SCHED_RESET_ON_FORK: children (the
+    video sender, the recorder) start at normal priority. No mlockall: it grew each role from 80 to ~570 MB
+    resident to save 4–8 minor page faults a second (docs/benchmarks.md).
+    Not permitted (no root, no RLIMIT_RTPRIO): a logged warning, normal scheduling. Returns what was done,
+    for the READY line. Call after the sockets exist (zmq starts its I/O threads with the first socket)."""
     if priority <= 0:
         return "normal"
     if not 1 <= priority <= RT_PRIORITY_MAX or not hasattr(os, "SCHED_FIFO"):
@@ -99,8 +108,8 @@ def realtime_scheduling(priority: int, role: str, lock_memory: bool = True) -> s
                      "under load (run as root, or grant RLIMIT_RTPRIO / CAP_SYS_NICE)", role, priority,
                      exc.strerror)
         return "normal (not permitted)"
-    # The I/O threads at the loop's own priority: left time-shared they wait behind the load like the loop
-    # did (measured: p50 RTT in milliseconds under load); above it they only add preemptions.
+    # The I/O threads at the loop's own priority: left time-shared they wait behind the load as the loop did
+    # (measured under load: RTT p99 up to 9 ms); one above it doubled the raw floor's p50.
     io_threads = _zmq_io_threads(wait_s=0.5)
     if not io_threads:
         _log.warning("%s: no zmq I/O thread found; it stays at normal priority", role)
@@ -109,24 +118,8 @@ def realtime_scheduling(priority: int, role: str, lock_memory: bool = True) -> s
             os.sched_setscheduler(tid, policy, param)
         except OSError as exc:
             _log.warning("%s: zmq I/O thread %d stays at normal priority: %s", role, tid, exc.strerror)
-    done = f"fifo:{priority}"
-    if lock_memory and _may_lock_all():
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0:
-            done += "+mlock"
-        else:
-            _log.warning("%s: mlockall failed (%s); memory not locked", role, os.strerror(ctypes.get_errno()))
-    _log.info("%s: control loop at SCHED_FIFO %d (%s)", role, priority, done)
-    return done
-
-
-def _may_lock_all() -> bool:
-    """mlockall(MCL_FUTURE) only without a finite RLIMIT_MEMLOCK: under a limit, a later allocation past it
-    would fail (MemoryError in the loop) instead of merely faulting."""
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    return os.geteuid() == 0 or soft == resource.RLIM_INFINITY
+    _log.info("%s: control loop and zmq I/O thread at SCHED_FIFO %d", role, priority)
+    return f"fifo:{priority}"
 
 
 def normal_scheduling() -> None:

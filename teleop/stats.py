@@ -20,3 +20,60 @@ def percentiles(values: Sequence[float], with_max: bool = False) -> dict[str, fl
         out["max"] = round(s[-1], 1)
     out["n"] = n
     return out
+
+
+class Histogram:
+    """Durations in fixed memory, for summaries of runs that may last hours (a list of every 1 kHz RTT grew
+    the console by ~150 MB an hour). Exact to 1 µs below 4.096 ms, within 1/256 above; `max` is exact.
+    Percentiles are nearest-rank like `percentiles`, each reported at the middle of its bin."""
+
+    LINEAR_US = 4096
+    SUB_BITS = 8
+    DOUBLINGS = 24  # 4.096 ms · 2^24 ≈ 19 h; anything longer counts in the last bin
+
+    def __init__(self) -> None:
+        self.counts = [0] * (self.LINEAR_US + (self.DOUBLINGS << self.SUB_BITS))
+        self.n = 0
+        self.max_ns = 0
+
+    def add_ns(self, ns: int) -> None:
+        us = max(0, ns) // 1000
+        if us < self.LINEAR_US:
+            i = us
+        else:
+            shift = us.bit_length() - self.SUB_BITS - 1
+            i = self.LINEAR_US + ((shift - 4) << self.SUB_BITS) + ((us >> shift) & ((1 << self.SUB_BITS) - 1))
+            i = min(i, len(self.counts) - 1)
+        self.counts[i] += 1
+        self.n += 1
+        if ns > self.max_ns:
+            self.max_ns = ns
+
+    def _mid_us(self, i: int) -> float:
+        if i < self.LINEAR_US:
+            return i + 0.5
+        k = i - self.LINEAR_US
+        shift = (k >> self.SUB_BITS) + 4
+        low = ((1 << self.SUB_BITS) + (k & ((1 << self.SUB_BITS) - 1))) << shift
+        return low + (1 << shift) / 2
+
+    def percentiles(self, with_max: bool = False) -> dict[str, float | None]:
+        """The same keys as `percentiles` (µs)."""
+        if not self.n:
+            return percentiles([], with_max)
+        want = {k: min(self.n - 1, int(q * self.n)) for k, q in (("p50", 0.50), ("p99", 0.99), ("p999", 0.999))}
+        out: dict[str, float | None] = {}
+        seen = 0
+        for i, c in enumerate(self.counts):
+            if not c:
+                continue
+            seen += c
+            for k, rank in want.items():
+                if k not in out and rank < seen:
+                    out[k] = round(min(self._mid_us(i), self.max_ns / 1e3), 1)
+            if len(out) == len(want):
+                break
+        if with_max:
+            out["max"] = round(self.max_ns / 1e3, 1)
+        out["n"] = self.n
+        return out

@@ -274,3 +274,33 @@ def test_fast_validation_agrees_with_the_checks(cfg):
     assert {"ok", "REJECTED_STEP step", "REJECTED_ORIENTATION_STEP orientation", "REJECTED_WORKSPACE insertion",
             "REJECTED_WORKSPACE shaft", "REJECTED_WORKSPACE wrist", "REJECTED_WORKSPACE jaw"} <= set(seen), seen
     assert min(seen.values()) > 50, seen
+
+
+def test_freeze_reason_blames_rejections_only_while_they_still_arrive(h):
+    """A limit rejection followed by valid commands, then silence, is a lost link, not a LIMIT freeze; a stream of
+    nothing but rejected commands is a LIMIT freeze (what QA reads in the recording must be the true cause)."""
+    h.enable()
+    start = h.tools()
+    assert h.servo([moved(start[0], 0.006), start[1], start[2]]).status is AckStatus.REJECTED_STEP
+    for _ in range(5):
+        h.advance(1)
+        assert h.servo(start).status is AckStatus.APPLIED
+    h.advance(200)
+    assert h.agent.freezes[-1].reason is Reason.LINK_LOST
+
+    h.enable()
+    for _ in range(5):  # rejections keep arriving until the watchdog fires
+        h.advance(1)
+        h.servo(start)
+    for _ in range(80):
+        h.advance(1)
+        h.servo([moved(start[0], 0.006), start[1], start[2]])  # REJECTED_STEP, then REJECTED_NOT_ENABLED
+    assert h.agent.freezes[-1].reason is Reason.LIMIT
+
+    h.enable()
+    h.advance(1)
+    h.servo(start)
+    h.advance(1)
+    h.servo([moved(start[0], 0.006), start[1], start[2]])  # one rejection, then nothing at all
+    h.advance(300)
+    assert h.agent.freezes[-1].reason is Reason.LINK_LOST

@@ -95,6 +95,7 @@ def test_bedside_sigkill_shows_link_lost_and_a_new_bedside_waits_for_the_surgeon
     lost = next(e for e in rig.console_events("link", t_kill) if e["name"] == "LOST")
     lost_ms = (lost["t_ns"] - t_kill) / 1e6
     assert lost_ms <= timeout_ms + LOAD_MARGIN_MS, lost
+    rig_events = rig.console_events("teleop", t_kill)
     rig.s.bedside.stop()
     rig.s.start_bedside()  # same ports: the console reconnects by itself …
     t_new = time.monotonic_ns()
@@ -105,7 +106,9 @@ def test_bedside_sigkill_shows_link_lost_and_a_new_bedside_waits_for_the_surgeon
     step = rig.assert_no_jump(press)
     _, bed = rig.finish()
     assert bed["counters"].get("backlog_executed", 0) == 0
+    first = next(e for e in rig_events if e["name"].endswith("->HELD"))
     report("bedside SIGKILL", console_lost_ms=round(lost_ms, 1), console_alarm=held["name"] + " LINK_LOST",
+           first_hold=f"{first['name']} {first['reason']}: {first['text']}",
            reengage_step_mm=round(step, 3), recovered_after="bedside restart + engage")
 
 

@@ -7,6 +7,7 @@ its tmp dir. Waits are conditions with generous timeouts, never timing assertion
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import pytestqt.exceptions
 from crossproc import Session, TelemetryTap, sets
+from faults import pid_listening_on
 from PySide6.QtCore import QPoint, QPointF, Qt, QTimer
 from PySide6.QtGui import QImage, QMouseEvent
 from PySide6.QtWidgets import QApplication
@@ -161,16 +163,10 @@ def rig(tmp_path, qtbot):
     r.close()
 
 
-def video_child_pid(bedside_pid: int) -> int:
-    """The bedside's video sender (a 'spawn' multiprocessing child)."""
-    kids = []
-    for task in Path(f"/proc/{bedside_pid}/task").iterdir():
-        kids += [int(x) for x in (task / "children").read_text().split()]
-    for pid in kids:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if b"multiprocessing" in cmd and b"resource_tracker" not in cmd:
-            return pid
-    raise AssertionError(f"no video child among {kids}")
+def video_child_pid(session: Session) -> int:
+    """The bedside's video sender: the process listening on the session's video port. Found by its port, not by
+    being a spawn child of the bedside: the bedside's recorder is one too."""
+    return pid_listening_on(session.ports[2])
 
 
 def test_engage_and_drive_both_arms_with_keyboard_and_mouse(rig):
@@ -275,9 +271,10 @@ def test_estop_from_the_keyboard_and_the_button_holds_every_arm_until_reset(rig)
 def test_killing_the_bedside_shows_link_lost(rig):
     rig.engage()
     w = rig.win
-    video = video_child_pid(rig.session.bedside.pid)
+    video = video_child_pid(rig.session)
     rig.session.bedside.signal(signal.SIGKILL)
-    os.kill(video, signal.SIGKILL)  # the whole bedside host is gone (a killed parent leaves its child running)
+    with contextlib.suppress(ProcessLookupError):  # the whole bedside host is gone (its children die with it)
+        os.kill(video, signal.SIGKILL)
     rig.wait(lambda: "link" in w.banner.keys, "the link-lost alarm")
     assert "LINK LOST" in w.banner.text()
     rig.wait(lambda: w.hud.text_of("link").startswith("LINK LOST"), "the HUD's link state")
@@ -293,7 +290,7 @@ def test_stopping_the_video_marks_the_picture_stale_and_holds(rig):
     rig.engage()
     w = rig.win
     rig.wait(lambda: not w.pane.painted_stale, "a live picture")
-    pid = video_child_pid(rig.session.bedside.pid)
+    pid = video_child_pid(rig.session)
     os.kill(pid, signal.SIGSTOP)
     try:
         rig.wait(lambda: w.pane.painted_stale and "video" in w.banner.keys, "the stale marking")

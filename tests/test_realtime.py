@@ -55,7 +55,7 @@ def test_fifo_for_the_loop_and_zmq_io_thread_and_children_start_normal():
 import os, zmq
 from teleop.runtime import realtime_scheduling, _zmq_io_threads
 ctx = zmq.Context.instance(); s = ctx.socket(zmq.PUSH)
-print(realtime_scheduling(7, "t", lock_memory=False))
+print(realtime_scheduling(7, "t"))
 io = _zmq_io_threads()
 assert io, "no zmq I/O thread found"
 print(os.sched_getscheduler(0) & 0xff, os.sched_getparam(0).sched_priority,

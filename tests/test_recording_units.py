@@ -241,6 +241,30 @@ def test_a_flushed_but_unfinished_file_reads_to_its_last_chunk(tmp_path, compres
         assert summary.statistics.message_count == 300 + 1 + 1  # + config + the late one
 
 
+def test_chunk_indexes_are_kept_packed_and_the_closed_file_seeks_by_them(tmp_path) -> None:
+    f = _files(tmp_path)
+    path = f.open(0)  # the first chunk: channels + the config message
+    tr = Translator("bedside", WALL)
+    for i in range(1, 201):
+        for topic, t, msg in tr.translate(Item(K_COMMAND, i * 1_000_000, b"s:x", _servo(i, i))):
+            f.write(topic, t, msg)
+        f.write("/bedside/counters", i * 1_000_000, {"t_ns": i * 1_000_000, "values": {"n": i}})
+        f.flush()  # a chunk per iteration, as the recorder makes every chunk_ms
+    packed = f.chunk_indexes
+    assert packed is not None and len(packed) == 201
+    assert packed.nbytes / len(packed) < 200  # serialized, not ~1.2 kB of Python objects per chunk
+    f.close()
+    with open(path, "rb") as fh:
+        reader = make_reader(fh)
+        summary = reader.get_summary()
+        assert summary is not None and len(summary.chunk_indexes) == 201
+        assert all(ci.message_index_offsets for ci in summary.chunk_indexes)
+        # A seek by time (what Foxglove does) uses the chunk indexes and message indexes.
+        got = [json.loads(m.data)["seq"] for _s, _c, m in reader.iter_messages(
+            topics=["/bedside/command"], starting_at=WALL + 150 * 1_000_000)]
+        assert got == list(range(150, 201))
+
+
 def test_rotation_by_size_and_retention_by_total(tmp_path) -> None:
     f = _files(tmp_path, compression="none", max_file_bytes=20_000, retention_bytes=60_000)
     f.open(0)

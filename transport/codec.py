@@ -214,7 +214,16 @@ def restamp(frame: bytes, send_ns: int) -> bytes:
 # --------------------------------------------------------------------------------------------- decode
 
 
+_ENUM_MEMBERS: dict[type, dict[int, object]] = {
+    cls: {int(m): m for m in cls} for cls in (AckStatus, OperatingState, Reason, EventKind, ArmMode)
+}
+"""A dict lookup instead of the Enum constructor (several per ack and telemetry frame, on both loops)."""
+
+
 def _enum(cls, value: int, what: str):
+    member = _ENUM_MEMBERS[cls].get(value) if cls in _ENUM_MEMBERS else None
+    if member is not None:
+        return member
     try:
         return cls(value)
     except ValueError:

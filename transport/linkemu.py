@@ -320,9 +320,11 @@ class LinkEmulator:
         self._cids = itertools.count(1)
         self._wake = threading.Event()
         self._closed = False
+        shared: dict[Outage, Window] = {}  # one outage in several profiles is one window (one report line)
         for name, (port, target, up, down) in links.items():
             listener = socket.create_server((host, port))
-            lines = {d: [window_of(o, self.start_ns) for o in p.all_outages()] for d, p in (("up", up), ("down", down))}
+            lines = {d: [shared.setdefault(o, window_of(o, self.start_ns)) for o in p.all_outages()]
+                     for d, p in (("up", up), ("down", down))}
             for d in lines:
                 for w in lines[d]:
                     self.windows.setdefault(w.id, (w, set()))[1].add(f"{name}/{d}")

@@ -27,6 +27,7 @@ import cv2
 import zmq
 
 from teleop.config import Config
+from teleop.runtime import die_with_parent
 from transport import security
 from video.abr import AdaptiveBitrate, Level
 from video.codecs import CODEC_NAMES, CodecError, Encoder, H264Encoder, JpegEncoder
@@ -219,6 +220,8 @@ def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = Non
     logging.basicConfig(level=getattr(logging, cfg.logging.level),
                         format=f"%(asctime)s video-sender[{os.getpid()}] %(levelname)s %(message)s")
     flag = threading.Event()
+    if multiprocessing.parent_process() is not None:
+        die_with_parent()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: flag.set())

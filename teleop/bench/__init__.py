@@ -16,6 +16,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "watchdog": ("teleop.bench.watchdog", "freeze latency after console kill/stop and a cut link"),
     "video": ("teleop.bench.video", "stereo capture->decoded age, fps, Mbit/s vs the raw codec floor"),
     "filter": ("teleop.bench.filter", "tremor filter: attenuation at 8-12 Hz, added delay at 1 Hz"),
+    "hotpath": ("teleop.bench.hotpath", "bedside per-servo_cp Python: decode, receive->ack, arm integration"),
     "soak": ("teleop.bench.soak", "bedside+console+video+recording for N minutes: lost, freezes, RSS/fd growth"),
     "recording": ("teleop.bench.recording", "send gaps with black-box MCAP recording off vs on (stereo video)"),
 }

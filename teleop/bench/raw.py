@@ -44,7 +44,7 @@ def ping_pong(port: int, payload_size: int, rate_hz: int, seconds: float, warmup
     s.setsockopt(zmq.LINGER, 0)
     s.connect(f"tcp://127.0.0.1:{port}")
     if priority > 0:
-        realtime_scheduling(priority, "raw ping", lock_memory=False)  # a harness: no mlockall that outlives it
+        realtime_scheduling(priority, "raw ping")
     try:
         return _ping_pong(s, payload_size, rate_hz, seconds, warmup)
     finally:

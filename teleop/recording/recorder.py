@@ -31,6 +31,7 @@ import zmq
 from teleop.config import Config, to_toml
 from teleop.recording.convert import Item, ItemError, Translator, split_items
 from teleop.recording.tap import ControlTap, NullTap, VideoTap
+from teleop.runtime import die_with_parent
 
 log = logging.getLogger("recording")
 
@@ -39,16 +40,85 @@ STATUS_NS = 1_000_000_000
 CONTROL_BURST = 2000  # control messages handled before the recorder looks at video again
 STOP_DRAIN_NS = 1_500_000_000  # after a stop request: keep draining until quiet, at most this long
 QUIET_NS = 100_000_000
+TRACEMALLOC_ENV = "TELEOP_RECORDER_TRACEMALLOC"  # debug: "<dir>[:period_s[:warmup_s[:frames]]]", MemoryTrace
 
 
-def _die_with_parent() -> None:
-    """SIGTERM when the parent dies, however it dies (Linux); then we close the file cleanly."""
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None (another libc). See RecorderLoop.housekeeping."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        f = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
+    f.argtypes = [ctypes.c_size_t]
+    return f
+
+
+def _mallinfo() -> dict[str, int]:
+    """glibc mallinfo2 (all arenas), kB: heap = sbrk/arena bytes, mmap = large blocks, used/free in the arenas."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+    try:
+        f = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    f.restype = MallInfo2
+    m = f()
+    return {"arena": m.arena // 1024, "mmap": m.hblkhd // 1024, "used": m.uordblks // 1024,
+            "free": m.fordblks // 1024, "top": m.keepcost // 1024}
+
+
+class MemoryTrace:
+    """Debug hook (off unless $TELEOP_RECORDER_TRACEMALLOC is set) for the recorder's memory.
+
+    $TELEOP_RECORDER_TRACEMALLOC = "<dir>[:period_s[:warmup_s[:frames]]]" (defaults 30, 60, 12). Every
+    `period_s` it appends to `<dir>/recorder-<role>-<pid>.txt` RSS (anon/file), glibc's heap figures and,
+    with tracemalloc (frames > 0), the traced total and the allocations by traceback that grew since the
+    snapshot taken at `warmup_s` (what a soak's growth figure measures). tracemalloc costs CPU (every
+    allocation is traced): for diagnosis only; frames = 0 keeps only the cheap RSS/heap lines."""
+
+    def __init__(self, spec: str, role: str) -> None:
+        import tracemalloc
+
+        parts = [*spec.split(":"), "", "", ""]
+        self.tm = tracemalloc
+        self.period_ns = int(float(parts[1] or 30) * 1e9)
+        self.warmup_ns = int(float(parts[2] or 60) * 1e9)
+        frames = int(parts[3] or 12)
+        Path(parts[0]).mkdir(parents=True, exist_ok=True)
+        self.path = Path(parts[0]) / f"recorder-{role}-{os.getpid()}.txt"
+        self.t0 = time.monotonic_ns()
+        self.base: Any = None
+        self.next_ns = self.t0 + self.warmup_ns
+        if frames > 0:
+            tracemalloc.start(frames)
+
+    def poll(self, now_ns: int) -> None:
+        if now_ns < self.next_ns:
+            return
+        self.next_ns = now_ns + self.period_ns
+        status = dict(ln.split(":", 1) for ln in Path("/proc/self/status").read_text().splitlines() if ":" in ln)
+        rss = " ".join(f"{k}={status.get(k, '?').split()[0]}" for k in ("VmRSS", "RssAnon", "RssFile"))
+        lines = [f"=== t={(now_ns - self.t0) / 1e9:.0f}s {rss} (kB) malloc_kb={_mallinfo()}"]
+        if self.tm.is_tracing():
+            own = [self.tm.Filter(False, self.tm.__file__), self.tm.Filter(False, "*/linecache.py")]
+            snap = self.tm.take_snapshot().filter_traces(own)
+            cur, peak = self.tm.get_traced_memory()
+            lines.append(f"traced_kb={cur // 1024} peak_kb={peak // 1024}")
+            if self.base is None:
+                self.base = snap
+                lines += [str(st) for st in snap.statistics("lineno")[:15]]
+            else:
+                for st in snap.compare_to(self.base, "traceback")[:12]:
+                    lines.append(f"{st.size_diff / 1024:+.1f} KiB ({st.count_diff:+d} blocks), "
+                                 f"now {st.size / 1024:.1f} KiB")
+                    lines += ["    " + ln for ln in st.traceback.format(limit=8)]
+        with open(self.path, "a") as f:
+            f.write("\n".join(lines) + "\n")
 
 
 class RecorderLoop:
@@ -79,6 +149,9 @@ class RecorderLoop:
         self._status_dropped: dict[str, int] = {"control": 0, "video": 0}
         self._next_status = 0
         self._next_flush = 0
+        self._trim = _malloc_trim()
+        spec = os.environ.get(TRACEMALLOC_ENV)
+        self.memtrace = MemoryTrace(spec, role) if spec else None
 
     def _pull(self, endpoint: str, hwm: int) -> zmq.Socket:
         s = self.ctx.socket(zmq.PULL)
@@ -139,12 +212,20 @@ class RecorderLoop:
         return n
 
     def housekeeping(self, now_ns: int) -> None:
+        if now_ns >= self._next_status and self._trim is not None:
+            # Once a second, give glibc's free pages back to the OS. A backlog (the recorder at nice +10
+            # starved of CPU, up to control_queue + video_queue messages, received by ZeroMQ's I/O thread
+            # into its own malloc arena) or a big chunk leaves megabytes free but resident in the arenas;
+            # without this, RSS ratchets up to the largest burst seen. ~0.05 ms, a few ms after a burst.
+            self._trim(0)
         if self.translator.dropped != self._status_dropped or now_ns >= self._next_status:
             self._status(now_ns)
         if now_ns >= self._next_flush:
             self.files.flush()
             self._next_flush = now_ns + self.chunk_ns
             self.files.maybe_rotate(now_ns)
+        if self.memtrace is not None:
+            self.memtrace.poll(now_ns)
 
     def run(self, should_stop: Any) -> None:
         while not should_stop():
@@ -173,7 +254,7 @@ class RecorderLoop:
 
 def run_recorder(cfg: Config, role: str, ipc_dir: str, stop: Any, report: Any) -> None:
     """Process entry ('spawn'): record until `stop` is set, SIGTERM arrives or the parent dies."""
-    _die_with_parent()
+    die_with_parent()
     with contextlib.suppress(OSError):
         os.nice(RECORDER_NICE)
     logging.basicConfig(level=getattr(logging, cfg.logging.level),
