@@ -226,7 +226,7 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
                        "last_valid_ns": f.last_valid_ns, "latency_ms": f.latency_ns / 1e6, "text": f.text}
                 events.write(rec)
                 tap.add_json("freeze", f.at_ns, {k: v for k, v in rec.items() if k != "type"})
-            tap.flush()  # one NOBLOCK send per iteration, after everything time-critical
+            tap.flush(now)  # one NOBLOCK send per batch, after everything time-critical
             # Wait inside a blocking receive, as the raw floor's echo server does: it wakes ~15 µs sooner than
             # select() then recv. Millisecond resolution is enough here (the watchdog fires ≤ 1 ms late).
             wake = min(next_tick, next_telem) if dl is None else min(next_tick, next_telem, dl)

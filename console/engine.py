@@ -100,6 +100,8 @@ class ConsoleEngine:
         self.rtts_ns: deque[int] = deque(maxlen=RTT_WINDOW)
         self.rtt_hist = Histogram()
         """Every applied servo_cp's round trip, for benchmarks and summaries (fixed memory)."""
+        self.dwell_hist = Histogram()
+        """Of that round trip, the bedside's share: command received → ack sent, both on the bedside's clock."""
         self.counters: Counter[str] = Counter()
         self.events: list[EngineEvent] = []
         self.last_output: TeleopOutput | None = None
@@ -188,6 +190,7 @@ class ConsoleEngine:
         if st is AckStatus.APPLIED:
             self.counters["applied"] += 1
             self.rtt_hist.add_ns(rtt)
+            self.dwell_hist.add_ns(ack.send_ns - ack.rx_ns)
         elif st.rejected:
             self.counters["rejected"] += 1
             self.counters[f"rejected_{st.name.lower()}"] += 1

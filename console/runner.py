@@ -183,7 +183,7 @@ class ConsoleRunner:
                 self._last_servo_ns = now
             else:
                 self._last_servo_ns = None
-            self._record(now)  # one NOBLOCK send, after the time-critical one
+            self._record(now)  # at most one NOBLOCK send, after the time-critical one
             if self.ui is not None:
                 self._publish_state(now)
             elif now >= self._next_report_ns:
@@ -220,7 +220,7 @@ class ConsoleRunner:
             self.ui_pub.close(0)
 
     def _record(self, now: int, force_link: bool = False) -> None:
-        """Hand the recorder this tick's engine events and (10 Hz) the link status, then send the batch."""
+        """Hand the recorder this tick's engine events and (10 Hz) the link status; the tap sends them in batches."""
         if self.recorder is None:
             return
         e, tap = self.engine, self.tap
@@ -239,7 +239,7 @@ class ConsoleRunner:
                 "arms": {name: a.get("state") for name, a in snap.get("arms", {}).items()},
                 "counters": {k: int(v) for k, v in counters.items()},
             })
-        tap.flush()
+        tap.flush(None if force_link else now)
 
     def summary(self) -> dict:
         e = self.engine
@@ -251,6 +251,7 @@ class ConsoleRunner:
             "commands_rejected": c["rejected"],
             "lost": max(0, c["commands_sent"] - c["applied"] - c["rejected"]),
             "rtt_us": e.rtt_hist.percentiles(),
+            "bedside_dwell_us": e.dwell_hist.percentiles(),
             "send_gap_us": self.send_gaps.percentiles(with_max=True),
             "clock_offset_us": None if offset is None else offset / 1e3,
             "link": e.link.value,

@@ -195,7 +195,7 @@ class RecordingConfig:
     )
     video: bool = _f(True, "record the encoded video as sent (bedside) and as received (console window)")
     control_queue: int = _f(
-        4000, "producer->recorder queue for control data, in batches (one per loop iteration); full = counted drop",
+        400, "producer->recorder queue for control data, in batches (one per 10 ms of a loop); full = counted drop",
         10, 1000000
     )
     video_queue: int = _f(120, "producer->recorder queue for video, in frames (2 s at 60 fps); full = counted drop",

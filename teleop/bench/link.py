@@ -156,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         "raw_rtt_us": raw_p,
         "cmd_rtt_us": cmd["rtt_us"],
         "ratio_p50": _ratio(cmd["rtt_us"]["p50"], raw_p["p50"]),
+        "bedside_dwell_us": cmd.get("bedside_dwell_us"),
         "send_gap_us": cmd["send_gap_us"],
         "commands_sent": cmd["commands_sent"],
         "commands_applied": cmd["commands_applied"],
@@ -181,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
         c = cmd["rtt_us"]
         print(f"servo_cp -> ack RTT      p50 {c['p50']} us  p99 {c['p99']} us  p99.9 {c['p999']} us"
               f"  (ratio p50 {result['ratio_p50']}, {result['security']})")
+        d = result["bedside_dwell_us"] or {}
+        print(f"  of which at the bedside p50 {d.get('p50')} us  p99 {d.get('p99')} us (command received -> ack sent)")
         if "plain_cmd_rtt_us" in result:
             pc = result["plain_cmd_rtt_us"]
             print(f"same, without CURVE      p50 {pc['p50']} us  p99 {pc['p99']} us  p99.9 {pc['p999']} us"

@@ -3,7 +3,8 @@
 Each run: a real bedside with stereo video (default: 1280x720 per eye, 60 fps, H.264), a headless console
 streaming servo_cp at 1 kHz, and a console-side video receiver (the window's VideoReceiver, without Qt)
 that decodes every frame and, when recording, records it as received. The console's send_gap_us
-percentiles are compared (issue #6: p99.9 with recording ≤ 1.1 × without). Also reported: the recording
+percentiles are compared (issue #6: p99.9 with recording ≤ 1.1 × without; with --repeat, the medians of
+the runs, which alternate which condition goes first). Also reported: the recording
 size per role, drops, and the raw pyzmq floor measured in the same run for reference.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +30,10 @@ from teleop.stats import percentiles
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="length of each run (default 60)")
     p.add_argument("--no-raw", action="store_true", help="skip the raw floor")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="N off/on pairs, alternating which goes first; the ratio compares the medians (default 1)")
+    p.add_argument("--keep", type=Path, metavar="DIR",
+                   help="copy the last recording-on run's MCAP files here (e.g. to time `teleop report` on them)")
 
 
 def _ready(line: str, key: str) -> str:
@@ -41,7 +48,7 @@ def _last_status(path: Path, role: str) -> dict:
         return last
 
 
-def session(cfg: Config, overrides: list[str], seconds: float, recording: bool) -> dict:
+def session(cfg: Config, overrides: list[str], seconds: float, recording: bool, keep: Path | None = None) -> dict:
     """One bedside+video, headless console and video receiver run; the console summary plus recording facts."""
     from video.receiver import VideoReceiver
 
@@ -83,6 +90,10 @@ def session(cfg: Config, overrides: list[str], seconds: float, recording: bool) 
                 "dropped": {role: _last_status(p, role).get("dropped")
                             for p in files for role in ("bedside", "console") if p.name.startswith(role)},
             }
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                for p in files:
+                    shutil.copy2(p, keep / p.name)
         return out
 
 
@@ -97,11 +108,19 @@ def run(args: argparse.Namespace) -> int:
         gaps = raw_floor(cfg.console.rate_hz, min(args.seconds, 10.0),
                          getattr(cfg.bedside, "realtime_priority", 0), getattr(cfg.console, "realtime_priority", 0))
         result["raw_rtt_us"] = percentiles([g / 1e3 for g in gaps])
-    result["off"] = session(cfg, overrides, args.seconds, recording=False)
-    result["on"] = session(cfg, overrides, args.seconds, recording=True)
-    off, on = result["off"]["send_gap_us"], result["on"]["send_gap_us"]
-    result["ratio_send_gap_p999"] = round(on["p999"] / off["p999"], 3) if off.get("p999") and on.get("p999") else None
-    result["ratio_send_gap_p99"] = round(on["p99"] / off["p99"], 3) if off.get("p99") and on.get("p99") else None
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    for i in range(max(1, args.repeat)):
+        for rec in ((False, True) if i % 2 == 0 else (True, False)):  # alternate: no order effect in the medians
+            runs["on" if rec else "off"].append(session(cfg, overrides, args.seconds, recording=rec,
+                                                        keep=args.keep if rec else None))
+    result["off"], result["on"] = runs["off"][-1], runs["on"][-1]
+    if args.repeat > 1:
+        result["runs"] = runs
+    for q in ("p999", "p99"):
+        med = {k: statistics.median(r["send_gap_us"][q] for r in v) if all(r["send_gap_us"].get(q) for r in v)
+               else None for k, v in runs.items()}
+        result[f"send_gap_{q}_median"] = med
+        result[f"ratio_send_gap_{q}"] = round(med["on"] / med["off"], 3) if med["off"] and med["on"] else None
     with contextlib.suppress(OSError):
         result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     result["wall_s"] = round(time.time() - t0, 1)

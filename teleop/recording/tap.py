@@ -1,10 +1,13 @@
 """Producer side of the recorder: hand raw bytes to the recorder process, never waiting for it.
 
-A control loop calls `add(...)` as things happen (a list append) and `flush()` once per iteration, after
-its time-critical send: one ZeroMQ multipart message with NOBLOCK. If the recorder's queue is full the
-batch is dropped and counted; the counts travel in the next batch that gets through (K_DROPS), so the
-recording says what it is missing. Video has its own socket and a short queue (`video()` sends one frame
-at once): when the recorder falls behind, video is what fills up and drops first.
+A control loop calls `add(...)` as things happen (a list append) and `flush(now)` once per iteration, after
+its time-critical send: one ZeroMQ multipart message with NOBLOCK at most every `BATCH_NS`. Batching keeps
+the recorder's traffic from waking the real-time zmq I/O thread at every tick (a send per 1 kHz tick raised
+the command RTT's p50 by ~50 µs, docs/benchmarks.md); a kill loses at most one batch more than the
+recorder's chunk. If the recorder's queue is full the batch is dropped and counted; the counts travel in
+the next batch that gets through (K_DROPS), so the recording says what it is missing. Video has its own
+socket and a short queue (`video()` sends one frame at once): when the recorder falls behind, video is what
+fills up and drops first.
 """
 
 from __future__ import annotations
@@ -30,12 +33,19 @@ def _push(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
     return s
 
 
-class ControlTap:
-    """Batches (head, payload) pairs of one loop iteration into one NOBLOCK multipart send."""
+BATCH_NS = 10_000_000
+"""A control tap sends at most this often (10 ms: ten 1 kHz ticks)."""
 
-    def __init__(self, endpoint: str, hwm: int = 4000, ctx: zmq.Context | None = None, name: str = "") -> None:
+
+class ControlTap:
+    """Batches (head, payload) pairs of several loop iterations into one NOBLOCK multipart send."""
+
+    def __init__(self, endpoint: str, hwm: int = 4000, ctx: zmq.Context | None = None, name: str = "",
+                 batch_ns: int = BATCH_NS) -> None:
         self.sock = _push(ctx or zmq.Context.instance(), endpoint, hwm)
         self.name = (name or f"control-{os.getpid()}").encode()
+        self.batch_ns = batch_ns
+        self._due_ns = 0
         self.parts: list[bytes] = []
         self.sent = 0
         self.dropped = 0
@@ -48,11 +58,14 @@ class ControlTap:
     def add_json(self, topic_suffix: str, t_ns: int, obj: dict[str, Any]) -> None:
         self.add(K_JSON, t_ns, json.dumps(obj, separators=(",", ":")).encode(), topic_suffix.encode())
 
-    def flush(self) -> None:
-        """One multipart send of everything added since the last flush; a full queue is a counted drop."""
+    def flush(self, now_ns: int | None = None) -> None:
+        """One multipart send of everything added since the last send, if `batch_ns` has passed since then (or
+        `now_ns` is None: at once); a full queue is a counted drop."""
         parts = self.parts
-        if not parts:
+        if not parts or (now_ns is not None and now_ns < self._due_ns):
             return
+        if now_ns is not None:
+            self._due_ns = now_ns + self.batch_ns
         self.parts = []
         if self.dropped != self._reported:
             parts = [head(K_DROPS, 0, self.name), DROPS.pack(self.dropped, 0), *parts]
@@ -119,7 +132,7 @@ class NullTap:
     def add_json(self, topic_suffix: str, t_ns: int, obj: dict[str, Any]) -> None:
         pass
 
-    def flush(self) -> None:
+    def flush(self, now_ns: int | None = None) -> None:
         pass
 
     def frame(self, t_ns: int, data: bytes, rx: tuple[int, int, int, bool, bool] | None = None) -> None:
