@@ -167,14 +167,16 @@ class ConsoleRunner:
             if self.ui is not None:
                 self.ui.tick(now)
             frames = self.engine.step(now, self.master.read(now))
-            sent_servo = self.engine.session_ready and frames
-            for f in frames:
+            sent_servo = self.engine.session_ready and frames  # then the last frame is this tick's servo_cp
+            for i, f in enumerate(frames):
                 t_send = time.monotonic_ns()
                 data = restamp(f, t_send)
                 try:
                     self.ctrl.send(data, zmq.NOBLOCK)
                 except zmq.Again:
                     self.engine.counters["send_would_block"] += 1
+                    if sent_servo and i == len(frames) - 1:
+                        self.engine.counters["servo_not_sent"] += 1
                 else:
                     self.tap.add(K_COMMAND, t_send, data)  # recorded after it left
             if sent_servo:
@@ -246,10 +248,11 @@ class ConsoleRunner:
         c = e.counters
         offset = e.offset_ns(time.monotonic_ns())
         return {
-            "commands_sent": c["commands_sent"],
+            "commands_sent": c["commands_sent"] - c["servo_not_sent"],
+            "commands_not_sent": c["servo_not_sent"],
             "commands_applied": c["applied"],
             "commands_rejected": c["rejected"],
-            "lost": max(0, c["commands_sent"] - c["applied"] - c["rejected"]),
+            "lost": max(0, c["commands_sent"] - c["servo_not_sent"] - c["applied"] - c["rejected"]),
             "rtt_us": e.rtt_hist.percentiles(),
             "bedside_dwell_us": e.dwell_hist.percentiles(),
             "send_gap_us": self.send_gaps.percentiles(with_max=True),

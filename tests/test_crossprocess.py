@@ -106,3 +106,34 @@ def test_bad_configuration_is_refused_before_anything_starts():
     out = subprocess.run([sys.executable, "-m", "teleop.cli", "console", "--set", "console.nonsense=1"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "console.nonsense" in out.stderr
+
+
+def test_a_killed_bedside_takes_its_video_sender_and_recorder_with_it(tmp_path):
+    """An orphaned video sender would go on streaming live-looking pictures from a bedside nobody controls, and
+    hold its port against a restarted bedside; both children die with their parent (PR_SET_PDEATHSIG)."""
+    from faults import SMALL_VIDEO, pid_listening_on
+
+    s = Session(tmp_path, extra=SMALL_VIDEO, video=True)
+    try:
+        bed = s.start_bedside()
+        fields = dict(f.split("=", 1) for f in bed.ready.split()[1:] if "=" in f)
+        children = [pid_listening_on(s.ports[2]), int(fields["recorder_pid"])]
+        assert bed.pid not in children and all(children), (bed.ready, children)
+        bed.signal(signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        alive = children
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [p for p in children if _running(p)]
+        assert not alive, f"children of the killed bedside still running: {alive}"
+    finally:
+        s.close()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a reaped-later child of a dead parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

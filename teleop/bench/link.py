@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         "commands_applied": cmd["commands_applied"],
         "commands_rejected": cmd["commands_rejected"],
         "lost": cmd["lost"],
+        "commands_not_sent": cmd.get("commands_not_sent"),
     }
     if args.with_gui or args.monitors:
         rx = window.get("receiver") or {}

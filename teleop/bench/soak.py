@@ -275,6 +275,9 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "video": {k.split("=")[0]: k.split("=")[1] for k in base if k.startswith("video.")},
         "commands_sent": con.get("commands_sent"), "commands_applied": con.get("commands_applied"),
         "commands_rejected": con.get("commands_rejected"), "lost": con.get("lost"),
+        "commands_not_sent": con.get("commands_not_sent"),  # the console's socket refused (queue full): not lost
+        "console_counters": {k: v for k, v in (con.get("counters") or {}).items()
+                             if k.startswith(("send_would_block", "servo_not_sent", "acks", "rejected", "applied"))},
         "rtt_us": con.get("rtt_us"), "send_gap_us": con.get("send_gap_us"),
         "freeze_events": len([f for f in freezes if f["reason"] != "CONSOLE_REQUEST"]),
         "freezes": [{"reason": f["reason"], "latency_ms": f["latency_ms"]} for f in freezes],
