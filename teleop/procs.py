@@ -113,3 +113,26 @@ def throwaway_keys(root: str | Path) -> list[str]:
     store = make_throwaway_keys(root, {"surgeon": "surgeon", "surgeon-2": "surgeon", "monitor": "monitor",
                                        "qa": "qa"})
     return [f"security.keys_dir={store.root}", "security.identity=surgeon"]
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The process that owns the listening TCP socket on `port` (e.g. a bedside's video sender), or None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A":  # LISTEN
+                inodes.add(f[9])
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return int(pid)
+        except OSError:
+            continue
+    return None

@@ -29,6 +29,7 @@ from typing import Any
 import zmq
 from crossproc import Session, TelemetryTap, sets
 
+from teleop import procs
 from teleop.config import load_config
 from teleop.procs import Role, free_ports, teleop_command
 from teleop.surgeon import HeadlessWindow
@@ -47,21 +48,9 @@ LOAD_MARGIN_MS = 25.0
 
 def pid_listening_on(port: int) -> int:
     """The process that owns the listening TCP socket on `port` (e.g. the bedside's video child)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A":  # LISTEN
-                inodes.add(f[9])
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:[") and link[8:-1] in inodes:
-                    return int(pid)
-        except OSError:
-            continue
-    raise AssertionError(f"nobody listens on port {port}")
+    pid = procs.pid_listening_on(port)
+    assert pid is not None, f"nobody listens on port {port}"
+    return pid
 
 
 def report(test: str, **figures: Any) -> None:

@@ -268,16 +268,22 @@ def decode_header(data: bytes) -> tuple[MsgType, int, int, int, int]:
     return mt, epoch, seq, send_ns, plen
 
 
-def _servo_cp(v: tuple) -> ServoCp:
-    """The payload checks of a servo_cp, unrolled for the 1 kHz path; any failure is re-checked by the general
-    code (`_setpoint`), so the error raised is exactly the one it names. `v` = header + payload fields."""
-    flags, mask, reserved = v[8], v[9], v[10]
+def _check_servo_fields(flags: int, mask: int, reserved: int) -> None:
+    """servo_cp's flag, arm-mask and reserved fields: raise the specific error for the first bad one."""
     if flags & ~_CONSOLE_FLAG_BITS:
         raise InvalidField(f"unknown console flag bits {flags:#x}")
     if mask & ~_ALL_ARMS_MASK:
         raise InvalidField(f"arm mask {mask:#x} names an arm that does not exist")
     if reserved:
         raise InvalidField("reserved servo_cp field must be 0")
+
+
+def _servo_cp(v: tuple) -> ServoCp:
+    """The payload checks of a servo_cp, unrolled for the 1 kHz path; any failure is re-checked by the general
+    code (`_setpoint`), so the error raised is exactly the one it names. `v` = header + payload fields."""
+    flags, mask, reserved = v[8], v[9], v[10]
+    if flags & ~_CONSOLE_FLAG_BITS or mask & ~_ALL_ARMS_MASK or reserved:
+        _check_servo_fields(flags, mask, reserved)
     x0, y0, z0, qx0, qy0, qz0, qw0, j0, x1, y1, z1, qx1, qy1, qz1, qw1, j1, x2, y2, z2, qx2, qy2, qz2, qw2, j2 = v[11:]
     isfinite, sqrt = math.isfinite, math.sqrt
     if not (isfinite(x0 + y0 + z0 + qx0 + qy0 + qz0 + qw0 + j0)  # the sums of `_setpoint`, term for term
@@ -309,12 +315,7 @@ def decode(data: bytes) -> Message:
     if mt is MsgType.SERVO_CP:
         v = _SERVO.unpack_from(data, off)
         flags, mask, reserved = v[0], v[1], v[2]
-        if flags & ~_CONSOLE_FLAG_BITS:
-            raise InvalidField(f"unknown console flag bits {flags:#x}")
-        if mask & ~_ALL_ARMS_MASK:
-            raise InvalidField(f"arm mask {mask:#x} names an arm that does not exist")
-        if reserved:
-            raise InvalidField("reserved servo_cp field must be 0")
+        _check_servo_fields(flags, mask, reserved)
         arms = tuple(_setpoint(v, 3 + 8 * i, f"servo_cp arm {i}") for i in range(N_ARMS))
         return ServoCp(epoch, seq, send_ns, ConsoleFlags(flags), mask, arms)
     if mt is MsgType.ACK:

@@ -33,7 +33,15 @@ from typing import Any
 
 from teleop.bench.link import machine
 from teleop.config import Config, load_config
-from teleop.procs import Role, free_ports, port_overrides, start_role, teleop_command, throwaway_keys
+from teleop.procs import (
+    Role,
+    free_ports,
+    pid_listening_on,
+    port_overrides,
+    start_role,
+    teleop_command,
+    throwaway_keys,
+)
 
 SOAK_VIDEO = ["video.width=640", "video.height=360", "video.fps=30"]
 EXPLAIN_MARGIN_NS = 500_000_000
@@ -96,28 +104,6 @@ def _label(role: str, pid: int, root: int, cmd: str, video_pid: int | None) -> s
     return f"{role}/child-{pid}"
 
 
-def _listener_pid(port: int) -> int | None:
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A":
-                inodes.add(f[9])
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:[") and link[8:-1] in inodes:
-                    return int(pid)
-        except OSError:
-            continue
-    return None
-
-
 class ProcWatch:
     """RSS and fd count of every process of the run, sampled; labelled by role."""
 
@@ -128,7 +114,7 @@ class ProcWatch:
         self.t0 = time.monotonic()
 
     def sample(self) -> None:
-        video_pid = _listener_pid(self.video_port)
+        video_pid = pid_listening_on(self.video_port)
         t = round(time.monotonic() - self.t0, 1)
         seen: set[int] = set()
         for role, root in self.roles.items():  # roles first, this process last: each process counted once
