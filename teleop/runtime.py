@@ -27,19 +27,28 @@ def die_with_parent() -> None:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT (or by a test) so loops end cleanly and write their summaries."""
+    """Set by SIGTERM/SIGINT (or by a test or another thread) so loops end cleanly and write their summaries.
 
-    def __init__(self, install_signals: bool = True) -> None:
-        self._ev = threading.Event()
+    A plain attribute, not a threading.Event: a signal handler runs between two bytecodes of the main thread,
+    possibly inside the handler of a previous signal, and Event.set takes a non-reentrant lock; two SIGTERMs
+    close together (the parent's death signal and a harness's stop) deadlocked a recorder that way, leaving
+    its file without a summary (tests/test_runtime.py). Assigning a bool takes no lock."""
+
+    def __init__(self, install_signals: bool = True,
+                 signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self._set = False
         if install_signals and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: self._ev.set())
-            signal.signal(signal.SIGINT, lambda *_: self._ev.set())
+            for sig in signals:
+                signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, _signum: int, _frame: Any) -> None:
+        self._set = True
 
     def set(self) -> None:
-        self._ev.set()
+        self._set = True
 
     def __bool__(self) -> bool:
-        return self._ev.is_set()
+        return self._set
 
 
 def announce_ready(**fields: Any) -> None:

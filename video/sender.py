@@ -17,8 +17,6 @@ import logging
 import multiprocessing.synchronize
 import os
 import random
-import signal
-import threading
 import time
 from collections import deque
 from typing import Any
@@ -27,7 +25,7 @@ import cv2
 import zmq
 
 from teleop.config import Config
-from teleop.runtime import die_with_parent
+from teleop.runtime import StopFlag, die_with_parent
 from transport import security
 from video.abr import AdaptiveBitrate, Level
 from video.codecs import CODEC_NAMES, CodecError, Encoder, H264Encoder, JpegEncoder
@@ -219,12 +217,9 @@ def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = Non
     """
     logging.basicConfig(level=getattr(logging, cfg.logging.level),
                         format=f"%(asctime)s video-sender[{os.getpid()}] %(levelname)s %(message)s")
-    flag = threading.Event()
     if multiprocessing.parent_process() is not None:
         die_with_parent()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: flag.set())
+    flag = StopFlag()  # signal-safe; installs nothing when run in a thread (tests, benches)
     spec = source_spec or cfg.video.source
     try:
         source = open_source(spec, cfg.video)
@@ -243,7 +238,7 @@ def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = Non
         log.info("video: %s -> %s (%s)", source.name, sender.endpoint, cfg.video.codec)
         if report is not None:
             report.put(("ready", sender.endpoint))
-        sender.run(lambda: flag.is_set() or (stop is not None and stop.is_set()))
+        sender.run(lambda: bool(flag) or (stop is not None and stop.is_set()))
     except (VideoSourceError, CodecError, zmq.ZMQError, security.KeyFileError) as exc:
         log.error("video sender stopped: %s", exc)
         if report is not None:

@@ -21,7 +21,6 @@ import queue
 import shutil
 import signal
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import zmq
 from teleop.config import Config, to_toml
 from teleop.recording.convert import Item, ItemError, Translator, split_items
 from teleop.recording.tap import ControlTap, NullTap, VideoTap
-from teleop.runtime import die_with_parent
+from teleop.runtime import StopFlag, die_with_parent
 
 log = logging.getLogger("recording")
 
@@ -259,8 +258,7 @@ def run_recorder(cfg: Config, role: str, ipc_dir: str, stop: Any, report: Any) -
         os.nice(RECORDER_NICE)
     logging.basicConfig(level=getattr(logging, cfg.logging.level),
                         format=f"%(asctime)s recorder-{role}[{os.getpid()}] %(levelname)s %(message)s")
-    flag = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: flag.set())
+    flag = StopFlag(signals=(signal.SIGTERM,))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     try:
         loop = RecorderLoop(cfg, role, ipc_dir)
@@ -272,7 +270,7 @@ def run_recorder(cfg: Config, role: str, ipc_dir: str, stop: Any, report: Any) -
     report.put(("ready", {"control": loop.control_endpoint, "video": loop.video_endpoint,
                           "dir": str(loop.files.dir), "file": str(loop.files.path), "pid": os.getpid()}))
     try:
-        loop.run(lambda: flag.is_set() or stop.is_set())
+        loop.run(lambda: bool(flag) or stop.is_set())
     finally:
         report.put(("summary", {"files": [str(p) for p in loop.files.files], "messages": loop.files.total.messages,
                                 "per_topic": loop.files.total.per_topic, "dropped": loop.translator.dropped,
