@@ -12,7 +12,7 @@ import sys
 import pytest
 from crossproc import Session
 from PySide6.QtWidgets import QAbstractButton
-from test_gui_console import video_child_pid
+from test_gui_console import GUI_VIDEO, video_child_pid
 
 from console.ui.app import tied_to_us
 from console.ui.monitor import build_window
@@ -26,7 +26,7 @@ WAIT_MS = 20_000
 
 @pytest.fixture
 def session(tmp_path):
-    s = Session(tmp_path, video=True, con_extra=["console.engage_at_s=0.3"], bed_prefix=tied_to_us(),
+    s = Session(tmp_path, video=True, extra=GUI_VIDEO, con_extra=["console.engage_at_s=0.3"], bed_prefix=tied_to_us(),
                 con_prefix=tied_to_us())
     yield s
     s.close()
