@@ -40,7 +40,7 @@ BATCH_NS = 10_000_000
 class ControlTap:
     """Batches (head, payload) pairs of several loop iterations into one NOBLOCK multipart send."""
 
-    def __init__(self, endpoint: str, hwm: int = 4000, ctx: zmq.Context | None = None, name: str = "",
+    def __init__(self, endpoint: str, hwm: int = 400, ctx: zmq.Context | None = None, name: str = "",
                  batch_ns: int = BATCH_NS) -> None:
         self.sock = _push(ctx or zmq.Context.instance(), endpoint, hwm)
         self.name = (name or f"control-{os.getpid()}").encode()
