@@ -50,5 +50,6 @@ case "$action" in
   demo) exec .venv/bin/teleop demo "$@" ;;
   test)
     .venv/bin/ruff check .
+    .venv/bin/lint-imports --no-cache
     exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
 esac

@@ -36,10 +36,10 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass
 
+from base.config import BedsideConfig
 from bedside.arm import DEFAULT_ARMS, ArmModel, MotionLimits, SimulatedArm
 from safety.command_gate import NO_EPOCH, CommandGate
 from safety.watchdog import Watchdog
-from teleop.config import BedsideConfig
 from transport import codec
 from transport.messages import (
     AckStatus,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from teleop.geometry import (
+from base.geometry import (
     Quat,
     Vec3,
     q_angle,

@@ -8,7 +8,6 @@ telemetry socket and, with --event-log, appended to a JSON-lines file.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import multiprocessing
 import os
@@ -18,23 +17,18 @@ import time
 
 import zmq
 
+from base.config import Config
+from base.runtime import JsonLines, StopFlag, announce_ready, realtime_gc, realtime_scheduling
 from bedside.agent import BedsideAgent
-from teleop.config import Config
-from teleop.recording.convert import K_BEDSIDE, K_COMMAND
-from teleop.recording.recorder import RecorderChild, start_recorder
-from teleop.recording.tap import NullTap
-from teleop.runtime import JsonLines, StopFlag, announce_ready, realtime_gc, realtime_scheduling, write_json
+from recording.convert import K_BEDSIDE, K_COMMAND
+from recording.recorder import RecorderChild, start_recorder
+from recording.tap import NullTap
 from transport import codec, security
 from transport.zmqlink import control_server, tcp, telemetry_publisher
 
 log = logging.getLogger("bedside")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-video", action="store_true", help="do not start the stereo video sender")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: run until killed)")
-    p.add_argument("--event-log", metavar="FILE", help="append every event and freeze as JSON lines")
-    p.add_argument("--summary", metavar="FILE", help="write counters and freezes as JSON on exit")
 
 
 def event_record(ev, kind: str = "event") -> dict:
@@ -259,8 +253,3 @@ def summary(agent: BedsideAgent) -> dict:
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    agent = serve(args.cfg, StopFlag(), args.seconds, args.event_log, video=not args.no_video)
-    if args.summary:
-        write_json(args.summary, summary(agent))
-    return 0

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Every state an arm can be in, and every way out of it, is in `TRANSITIONS` below; nothing else changes an
-arm's state. The controller (console/teleop.py) decides *when* a trigger happens (a pedal edge, a hold
+arm's state. The controller (console/controller.py) decides *when* a trigger happens (a pedal edge, a hold
 condition, an engage press); this module decides *whether* it is allowed and what follows. A trigger the
 table lacks for the current state raises TransitionError: a programming error, never silently ignored.
 

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The engine owns what is about the link; the TeleopController (console/teleop.py) owns what is about the
+The engine owns what is about the link; the TeleopController (console/controller.py) owns what is about the
 arms. Each control tick the runner calls `step(now, master_sample)`; every frame that arrives is handed
 to `on_bytes(now, data)` the moment it arrives, so round trips are timed on arrival.
 
@@ -29,11 +29,11 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from enum import Enum
 
+from base.config import Config
+from base.stats import Histogram
+from console.controller import BedsideView, TeleopController, TeleopOutput
 from console.master import MasterSample
-from console.teleop import BedsideView, TeleopController, TeleopOutput
 from safety.watchdog import Watchdog
-from teleop.config import Config
-from teleop.stats import Histogram
 from transport import codec
 from transport.clock import OffsetEstimator
 from transport.messages import (

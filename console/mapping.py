@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from teleop.geometry import (
+from base.geometry import (
     Pose,
     Quat,
     Vec3,

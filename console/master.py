@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
-from teleop.geometry import IDENTITY_Q, Pose
+from base.geometry import IDENTITY_Q, Pose
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,24 +6,22 @@ with it (acks by status), RTT and send-interval percentiles, and every link/sess
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections import deque
 
 import zmq
 
+from base.config import Config
+from base.runtime import StopFlag, announce_ready, realtime_gc
+from base.stats import Histogram
 from console import uilink
 from console.engine import ConsoleEngine
 from console.master import FileMaster, MasterDevice, ScriptedMaster
 from console.uilink import UiSupervisor
-from teleop.config import Config
-from teleop.recording.catalog import LINK_HZ
-from teleop.recording.convert import K_BEDSIDE, K_COMMAND
-from teleop.recording.recorder import start_recorder
-from teleop.recording.tap import NullTap
-from teleop.runtime import StopFlag, announce_ready, realtime_gc, realtime_scheduling, write_json
-from teleop.stats import Histogram
+from recording.catalog import LINK_HZ
+from recording.convert import K_BEDSIDE, K_COMMAND
+from recording.tap import NullTap
 from transport import security
 from transport.codec import restamp
 from transport.zmqlink import control_client, tcp, telemetry_subscriber, wait_readable
@@ -32,12 +30,6 @@ log = logging.getLogger("console")
 REPORT_NS = 5_000_000_000
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--headless", action="store_true", help="no window: the engine alone")
-    p.add_argument("--ui", action="store_true",
-                   help="serve a console window on loopback (master poses, intents, state; see console/uilink.py)")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
-    p.add_argument("--summary", metavar="FILE", help="write the run's figures as JSON on exit ('-' = stdout)")
 
 
 def make_master(cfg: Config, start_ns: int) -> MasterDevice:
@@ -48,7 +40,7 @@ def make_master(cfg: Config, start_ns: int) -> MasterDevice:
 
 
 def make_controller(cfg: Config):
-    from console.teleop import TeleopController
+    from console.controller import TeleopController
 
     return TeleopController(cfg.teleop, time.monotonic_ns(), rate_hz=cfg.console.rate_hz)
 
@@ -59,7 +51,7 @@ class ConsoleRunner:
     def __init__(self, cfg: Config, master: MasterDevice | None = None, controller=None, ui: bool = False,
                  recorder=None) -> None:
         self.cfg = cfg
-        self.recorder = recorder  # teleop.recording.recorder.RecorderChild, owned by the caller
+        self.recorder = recorder  # recording.recorder.RecorderChild, owned by the caller
         self.tap = recorder.control_tap() if recorder is not None else NullTap()
         self._rec_events = 0
         self._next_link_ns = 0
@@ -266,24 +258,3 @@ class ConsoleRunner:
         }
 
 
-def run(args: argparse.Namespace) -> int:
-    if not args.headless and not args.ui:
-        from console.ui.app import run_window
-
-        return run_window(args)
-    recorder = start_recorder(args.cfg, "console")
-    # Real-time for this process, not in ConsoleRunner.run (in-process test consoles run that in a pytest
-    # thread), and before the runner's clock starts (finding zmq's I/O thread may take a few ms). A throw-away
-    # socket starts that thread so it is made real-time too.
-    zmq.Context.instance().socket(zmq.PUSH).close(0)
-    realtime_scheduling(args.cfg.console.realtime_priority, "console")
-    runner = ConsoleRunner(args.cfg, ui=args.ui, recorder=recorder)
-    try:
-        runner.run(StopFlag(), args.seconds)
-    finally:
-        runner.finish()
-        if recorder is not None:
-            recorder.close()
-    if args.summary:
-        write_json(None if args.summary == "-" else args.summary, runner.summary())
-    return 0

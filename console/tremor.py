@@ -27,7 +27,7 @@ from __future__ import annotations
 import cmath
 import math
 
-from teleop.geometry import Vec3
+from base.geometry import Vec3
 
 BUTTERWORTH4_K = (1.0 / 0.5411961001461970, 1.0 / 1.3065629648763766)
 """Damping k = 1/Q of the two sections of a 4th-order Butterworth filter."""

@@ -249,7 +249,7 @@ def run_redrive(cfg, host: str, control_port: int, telemetry_port: int, p: Plan,
     Paced like the console's loop: `realtime` asks for the console's SCHED_FIFO priority, and a loop that
     fell behind never sends a catch-up burst of servo_cp (only the newest due one goes; the bedside would
     apply only that one anyway). ENABLE, DISABLE and e-stops are never skipped."""
-    from teleop.runtime import realtime_gc, realtime_scheduling
+    from base.runtime import realtime_gc, realtime_scheduling
     from transport.security import for_client
     from transport.zmqlink import control_client, tcp, telemetry_subscriber, wait_readable
 

@@ -5,7 +5,7 @@ Why it is built like this: everything shown derives from one number, the current
 timeline (qa/session.py); `seek(t)` sets it and every widget repaints from it, so the picture, the plots
 and the timeline can never disagree. Plots are light QPainter widgets over pre-decimated min/max envelopes
 (PySide6-Essentials has no QtCharts, and 60 k RTT samples must not be drawn point by point). The picture
-is composed by the console's own stereo code (console/ui/stereo.py); a frame the console recorded as
+is composed by the console's own stereo code (video/compositor.py); a frame the console recorded as
 stale is drawn through video.framecode.mark_stale exactly as the surgeon saw it.
 """
 
@@ -31,9 +31,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.ui.stereo import DisplayMode, compose
 from qa.session import ARMS, EVENT_KINDS, QaEvent, Session, envelope
 from qa.video import VideoTrack
+from video.compositor import DisplayMode, compose
 from video.framecode import mark_stale
 
 KIND_COLOURS = {"engagement": "#2ca02c", "clutch": "#1f77b4", "freeze": "#d62728", "hold": "#ff7f0e",

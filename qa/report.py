@@ -12,10 +12,7 @@ display needed).
 
 from __future__ import annotations
 
-import argparse
 import html
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -28,10 +25,6 @@ KIND_COLOURS = {"engagement": "#2ca02c", "clutch": "#1f77b4", "freeze": "#d62728
                 "info": "#bcbd22"}
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="+", metavar="FILE", help="MCAP recordings (console and/or bedside)")
-    p.add_argument("-o", "--out", metavar="DIR", required=True, help="directory for report.html and the PNGs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 def _pct(a: np.ndarray, q: float) -> float:
@@ -292,11 +285,3 @@ def make_report(files: list[str], out: str | Path, progress=None) -> Path:
     return path
 
 
-def run(args: argparse.Namespace) -> int:
-    from qa.replay import progress_bar
-
-    t = time.monotonic()
-    path = make_report(args.files, args.out, None if args.no_progress else progress_bar("report "))
-    print(f"{path} ({time.monotonic() - t:.1f} s)", file=sys.stderr)
-    print(path)
-    return 0

@@ -527,7 +527,7 @@ def _bedside_name(e: dict) -> str:
 
 
 def classify_console(e: dict) -> str:
-    """Console engine events (console/engine.py, console/teleop.py names) into marker kinds."""
+    """Console engine events (console/engine.py, console/controller.py names) into marker kinds."""
     src, name, reason = e.get("source", ""), e.get("name", ""), e.get("reason", "")
     low = name.lower()
     if src == "ui":

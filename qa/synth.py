@@ -18,8 +18,8 @@ from pathlib import Path
 
 from mcap.writer import CompressionType, Writer
 
+from base.config import load_config
 from bedside.agent import BedsideAgent
-from teleop.config import load_config
 from transport import codec
 from transport.messages import (
     ARM_NAMES,

@@ -20,8 +20,8 @@ import av
 import numpy as np
 
 from qa.session import Session, Table
+from transport.video_wire import Layout
 from video.codecs import CodecError, H264Decoder, JpegDecoder
-from video.wire import Layout
 
 log = logging.getLogger("qa.video")
 

@@ -18,8 +18,8 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from teleop.config import TeleopConfig
-from teleop.geometry import Vec3, q_angle, q_step_toward, v_add, v_clamp_norm, v_dist, v_norm, v_sub
+from base.config import TeleopConfig
+from base.geometry import Vec3, q_angle, q_step_toward, v_add, v_clamp_norm, v_dist, v_norm, v_sub
 from transport.messages import CartesianSetpoint
 
 EPS = 1e-9

@@ -1,6 +1,9 @@
-"""Surgeon-console teleoperation: launcher, configuration and shared helpers.
+"""The launcher: the `teleop` command, its subcommands, the demo and the benchmarks.
 
-The `teleop` command lives here; the roles live in console/, bedside/, transport/, video/ and safety/.
+Nothing outside this package imports it; the roles live in console/, bedside/, qa/, video/, recording/,
+safety/, transport/ and base/ (docs/architecture.md, "Floors").
 """
 
-__version__ = "0.1.0"
+from base import __version__
+
+__all__ = ["__version__"]

@@ -10,21 +10,21 @@ import importlib
 import logging
 import sys
 
-from teleop.config import Config, ConfigError, load_config
+from base.config import Config, ConfigError, load_config
 from transport.security import KeyFileError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bedside": ("bedside.server", "run the bedside agent: simulated arms, watchdog, telemetry"),
-    "console": ("console.runner", "run the surgeon console engine (1 kHz servo_cp stream)"),
+    "bedside": ("teleop.bedside_cmd", "run the bedside agent: simulated arms, watchdog, telemetry"),
+    "console": ("teleop.console_cmd", "run the surgeon console engine (1 kHz servo_cp stream)"),
     "demo": ("teleop.demo", "start a bedside and a console on this machine and report"),
     "bench": ("teleop.bench", "measure latency, freeze time and throughput against the raw floor"),
     "config": ("teleop.config_cmd", "print the effective configuration as commented TOML"),
     "linkemu": ("teleop.linkemu_cmd", "emulate a long-distance link (delay, jitter, rate, stalls, cuts) on loopback"),
     "keys": ("teleop.keys_cmd", "create, list and revoke CurveZMQ keys by role (surgeon, monitor, qa)"),
-    "monitor": ("console.ui.monitor", "read-only view for the on-site team: video, bedside state, alarms, events"),
-    "screenshot": ("console.ui.screenshot", "run a bedside and the console window offscreen, driven, and save a PNG"),
-    "replay": ("qa.replay", "QA: replay recordings (video, events, plots) or re-drive a bedside with one"),
-    "report": ("qa.report", "QA: HTML report with plots and a summary table from recordings"),
+    "monitor": ("teleop.monitor_cmd", "read-only view for the on-site team: video, bedside state, alarms, events"),
+    "screenshot": ("teleop.screenshot_cmd", "run a bedside and the console window offscreen, driven, and save a PNG"),
+    "replay": ("teleop.replay_cmd", "QA: replay recordings (video, events, plots) or re-drive a bedside with one"),
+    "report": ("teleop.report_cmd", "QA: HTML report with plots and a summary table from recordings"),
 }
 
 

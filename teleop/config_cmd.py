@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from teleop.config import to_toml
+from base.config import to_toml
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from teleop.procs import free_ports, port_overrides, start_role, throwaway_keys
+from base.procs import free_ports, port_overrides, start_role
+from transport.security import throwaway_keys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,5 +1,5 @@
 """Rehearse a long-distance link on one machine: a proxy between console and bedside that delays, jitters,
-rate-limits, stalls, blackholes and resets (transport/linkemu.py; this kernel has no netem).
+rate-limits, stalls, blackholes and resets (rehearsal/linkemu.py; this kernel has no netem).
 
 It listens on --listen-port (control), +1 (telemetry) and +2 (video) on 127.0.0.1 and forwards to the
 bedside's ports from the configuration. Point the console at it:
@@ -31,8 +31,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from teleop.runtime import StopFlag, announce_ready, write_json
-from transport.linkemu import MODES, SCENARIOS, LinkEmulator, LinkProfile, Outage, flapping
+from base.runtime import StopFlag, announce_ready, write_json
+from rehearsal.linkemu import MODES, SCENARIOS, LinkEmulator, LinkProfile, Outage, flapping
 
 LINKS = ("control", "telemetry", "video")
 PROFILE_KEYS = ("delay_ms", "jitter_ms", "rate_mbps", "ramp_to_ms", "ramp_s")

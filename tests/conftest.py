@@ -13,8 +13,8 @@ os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="teleop-test-state-")
 
 import pytest
 
-from teleop.config import load_config
-from teleop.procs import throwaway_keys
+from base.config import load_config
+from transport.security import throwaway_keys
 
 atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
 

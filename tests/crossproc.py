@@ -8,11 +8,11 @@ from pathlib import Path
 
 import zmq
 
+from base.procs import Role, free_ports, port_overrides, start_role
 from teleop.bench.watchdog import EventLog
-from teleop.procs import Role, free_ports, port_overrides, start_role, throwaway_keys
 from transport import codec
 from transport.messages import Telemetry
-from transport.security import client_security
+from transport.security import client_security, throwaway_keys
 from transport.zmqlink import tcp, telemetry_subscriber
 
 

@@ -3,7 +3,7 @@
 * `teleop bedside` (event log JSON lines, --summary; stereo video child with `video=True`);
 * optionally `teleop linkemu` between console and bedside (--commands: the test faults the link *now*;
   --report: what it did, with monotonic timestamps);
-* `teleop console --ui`: the real engine process (--summary), driven by a HeadlessWindow (teleop/surgeon.py)
+* `teleop console --ui`: the real engine process (--summary), driven by a HeadlessWindow (rehearsal/surgeon.py)
   that presses engage only when the test says so;
 * a telemetry recorder: a monitor's SUB on the bedside's telemetry, keeping each arm's setpoint.
 
@@ -29,10 +29,10 @@ from typing import Any
 import zmq
 from crossproc import Session, TelemetryTap, sets
 
-from teleop import procs
-from teleop.config import load_config
-from teleop.procs import Role, free_ports, teleop_command
-from teleop.surgeon import HeadlessWindow
+from base import procs
+from base.config import load_config
+from base.procs import Role, free_ports, teleop_command
+from rehearsal.surgeon import HeadlessWindow
 from transport import codec
 from transport.messages import Telemetry
 
@@ -208,7 +208,7 @@ class Rig:
         return con, self.link_report
 
     def start_console(self) -> Role:
-        from teleop.procs import start_role
+        from base.procs import start_role
 
         self.s.console = start_role("console", ["console", "--ui", "--summary", str(self.s.con_summary),
                                                 *sets(self.s.con_sets)])

@@ -13,8 +13,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    from base.config import load_config
     from bedside.agent import BedsideAgent
-    from teleop.config import load_config
     from transport import codec
     from transport.messages import AckStatus, Enable
 

@@ -7,9 +7,9 @@ import math
 import pytest
 from conftest import ms
 
+from base.geometry import q_from_axis_angle, q_mul
 from bedside.agent import BedsideAgent
 from bedside.arm import DEFAULT_ARMS, inverse_kinematics
-from teleop.geometry import q_from_axis_angle, q_mul
 from transport import codec
 from transport.messages import (
     N_ARMS,

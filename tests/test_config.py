@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from teleop.config import ConfigError, load_config, parse_override, to_toml
+from base.config import ConfigError, load_config, parse_override, to_toml
 
 
 @pytest.mark.parametrize(

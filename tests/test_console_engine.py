@@ -5,9 +5,9 @@ from __future__ import annotations
 from conftest import ms
 
 from bedside.agent import BedsideAgent
+from console.controller import TeleopController
 from console.engine import ConsoleEngine, LinkState
 from console.master import ScriptedMaster, pulse
-from console.teleop import TeleopController
 from transport import codec
 from transport.messages import OperatingState, Reason
 

@@ -11,7 +11,7 @@ import time
 import pytest
 from faults import LOAD_MARGIN_MS, Rig, report
 
-from teleop.netns import NetnsHost, netns_available
+from rehearsal.netns import NetnsHost, netns_available
 
 pytestmark = pytest.mark.fault
 

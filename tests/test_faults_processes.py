@@ -13,7 +13,7 @@ import time
 import pytest
 from faults import LOAD_MARGIN_MS, Rig, pid_listening_on, report
 
-from teleop.config import load_config
+from base.config import load_config
 
 pytestmark = pytest.mark.fault
 

@@ -17,8 +17,8 @@ import time
 import pytest
 from faults import Rig, report
 
-from teleop.config import load_config
-from transport.linkemu import SCENARIOS
+from base.config import load_config
+from rehearsal.linkemu import SCENARIOS
 
 pytestmark = pytest.mark.fault
 

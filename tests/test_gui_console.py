@@ -24,14 +24,14 @@ from PySide6.QtCore import QPoint, QPointF, Qt, QTimer
 from PySide6.QtGui import QImage, QMouseEvent
 from PySide6.QtWidgets import QApplication
 
+from base.config import load_config
+from base.procs import free_ports, start_role
 from console.ui.app import tied_to_us
 from console.ui.settings import Prefs
-from console.ui.stereo import DisplayMode
 from console.ui.window import ConsoleWindow
-from teleop.config import load_config
-from teleop.procs import free_ports, start_role
 from transport import codec
 from transport.messages import Telemetry
+from video.compositor import DisplayMode
 
 pytestmark = pytest.mark.fault
 

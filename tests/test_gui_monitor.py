@@ -14,10 +14,10 @@ from crossproc import Session
 from PySide6.QtWidgets import QAbstractButton
 from test_gui_console import GUI_VIDEO, video_child_pid
 
+from base.config import load_config
 from console.ui.app import tied_to_us
 from console.ui.monitor import build_window
 from console.ui.settings import Prefs
-from teleop.config import load_config
 
 pytestmark = pytest.mark.fault
 

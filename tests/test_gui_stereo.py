@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from base.config import load_config
 from console.ui.status import (
     Severity,
     arm_lines,
@@ -13,9 +14,8 @@ from console.ui.status import (
     monitor_alarms,
     sparkline_points,
 )
-from console.ui.stereo import DisplayMode, compose, fit
-from teleop.config import load_config
-from video.wire import Layout
+from transport.video_wire import Layout
+from video.compositor import DisplayMode, compose, fit
 
 L_BGR, R_BGR = (10, 20, 30), (200, 100, 50)
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from base.config import TeleopConfig
+from base.geometry import IDENTITY_Q, q_angle, q_from_axis_angle, v_dist
 from safety.limits import LimitKind, SetpointLimits, WorkspaceBox, limits_from_config
-from teleop.config import TeleopConfig
-from teleop.geometry import IDENTITY_Q, q_angle, q_from_axis_angle, v_dist
 from transport.messages import CartesianSetpoint as Sp
 
 BOX = WorkspaceBox.from_mm((-100, 100), (-50, 50), (-200, -20))

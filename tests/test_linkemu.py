@@ -10,8 +10,8 @@ import time
 
 import pytest
 
+from rehearsal.linkemu import SCENARIOS, DelayLine, LinkEmulator, LinkProfile, Outage, flapping
 from teleop.linkemu_cmd import add_arguments, profiles_from
-from transport.linkemu import SCENARIOS, DelayLine, LinkEmulator, LinkProfile, Outage, flapping
 
 MS = 1_000_000
 

@@ -11,6 +11,7 @@ import pytest
 import zmq
 from test_teleop_world import World
 
+from base.geometry import IDENTITY_Q, Pose, q_angle, q_from_axis_angle
 from console.master import MasterButtons, MasterError, MasterHand, ScriptedMaster, ScriptEvent, pulse
 from console.masters.keyboard import KeyboardMouseMaster
 from console.masters.network import (
@@ -22,7 +23,6 @@ from console.masters.network import (
     encode_master_message,
 )
 from console.masters.spacemouse import SpaceMouseMaster, open_device, parse_report
-from teleop.geometry import IDENTITY_Q, Pose, q_angle, q_from_axis_angle
 
 MS = 1_000_000
 

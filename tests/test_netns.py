@@ -7,7 +7,7 @@ import time
 import pytest
 from crossproc import Session
 
-from teleop.netns import NetnsPair, netns_available
+from rehearsal.netns import NetnsPair, netns_available
 
 ok, why = netns_available()
 pytestmark = [pytest.mark.netns, pytest.mark.fault, pytest.mark.skipif(not ok, reason=why)]

@@ -12,10 +12,10 @@ import time
 import pytest
 from crossproc import Session, sets
 
+from base.procs import teleop_command
 from qa.redrive import DEFAULT_TOLERANCE_MM
 from qa.session import Session as QaSession
 from qa.synth import synthesize
-from teleop.procs import teleop_command
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
-from console.ui.stereo import DisplayMode
 from qa.replay_window import ReplayWindow
 from qa.session import Session
 from qa.synth import synthesize
+from video.compositor import DisplayMode
 from video.framecode import read_code
 
 FPS = 30

@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
+from base.procs import teleop_command
 from qa.report import make_report
 from qa.synth import synthesize
-from teleop.procs import teleop_command
 
 
 @pytest.fixture(scope="module")

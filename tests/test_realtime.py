@@ -13,8 +13,8 @@ import time
 import pytest
 from crossproc import Session
 
-from teleop import runtime
-from teleop.config import ConfigError, load_config
+from base import runtime
+from base.config import ConfigError, load_config
 
 CAN_FIFO = hasattr(os, "SCHED_FIFO") and subprocess.run(
     [sys.executable, "-c", "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))"],
@@ -53,7 +53,7 @@ def test_fifo_for_the_loop_and_zmq_io_thread_and_children_start_normal():
     become SCHED_FIFO; a forked child starts SCHED_OTHER (SCHED_RESET_ON_FORK: the video sender, recorders)."""
     code = """
 import os, zmq
-from teleop.runtime import realtime_scheduling, _zmq_io_threads
+from base.runtime import realtime_scheduling, _zmq_io_threads
 ctx = zmq.Context.instance(); s = ctx.socket(zmq.PUSH)
 print(realtime_scheduling(7, "t"))
 io = _zmq_io_threads()

@@ -21,8 +21,8 @@ from crossproc import Session
 from mcap.exceptions import EndOfFile
 from mcap.reader import NonSeekingReader, make_reader
 
-from teleop.config import load_config
-from teleop.recording.catalog import SCHEMAS, channels
+from base.config import load_config
+from recording.catalog import SCHEMAS, channels
 from video.receiver import VideoReceiver
 
 pytestmark = pytest.mark.fault

@@ -11,9 +11,9 @@ import zmq
 from mcap.exceptions import EndOfFile
 from mcap.reader import NonSeekingReader, make_reader
 
-from teleop.config import ConfigError, load_config
-from teleop.recording import catalog
-from teleop.recording.convert import (
+from base.config import ConfigError, load_config
+from recording import catalog
+from recording.convert import (
     DROPS,
     K_BEDSIDE,
     K_COMMAND,
@@ -28,8 +28,8 @@ from teleop.recording.convert import (
     split_items,
     wall_time,
 )
-from teleop.recording.tap import ControlTap, VideoTap
-from teleop.recording.writer import RecordingFiles, enforce_retention, role_files
+from recording.tap import ControlTap, VideoTap
+from recording.writer import RecordingFiles, enforce_retention, role_files
 from transport import codec
 from transport.messages import (
     Ack,
@@ -47,7 +47,7 @@ from transport.messages import (
     ServoCp,
     Telemetry,
 )
-from video.wire import Codec, FrameHeader, Layout, encode_frame
+from transport.video_wire import Codec, FrameHeader, Layout, encode_frame
 
 WALL = 1_700_000_000_000_000_000 - 5_000_000_000  # mono_to_wall_ns used throughout
 SP = CartesianSetpoint((0.01, 0.02, -0.1), (0.0, 0.0, 0.0, 1.0), 0.3)

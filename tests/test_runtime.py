@@ -8,11 +8,11 @@ import subprocess
 import sys
 import textwrap
 
-from teleop.runtime import StopFlag
+from base.runtime import StopFlag
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from teleop.runtime import StopFlag
+    from base.runtime import StopFlag
     flag = StopFlag()
     print("ready", flush=True)
     while not flag:

@@ -11,10 +11,9 @@ import pytest
 import zmq
 from crossproc import Session, TelemetryTap
 
-from teleop.procs import throwaway_keys
 from transport import codec
 from transport.messages import AckStatus, CartesianSetpoint, ConsoleFlags, Enable, EStop, OperatingState, ServoCp
-from transport.security import KeyFileError, KeyStore, client_security, fingerprint, load_pair
+from transport.security import KeyFileError, KeyStore, client_security, fingerprint, load_pair, throwaway_keys
 from transport.zmqlink import control_client, tcp
 
 pytestmark = pytest.mark.fault

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from teleop.stats import Histogram, percentiles
+from base.stats import Histogram, percentiles
 
 
 def _both(values_ns: list[int]) -> tuple[dict, dict]:

@@ -8,8 +8,8 @@ import math
 import pytest
 from test_teleop_world import HANDS0, MS, TOOLS0, World, fast_cfg
 
+from base.geometry import IDENTITY_Q, Pose, q_angle, q_from_axis_angle, v_dist, v_sub
 from console.mapping import align_target
-from teleop.geometry import IDENTITY_Q, Pose, q_angle, q_from_axis_angle, v_dist, v_sub
 from transport.messages import CartesianSetpoint, ConsoleFlags, OperatingState, Reason
 
 

@@ -10,11 +10,11 @@ import time
 import pytest
 from crossproc import Session
 
+from base.config import load_config
+from base.runtime import StopFlag
 from console.master import ScriptedMaster, pulse
 from console.runner import ConsoleRunner
-from teleop.config import load_config
-from teleop.runtime import StopFlag
-from transport.linkemu import LinkProfile, LinkProxy
+from rehearsal.linkemu import LinkProfile, LinkProxy
 
 pytestmark = pytest.mark.fault
 
@@ -132,7 +132,7 @@ def test_rising_rtt_first_lowers_the_scale_then_holds(session):
 
 def test_follows_over_a_london_gibraltar_link_without_freezing(session):
     """Regression: the first command of a session arrives a round trip after ENABLE (60 ms here)."""
-    from transport.linkemu import SCENARIOS
+    from rehearsal.linkemu import SCENARIOS
 
     ctrl, telem, _ = session.ports
     prof = SCENARIOS["london-gibraltar"]

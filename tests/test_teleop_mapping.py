@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from console.mapping import ArmMapping, align_target, alignment_error, jaw_target, mean_pose
-from teleop.geometry import (
+from base.geometry import (
     IDENTITY_Q,
     Pose,
     q_angle,
@@ -18,6 +17,7 @@ from teleop.geometry import (
     v_dist,
     v_sub,
 )
+from console.mapping import ArmMapping, align_target, alignment_error, jaw_target, mean_pose
 from transport.messages import CartesianSetpoint
 
 TOOL = CartesianSetpoint((0.08, 0.0, -0.10), q_from_axis_angle((1, 0, 0), 0.3), 0.2)

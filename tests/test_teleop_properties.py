@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_teleop_world import HANDS0, MS, TOOLS0, World, fast_cfg
 
+from base.geometry import Pose, q_angle, q_from_rotvec, q_mul, q_normalize, v_add, v_dist, v_scale
 from console.mapping import align_target
 from safety.limits import limits_from_config
-from teleop.geometry import Pose, q_angle, q_from_rotvec, q_mul, q_normalize, v_add, v_dist, v_scale
 from transport.messages import CartesianSetpoint, ConsoleFlags
 
 CFG = fast_cfg(tremor_enabled=True, presence_on_ms=3.0, presence_off_ms=0.0, latency_settle_s=0.02)

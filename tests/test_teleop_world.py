@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from base.config import TeleopConfig
+from base.geometry import IDENTITY_Q, Pose, Quat, Vec3, v_add
+from console.controller import BedsideView, TeleopController, TeleopOutput
 from console.master import MasterButtons, MasterHand, MasterSample
-from console.teleop import BedsideView, TeleopController, TeleopOutput
-from teleop.config import TeleopConfig
-from teleop.geometry import IDENTITY_Q, Pose, Quat, Vec3, v_add
 from transport.messages import CartesianSetpoint, OperatingState, Reason
 
 MS = 1_000_000

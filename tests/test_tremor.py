@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from base.config import TeleopConfig
 from console.tremor import TremorFilter, notch_response, phase_delay_ms
 from teleop.bench.filter import measure, run_filter, synth
-from teleop.config import TeleopConfig
 
 FS = 1000.0
 

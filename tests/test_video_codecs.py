@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from transport.video_wire import Codec, Layout
 from video.codecs import CodecError, H264Decoder, H264Encoder, JpegDecoder, JpegEncoder, make_decoder
 from video.framecode import content_signature, draw_code, mark_stale, read_code, read_eye_codes
 from video.synthetic import SyntheticStereo
-from video.wire import Codec, Layout
 
 W, H = 320, 240  # per eye
 

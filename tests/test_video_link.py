@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import zmq
 
+from base.config import load_config, with_overrides
 from safety.video_guard import VideoState
-from teleop.config import load_config, with_overrides
 from transport import security
+from transport import video_wire as wire
 from transport.messages import Reason
-from video import wire
 from video.codecs import JpegEncoder
 from video.framecode import mark_stale
 from video.receiver import VideoReceiver

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+from transport.video_wire import Codec, FrameHeader, Layout, Report, ReportFlags
 from video.abr import AdaptiveBitrate, ladder
 from video.session import ReceiverSession, SenderSession
-from video.wire import Codec, FrameHeader, Layout, Report, ReportFlags
 
 MS = 1_000_000
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from teleop.config import load_config
+from base.config import load_config
 from video.framecode import read_eye_codes
 from video.realsense import RealSenseSource, write_software_recording
 from video.receiver import FrameView, VideoReceiver
@@ -77,7 +77,7 @@ def assert_counters_advance(frames: list[FrameView]) -> None:
 
 @pytest.mark.parametrize("codec", ["h264", "jpeg"])
 def test_synthetic_source_through_the_pipeline(vcfg, codec):
-    from teleop.config import with_overrides
+    from base.config import with_overrides
 
     cfg = with_overrides(vcfg, [f"video.codec={codec}"])
     frames = pipe_through(cfg, open_source("synthetic", cfg.video))

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from video import wire
-from video.wire import (
+from transport import video_wire as wire
+from transport.video_wire import (
     Codec,
     Frame,
     FrameHeader,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
-from teleop.geometry import IDENTITY_Q, ZERO_V, Quat, Vec3
+from base.geometry import IDENTITY_Q, ZERO_V, Quat, Vec3
 
 ARM_NAMES: tuple[str, ...] = ("PSM1", "PSM2", "ECM")
 """Arms in wire order: two patient-side instrument manipulators and the endoscope camera manipulator."""

@@ -382,3 +382,11 @@ def user_of(frame: zmq.Frame, secure: bool) -> str:
         return frame.get("User-Id")
     except zmq.ZMQError:
         return "unknown"
+
+
+def throwaway_keys(root: str | Path) -> list[str]:
+    """Fresh keys for a demo, benchmark or test run (bedside, `surgeon`, `surgeon-2`, `monitor`, `qa`), and
+    the overrides that point a process at them: security is never switched off to make a harness work."""
+    store = make_throwaway_keys(root, {"surgeon": "surgeon", "surgeon-2": "surgeon", "monitor": "monitor",
+                                       "qa": "qa"})
+    return [f"security.keys_dir={store.root}", "security.identity=surgeon"]

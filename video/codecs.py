@@ -21,7 +21,7 @@ import av
 import cv2
 import numpy as np
 
-from video.wire import Codec
+from transport.video_wire import Codec
 
 
 class CodecError(RuntimeError):

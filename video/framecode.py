@@ -13,7 +13,7 @@ import zlib
 import cv2
 import numpy as np
 
-from video.wire import Layout
+from transport.video_wire import Layout
 
 BITS = 24
 COLS = 16

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from video.sources import StereoFrame, StereoSource, VideoSourceError, pack
-from video.wire import Layout
+from transport.video_wire import Layout
+from video.frames import StereoFrame, StereoSource, VideoSourceError, pack
 
 try:
     import pyrealsense2 as rs

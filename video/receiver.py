@@ -22,13 +22,23 @@ from typing import Any
 import numpy as np
 import zmq
 
+from base.config import Config
 from safety.video_guard import VideoGuard, VideoStatus
-from teleop.config import Config
 from transport import security
+from transport.video_wire import (
+    Codec,
+    Frame,
+    FrameHeader,
+    Layout,
+    Report,
+    VideoWireError,
+    decode,
+    encode_frame,
+    encode_report,
+)
 from video.codecs import CodecError, Decoder, make_decoder
 from video.framecode import eye_views
 from video.session import ReceiverSession
-from video.wire import Codec, Frame, FrameHeader, Layout, Report, VideoWireError, decode, encode_frame, encode_report
 
 log = logging.getLogger("video.receiver")
 
@@ -131,7 +141,7 @@ class VideoReceiver:
     def _run(self) -> None:
         sock = self._socket()
         if self._recorder:
-            from teleop.recording.tap import VideoTap  # made in this thread: sockets stay in one thread
+            from recording.tap import VideoTap  # made in this thread: sockets stay in one thread
 
             self._tap = VideoTap(self._recorder, self.cfg.recording.video_queue, ctx=self._ctx, name="console-video")
         try:

@@ -24,15 +24,16 @@ from typing import Any
 import cv2
 import zmq
 
-from teleop.config import Config
-from teleop.runtime import StopFlag, die_with_parent
+from base.config import Config
+from base.runtime import StopFlag, die_with_parent
 from transport import security
+from transport.video_wire import Codec, FrameHeader, Report, VideoWireError, decode, encode_frame
 from video.abr import AdaptiveBitrate, Level
 from video.codecs import CODEC_NAMES, CodecError, Encoder, H264Encoder, JpegEncoder
 from video.framecode import content_signature
+from video.frames import StereoFrame, StereoSource, VideoSourceError
 from video.session import SenderSession
-from video.sources import StereoFrame, StereoSource, VideoSourceError, open_source
-from video.wire import Codec, FrameHeader, Report, VideoWireError, decode, encode_frame
+from video.sources import open_source
 
 log = logging.getLogger("video.sender")
 
@@ -81,7 +82,7 @@ class VideoSender:
         self.stats: dict[str, Any] = {"frames_read": 0, "frames_sent": 0, "bytes_sent": 0, "keyframes": 0,
                                       "send_failed": 0, "bad_reports": 0}
         self.encode_ms: deque[float] = deque(maxlen=600)
-        self.tap: Any = None  # teleop.recording.tap.VideoTap when recording
+        self.tap: Any = None  # recording.tap.VideoTap when recording
         self.last_error = ""
 
     # ---------------------------------------------------------------------------------------- reports
@@ -232,7 +233,7 @@ def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = Non
     try:
         sender = VideoSender(cfg, source, endpoint)
         if recorder:
-            from teleop.recording.tap import VideoTap
+            from recording.tap import VideoTap
 
             sender.tap = VideoTap(recorder, cfg.recording.video_queue, name="bedside-video-sender")
         log.info("video: %s -> %s (%s)", source.name, sender.endpoint, cfg.video.codec)

@@ -20,8 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from transport.clock import DelayBaseline
+from transport.video_wire import FrameHeader, Report, ReportFlags
 from video.abr import AdaptiveBitrate, Level
-from video.wire import FrameHeader, Report, ReportFlags
 
 MS = 1_000_000
 

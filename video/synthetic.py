@@ -14,9 +14,9 @@ import time
 import cv2
 import numpy as np
 
+from transport.video_wire import Layout
 from video.framecode import code_size, draw_clock, draw_code
-from video.sources import Pacer, StereoFrame, StereoSource, VideoSourceError
-from video.wire import Layout
+from video.frames import Pacer, StereoFrame, StereoSource, VideoSourceError
 
 
 def tissue_texture(h: int, w: int, seed: int = 7) -> np.ndarray:

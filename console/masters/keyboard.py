@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import math
 
+from base.geometry import IDENTITY_Q, Pose, Quat, q_from_axis_angle, q_mul, q_normalize, v_add
 from console.master import MasterButtons, MasterHand, MasterSample
-from teleop.geometry import IDENTITY_Q, Pose, Quat, q_from_axis_angle, q_mul, q_normalize, v_add
 
 _HOME = ((0.08, 0.0, 0.0), (-0.08, 0.0, 0.0))
 _MOVE_KEYS = {

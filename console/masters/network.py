@@ -26,8 +26,8 @@ import math
 import struct
 from dataclasses import dataclass
 
+from base.geometry import Pose
 from console.master import MasterButtons, MasterError, MasterHand, MasterSample
-from teleop.geometry import Pose
 
 MAGIC = b"TMST"
 VERSION = 1

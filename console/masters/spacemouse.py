@@ -19,8 +19,8 @@ import contextlib
 import math
 import struct
 
+from base.geometry import IDENTITY_Q, Pose, q_from_rotvec, q_mul, q_normalize, v_add
 from console.master import MasterButtons, MasterDevice, MasterError, MasterHand, MasterSample
-from teleop.geometry import IDENTITY_Q, Pose, q_from_rotvec, q_mul, q_normalize, v_add
 
 VENDOR_IDS = (0x046D, 0x256F)
 """3Dconnexion devices enumerate under Logitech's vendor id (older) or 3Dconnexion's own (newer)."""

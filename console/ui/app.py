@@ -15,8 +15,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from teleop.config import Config, load_config
-from teleop.procs import Role, start_role
+from base.config import Config, load_config
+from base.procs import Role, start_role
 
 GUI_NICE = 10
 
@@ -70,7 +70,7 @@ def start_engine(args: argparse.Namespace, overrides: Sequence[str], summary: st
     if summary:
         argv += ["--summary", summary]
     role = start_role("console-engine", argv, prefix=tied_to_us())
-    from teleop.recording.tap import set_window_recorder
+    from recording.tap import set_window_recorder
 
     set_window_recorder(role.ready)  # the window's video receiver records into the engine's recorder
     return role

@@ -28,11 +28,6 @@ MONITOR_NICE = 19
 TELEMETRY_TIMEOUT_S = 0.25
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seconds", type=float, default=None, help="close after this long")
-    p.add_argument("--settings-dir", metavar="DIR", help="keep this monitor's preferences here")
-    p.add_argument("--title", default="", help="window title suffix (e.g. 'scrub nurse')")
-    p.add_argument("--stats", metavar="FILE", help="on exit, write frames painted, fps and picture age (JSON)")
 
 
 def build_window(cfg, prefs, title: str = ""):
@@ -52,12 +47,12 @@ def build_window(cfg, prefs, title: str = ""):
 
     from console.ui.hud import AlarmBanner, EventLog, Hud
     from console.ui.status import Severity, monitor_alarms, monitor_arm_lines
-    from console.ui.stereo import DisplayMode
     from console.ui.video import FrameSource, VideoPane
     from transport import codec, security
     from transport.clock import DelayBaseline
     from transport.messages import Counters, Event, Telemetry
     from transport.zmqlink import tcp, telemetry_subscriber
+    from video.compositor import DisplayMode
 
     class MonitorWindow(QMainWindow):
         def __init__(self) -> None:
@@ -233,12 +228,12 @@ def build_window(cfg, prefs, title: str = ""):
     return MonitorWindow()
 
 
-def run(args: argparse.Namespace) -> int:
+def run_monitor(args: argparse.Namespace) -> int:
     lower_priority(MONITOR_NICE, idle=True)  # before any thread: the control processes and the window first
     from PySide6.QtCore import QTimer
 
+    from base.runtime import announce_ready, write_json
     from console.ui.settings import Prefs
-    from teleop.runtime import announce_ready, write_json
 
     app = make_app("teleop monitor")
     prefs = Prefs("monitor", Path(args.settings_dir) if args.settings_dir else None)

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from base.procs import free_ports, port_overrides, start_role
+from base.runtime import announce_ready, write_json
 from console.ui.app import (
     GUI_NICE,
     lower_priority,
@@ -29,21 +31,8 @@ from console.ui.app import (
     tied_to_us,
     window_config,
 )
-from console.ui.stereo import DisplayMode
-from teleop.procs import free_ports, port_overrides, start_role, throwaway_keys
-from teleop.runtime import announce_ready, write_json
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", default="docs/img/console.png", help="PNG to write (default %(default)s)")
-    p.add_argument("--attach", action="store_true", help="use the running bedside named by --set link.*")
-    p.add_argument("--seconds", type=float, default=2.0, help="keep driving this long once following (default 2)")
-    p.add_argument("--summary", metavar="FILE", help="write the console engine's run summary (JSON)")
-    p.add_argument("--stats", metavar="FILE", help="write the window's figures: frames painted, fps, age (JSON)")
-    p.add_argument("--mode", choices=[m.value for m in DisplayMode], default=DisplayMode.SIDE_BY_SIDE.value,
-                   help="display mode (default %(default)s)")
-    p.add_argument("--size", default="1600x1000", help="window size WxH (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=60.0, help="give up waiting for following after this long")
+from transport.security import throwaway_keys
+from video.compositor import DisplayMode
 
 
 def console_ports() -> list[str]:
@@ -58,7 +47,7 @@ def window_ready(win) -> bool:
             and bool((state.get("video") or {}).get("ok")) and state.get("link") == "UP" and not win.banner.alarms)
 
 
-def run(args: argparse.Namespace) -> int:
+def take_screenshot(args: argparse.Namespace) -> int:
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
     w, h = (int(x) for x in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory(prefix="teleop-shot-") as tmp:

@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.ui.stereo import DisplayMode
-from teleop.config import Config
+from base.config import Config
+from video.compositor import DisplayMode
 
 CONNECTION_KEYS = {
     # settings key: (config override key, type)

@@ -7,7 +7,7 @@ worker's "new frame" callback only sets a flag and emits a signal; the slot runs
 queueing them. A 10 Hz timer re-judges the picture on screen while no frame arrives, so a frozen stream is
 marked stale even though nothing new is painted.
 
-`VideoPane` composes the current picture for its display mode and size (console/ui/stereo.py), wraps the
+`VideoPane` composes the current picture for its display mode and size (video/compositor.py), wraps the
 array in a QImage that shares its memory (the array is kept alive as long as the image, GUIDE §5) and
 draws it without scaling. A picture judged stale — by this window's own receiver or by the engine's guard
 on what the window reported painting — is drawn through video.framecode.mark_stale. Each new picture
@@ -25,13 +25,13 @@ from PySide6.QtCore import QObject, QPoint, QRect, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QWheelEvent
 from PySide6.QtWidgets import QWidget
 
+from base.config import Config
 from console.ui.hud import Hud
-from console.ui.stereo import DisplayMode, compose
 from safety.video_guard import VideoState
-from teleop.config import Config
+from transport.video_wire import Layout
+from video.compositor import DisplayMode, compose
 from video.framecode import mark_stale
 from video.receiver import FrameView, VideoReceiver
-from video.wire import Layout
 
 RECHECK_HZ = 10
 
@@ -64,7 +64,7 @@ class FrameSource(QObject):
         self._ticks = 0
 
     def _make_receiver(self, cfg: Config) -> VideoReceiver:
-        from teleop.recording.tap import window_recorder
+        from recording.tap import window_recorder
 
         return VideoReceiver(cfg, clock_offset_ns_fn=self.offset_fn, on_new_frame=self._notify,
                              recorder=window_recorder())

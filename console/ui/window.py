@@ -34,13 +34,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from base.config import Config
 from console.ui.hud import AlarmBanner, EventLog, Hud, format_engine_event
 from console.ui.links import EngineLink, MasterStreamer
 from console.ui.settings import ConnectionDialog, Prefs
 from console.ui.status import Severity, arm_lines, console_alarms, console_fields
-from console.ui.stereo import DisplayMode
 from console.ui.video import FrameSource, VideoPane
-from teleop.config import Config
+from video.compositor import DisplayMode
 from video.receiver import FrameView
 
 log = logging.getLogger("console.ui")
@@ -90,7 +90,7 @@ class ConsoleWindow(QMainWindow):
         super().__init__()
         self.cfg = cfg
         self.prefs = prefs
-        self.engine = engine  # teleop.procs.Role of the engine process, for its exit status
+        self.engine = engine  # base.procs.Role of the engine process, for its exit status
         self.reconnect_fn = reconnect  # callable(list[str] overrides) -> Config, restarts the engine
         self.setWindowTitle(f"teleop console — bedside {cfg.link.bedside_host}")
         c = cfg.console

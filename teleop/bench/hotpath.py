@@ -20,8 +20,8 @@ import logging
 import math
 import time
 
+from base.config import load_config
 from bedside.agent import BedsideAgent
-from teleop.config import load_config
 from transport import codec
 from transport.messages import CartesianSetpoint, ConsoleFlags, Enable, ServoCp
 

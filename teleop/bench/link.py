@@ -25,10 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from base.procs import free_ports, port_overrides, start_role
+from base.stats import percentiles
 from teleop.bench.raw import ping_pong
-from teleop.procs import free_ports, port_overrides, start_role, throwaway_keys
-from teleop.stats import percentiles
 from transport.codec import SERVO_CP_SIZE
+from transport.security import throwaway_keys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ wake-up per message that a back-to-back one does not; comparing against the back
 flatter the floor and make our overhead look worse than it is, or hide it.
 
 Scheduled like the command path too: each side runs under the scheduling policy of the role it stands in
-for (`realtime_priority`: SCHED_FIFO for the calling thread and zmq's I/O thread, teleop.runtime), so the
+for (`realtime_priority`: SCHED_FIFO for the calling thread and zmq's I/O thread, base.runtime), so the
 ratio compares code with code, not a real-time process with a time-shared one.
 
 Run the echo side as `python -m teleop.bench.raw PORT [PRIORITY]` (it prints READY when bound).
@@ -18,7 +18,7 @@ import time
 
 import zmq
 
-from teleop.runtime import normal_scheduling, realtime_scheduling
+from base.runtime import normal_scheduling, realtime_scheduling
 
 
 def echo_server(port: int, priority: int = 0) -> None:

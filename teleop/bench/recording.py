@@ -21,10 +21,11 @@ from pathlib import Path
 
 from mcap.reader import make_reader
 
+from base.config import Config, load_config
+from base.procs import free_ports, port_overrides, start_role
+from base.stats import percentiles
 from teleop.bench.link import machine, raw_floor
-from teleop.config import Config, load_config
-from teleop.procs import free_ports, port_overrides, start_role, throwaway_keys
-from teleop.stats import percentiles
+from transport.security import throwaway_keys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """Soak: bedside + console + stereo video + recording for N minutes; does anything leak, freeze or get lost?
 
 Runs a real `teleop bedside` (with its video sender and recorder children), a real `teleop console --ui`
-engine driven by a scripted surgeon at a headless window (teleop/surgeon.py: receives and decodes the
+engine driven by a scripted surgeon at a headless window (rehearsal/surgeon.py: receives and decodes the
 bedside's video, reports every picture, re-engages after any hold once link and picture are usable), and
 with --scenario a `teleop linkemu` in between. Every --sample-s it reads /proc for every process of the run
 (children included, and this one, which hosts the window's video decoder): RSS and open file descriptors.
@@ -31,17 +31,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from teleop.bench.link import machine
-from teleop.config import Config, load_config
-from teleop.procs import (
+from base.config import Config, load_config
+from base.procs import (
     Role,
     free_ports,
     pid_listening_on,
     port_overrides,
     start_role,
     teleop_command,
-    throwaway_keys,
 )
+from teleop.bench.link import machine
+from transport.security import throwaway_keys
 
 SOAK_VIDEO = ["video.width=640", "video.height=360", "video.fps=30"]
 EXPLAIN_MARGIN_NS = 500_000_000
@@ -163,7 +163,7 @@ def explained(freeze_ns: int, outages: list[dict]) -> bool:
 
 
 def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from teleop.surgeon import HeadlessWindow
+    from rehearsal.surgeon import HeadlessWindow
 
     seconds = args.minutes * 60
     warmup_s = max(30.0, 0.1 * seconds)

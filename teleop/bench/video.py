@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from base.config import Config, with_overrides
+from base.procs import free_ports
 from teleop.bench.link import machine
-from teleop.config import Config, with_overrides
-from teleop.procs import free_ports, throwaway_keys
+from transport.security import throwaway_keys
 from video.codecs import H264Decoder, H264Encoder, JpegDecoder, JpegEncoder
 from video.framecode import read_eye_codes
 from video.receiver import VideoReceiver

@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from base.procs import Role, free_ports, port_overrides, start_role
+from rehearsal.netns import NetnsPair, netns_available
 from teleop.bench.link import machine
-from teleop.netns import NetnsPair, netns_available
-from teleop.procs import Role, free_ports, port_overrides, start_role, throwaway_keys
+from transport.security import throwaway_keys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

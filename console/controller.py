@@ -33,6 +33,8 @@ import logging
 import math
 from dataclasses import dataclass
 
+from base.config import TeleopConfig
+from base.geometry import Pose, Quat, Vec3, q_step_toward, v_add, v_clamp_norm, v_sub
 from console.engagement import ENGAGED, ArmState, Engagement, Transition, Trigger
 from console.mapping import ArmMapping, align_target, alignment_error, jaw_target, mean_pose
 from console.master import MasterSample
@@ -40,8 +42,6 @@ from console.tremor import TremorFilter
 from safety.latency_policy import LatencyLevel, LatencyPolicy, LatencyStatus
 from safety.limits import LimitKind, limits_from_config
 from safety.presence import PresenceDebouncer
-from teleop.config import TeleopConfig
-from teleop.geometry import Pose, Quat, Vec3, q_step_toward, v_add, v_clamp_norm, v_sub
 from transport.messages import (
     ARM_NAMES,
     HOLD_SETPOINT,
@@ -51,7 +51,7 @@ from transport.messages import (
     Reason,
 )
 
-log = logging.getLogger("console.teleop")
+log = logging.getLogger("console.controller")
 
 ECM = 2
 INSTRUMENTS = (0, 1)

@@ -105,16 +105,6 @@ def start_role(name: str, argv: list[str], timeout: float = 30.0, prefix: list[s
     return role
 
 
-def throwaway_keys(root: str | Path) -> list[str]:
-    """Fresh keys for a demo, benchmark or test run (bedside, `surgeon`, `surgeon-2`, `monitor`, `qa`), and
-    the overrides that point a process at them: security is never switched off to make a harness work."""
-    from transport.security import make_throwaway_keys
-
-    store = make_throwaway_keys(root, {"surgeon": "surgeon", "surgeon-2": "surgeon", "monitor": "monitor",
-                                       "qa": "qa"})
-    return [f"security.keys_dir={store.root}", "security.identity=surgeon"]
-
-
 def pid_listening_on(port: int) -> int | None:
     """The process that owns the listening TCP socket on `port` (e.g. a bedside's video sender), or None."""
     inodes = set()

@@ -167,7 +167,7 @@ LINK_STATUS = _obj("teleop.LinkStatus", "The console's view of the link, 10 time
     "counters": {"type": "object", "additionalProperties": _INT},
 })
 
-CONFIG = _obj("teleop.Config", "The effective configuration of the recording role (teleop/config.py)", {
+CONFIG = _obj("teleop.Config", "The effective configuration of the recording role (base/config.py)", {
     "t_ns": _INT, "role": _STR, "config": {"type": "object"},
 })
 

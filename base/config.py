@@ -114,7 +114,7 @@ class VideoConfig:
 
 @dataclass(frozen=True)
 class TeleopConfig:
-    """Console-side teleoperation (console/teleop.py); docs/teleoperation.md argues each default."""
+    """Console-side teleoperation (console/controller.py); docs/teleoperation.md argues each default."""
 
     motion_scale: float = _f(0.2, "tool motion per unit of hand motion at start (dVRK default)", 0.01, 4.0)
     scale_min: float = _f(0.1, "lowest motion scale the surgeon may select live", 0.01, 4.0)

@@ -1,6 +1,6 @@
-"""Replay recorded sessions for QA: a window with the video, an event timeline and plots, or, with
-`--to-bedside HOST[:PORT]`, re-drive a (simulated) bedside with the recorded command stream and compare its
-arm trajectory with the recorded one (exit 0 when it reproduces within the tolerance, 1 when not).
+"""`teleop replay`: replay recorded sessions for QA: a window with the video, an event timeline and plots, or,
+with `--to-bedside HOST[:PORT]`, re-drive a (simulated) bedside with the recorded command stream and compare
+its arm trajectory with the recorded one (exit 0 when it reproduces within the tolerance, 1 when not).
 
 Give a console and a bedside recording of the same session together: they are aligned by the console's
 measured clock offset. Re-driving needs a surgeon key (`security.identity`), like a console.

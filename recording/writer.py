@@ -25,8 +25,8 @@ from mcap.data_stream import RecordBuilder
 from mcap.records import ChunkIndex
 from mcap.writer import CompressionType, Writer
 
-from teleop import __version__
-from teleop.recording.catalog import (
+from base import __version__
+from recording.catalog import (
     MESSAGE_ENCODING,
     METADATA_NAME,
     PROFILE,

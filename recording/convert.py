@@ -6,7 +6,7 @@ Producers (tap.py) hand the recorder raw bytes with a small header, so the 1 kHz
     head   = kind (u8) | t_ns (i64 LE, producer CLOCK_MONOTONIC) | extra (kind-specific bytes)
 
 The recorder's Translator turns each item into zero or more (topic, t_ns, JSON dict) records, decoding the
-payload with our own wire codecs (transport/codec.py, video/wire.py). Everything here is unit tested with
+payload with our own wire codecs (transport/codec.py, transport/video_wire.py). Everything here is unit tested with
 made-up times.
 """
 
@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from teleop.recording.catalog import POSE_HZ, VIDEO_FRAME_ID, video_schema
+from recording.catalog import POSE_HZ, VIDEO_FRAME_ID, video_schema
 from transport import codec
+from transport import video_wire as wire
 from transport.messages import (
     ARM_NAMES,
     Ack,
@@ -37,7 +38,6 @@ from transport.messages import (
     ServoCp,
     Telemetry,
 )
-from video import wire
 
 # ------------------------------------------------------------------------------------------ items
 
@@ -46,7 +46,7 @@ HEAD = struct.Struct("<Bq")
 K_COMMAND = 1  # codec bytes of a control command: received (bedside, extra = peer user) or sent (console)
 K_BEDSIDE = 2  # codec bytes of a bedside output (ack, telemetry, event, counters): sent (bedside) or received
 K_JSON = 3  # a JSON object the producer built; extra = topic suffix (e.g. b"freeze", b"link")
-K_VIDEO = 4  # video/wire.py FRAME bytes; extra = VIDEO_RX (console) or empty (bedside, as sent)
+K_VIDEO = 4  # transport/video_wire.py FRAME bytes; extra = VIDEO_RX (console) or empty (bedside, as sent)
 K_DROPS = 5  # producer's cumulative drops: payload DROPS; extra = producer id (text)
 
 DROPS = struct.Struct("<qq")  # control items dropped, video items dropped (cumulative, per producer)

@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from teleop.recording.convert import DROPS, K_DROPS, K_JSON, K_VIDEO, VIDEO_RX, head
+from recording.convert import DROPS, K_DROPS, K_JSON, K_VIDEO, VIDEO_RX, head
 
 RECORDER_VIDEO_ENV = "TELEOP_RECORDER_VIDEO"
 """The console window learns its engine's recorder video endpoint through this variable (console/ui/app.py)."""
@@ -94,7 +94,7 @@ class VideoTap:
         self._reported = 0
 
     def frame(self, t_ns: int, data: bytes, rx: tuple[int, int, int, bool, bool] | None = None) -> None:
-        """`data`: the video/wire.py FRAME bytes as sent or received; `rx` the console's VIDEO_RX fields."""
+        """`data`: the transport/video_wire.py FRAME bytes as sent or received; `rx` the console's VIDEO_RX fields."""
         parts = [head(K_VIDEO, t_ns, VIDEO_RX.pack(*rx) if rx is not None else b""), data]
         if self.dropped != self._reported:
             parts = [head(K_DROPS, 0, self.name), DROPS.pack(0, self.dropped), *parts]

@@ -25,9 +25,9 @@ from typing import Any
 
 import zmq
 
+from base.config import Config
 from console.master import ScriptedMaster
 from console.masters.network import encode_master_message
-from teleop.config import Config
 from transport.zmqlink import tcp
 
 MASTER_HZ = 250

@@ -22,8 +22,8 @@ from enum import StrEnum
 import cv2
 import numpy as np
 
+from transport.video_wire import Layout
 from video.framecode import eye_views
-from video.wire import Layout
 
 
 class DisplayMode(StrEnum):

@@ -27,10 +27,10 @@ from typing import Any
 
 import zmq
 
-from teleop.config import Config, to_toml
-from teleop.recording.convert import Item, ItemError, Translator, split_items
-from teleop.recording.tap import ControlTap, NullTap, VideoTap
-from teleop.runtime import StopFlag, die_with_parent
+from base.config import Config, to_toml
+from base.runtime import StopFlag, die_with_parent
+from recording.convert import Item, ItemError, Translator, split_items
+from recording.tap import ControlTap, NullTap, VideoTap
 
 log = logging.getLogger("recording")
 
@@ -124,7 +124,7 @@ class RecorderLoop:
     """Sockets → Translator → RecordingFiles, with flushing, rotation and status on time."""
 
     def __init__(self, cfg: Config, role: str, ipc_dir: str, ctx: zmq.Context | None = None) -> None:
-        from teleop.recording.writer import RecordingFiles  # mcap, zstd, lz4: only in the recorder process
+        from recording.writer import RecordingFiles  # mcap, zstd, lz4: only in the recorder process
 
         rc = cfg.recording
         self.role = role

@@ -1,0 +1,42 @@
+"""`teleop console`: the surgeon console: the window (default), or the engine alone (--headless, --ui)."""
+
+from __future__ import annotations
+
+import argparse
+
+import zmq
+
+from base.runtime import StopFlag, realtime_scheduling, write_json
+from console.runner import ConsoleRunner
+from recording.recorder import start_recorder
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--headless", action="store_true", help="no window: the engine alone")
+    p.add_argument("--ui", action="store_true",
+                   help="serve a console window on loopback (master poses, intents, state; see console/uilink.py)")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--summary", metavar="FILE", help="write the run's figures as JSON on exit ('-' = stdout)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.headless and not args.ui:
+        from console.ui.app import run_window
+
+        return run_window(args)
+    recorder = start_recorder(args.cfg, "console")
+    # Real-time for this process, not in ConsoleRunner.run (in-process test consoles run that in a pytest
+    # thread), and before the runner's clock starts (finding zmq's I/O thread may take a few ms). A throw-away
+    # socket starts that thread so it is made real-time too.
+    zmq.Context.instance().socket(zmq.PUSH).close(0)
+    realtime_scheduling(args.cfg.console.realtime_priority, "console")
+    runner = ConsoleRunner(args.cfg, ui=args.ui, recorder=recorder)
+    try:
+        runner.run(StopFlag(), args.seconds)
+    finally:
+        runner.finish()
+        if recorder is not None:
+            recorder.close()
+    if args.summary:
+        write_json(None if args.summary == "-" else args.summary, runner.summary())
+    return 0
