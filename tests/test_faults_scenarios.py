@@ -1,4 +1,4 @@
-"""Each published link (transport/linkemu.SCENARIOS) through a real `teleop linkemu` between a real bedside
+"""Each published link (rehearsal/linkemu.SCENARIOS) through a real `teleop linkemu` between a real bedside
 (with stereo video) and a real console engine: the latency policy must do what docs/teleoperation.md says.
 
 * lan, london-gibraltar, edge-5g: RTT below the warn threshold; following at full scale, no hold, no

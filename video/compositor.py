@@ -1,6 +1,6 @@
 """Stereo display modes, composed in numpy: one picture out, ready to paint 1:1 (GUIDE §5).
 
-Pure: a packed stereo picture (video/wire.Layout) in, one contiguous BGRA picture out (Qt's
+Pure: a packed stereo picture (transport/video_wire.Layout) in, one contiguous BGRA picture out (Qt's
 `Format_RGB32` on little-endian machines, which the raster engine blits without converting). Scaling is
 done here, once, with OpenCV, so the paint is a plain copy: painting never rescales a full-size frame.
 

@@ -212,7 +212,7 @@ def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = Non
     """Process entry: capture, encode and send until `stop` is set or SIGTERM/SIGINT.
 
     `source_spec` overrides cfg.video.source; `endpoint` overrides the bind address (tests, bench).
-    `recorder`: the recorder's video endpoint (teleop/recording), frames are recorded as sent.
+    `recorder`: the recorder's video endpoint (recording/), frames are recorded as sent.
     `report` (a multiprocessing queue) receives ("ready", endpoint) once bound and ("summary", dict) at
     exit. A missing camera or bad spec logs the error, reports ("error", text) and returns.
     """
