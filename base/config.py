@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from base.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration value that must not be used; the message names the key."""
+
+    label = "configuration error"
 
 
 def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None, choices=None):

@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
-from base.config import Config, ConfigError, load_config
-from transport.security import KeyFileError
+from base.config import Config, load_config
+from base.errors import UserError
+from teleop.args import OneLineParser
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "bedside": ("teleop.bedside_cmd", "run the bedside agent: simulated arms, watchdog, telemetry"),
@@ -51,7 +53,7 @@ def common_options(nested: bool = False) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = common_options()
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="teleop",
         description="Surgeon-console teleoperation: console, bedside agent, safety watchdogs, benchmarks.",
     )
@@ -90,23 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args)
-    except ConfigError as exc:
-        print(f"teleop: configuration error: {exc}", file=sys.stderr)
-        return 2
-    args.cfg = cfg
-    setup_logging(cfg.logging.level, args.command)
-    if cfg.security.insecure:
-        logging.getLogger("security").warning(
-            "INSECURE MODE: links are neither encrypted nor authenticated. For debugging only, never with a patient.")
-    try:
+        args.cfg = config_from_args(args)
+        setup_logging(args.cfg.logging.level, args.command)
+        if args.cfg.security.insecure:
+            logging.getLogger("security").warning(
+                "INSECURE MODE: links are neither encrypted nor authenticated. For debugging only, never with a "
+                "patient.")
         return int(args._module.run(args) or 0)
-    except ConfigError as exc:
-        print(f"teleop: configuration error: {exc}", file=sys.stderr)
+    except UserError as exc:
+        print(f"teleop: {exc.label}: {exc}", file=sys.stderr)
         return 2
-    except KeyFileError as exc:
-        print(f"teleop: key error: {exc}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:
+        # The reader went away (`teleop config | head`): nothing is wrong and nothing more can be said.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         return 130
 

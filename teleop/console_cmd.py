@@ -9,18 +9,20 @@ import zmq
 from base.runtime import StopFlag, realtime_scheduling, write_json
 from console.runner import ConsoleRunner
 from recording.recorder import start_recorder
+from teleop.args import positive_seconds, require_display
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headless", action="store_true", help="no window: the engine alone")
     p.add_argument("--ui", action="store_true",
                    help="serve a console window on loopback (master poses, intents, state; see console/uilink.py)")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--seconds", type=positive_seconds, default=None, help="stop after this long")
     p.add_argument("--summary", metavar="FILE", help="write the run's figures as JSON on exit ('-' = stdout)")
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.headless and not args.ui:
+        require_display("console", instead="teleop console --headless")
         from console.ui.app import run_window
 
         return run_window(args)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 from base.procs import free_ports, port_overrides, start_role
+from teleop.args import has_display, positive_seconds
 from transport.security import throwaway_keys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headless", action="store_true", help="no window: run the console engine and print a summary")
-    p.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
+    p.add_argument("--seconds", type=positive_seconds, default=10.0, help="how long to run (default 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--master", choices=("circle", "figure8", "still"), default=None,
                    help="scripted master trajectory (default: console.master)")
@@ -97,10 +97,6 @@ def print_summary(s: dict) -> None:
         print("  recording: off")
     for e in s["errors"]:
         print(f"  ERROR: {e}")
-
-
-def has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def run_window_demo(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from typing import Any
 
 from base.runtime import StopFlag, announce_ready, write_json
 from rehearsal.linkemu import MODES, SCENARIOS, LinkEmulator, LinkProfile, Outage, flapping
+from teleop.args import positive_seconds
 
 LINKS = ("control", "telemetry", "video")
 PROFILE_KEYS = ("delay_ms", "jitter_ms", "rate_mbps", "ramp_to_ms", "ramp_s")
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a flapping link (repeatable)")
     p.add_argument("--commands", action="store_true", help="read outage commands from stdin (see above)")
     p.add_argument("--report", metavar="FILE", help="also write the JSON report here on exit")
-    p.add_argument("--seconds", type=float, help="stop after this long")
+    p.add_argument("--seconds", type=positive_seconds, help="stop after this long")
 
 
 def _fail(msg: str) -> SystemExit:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from qa.redrive import DEFAULT_TOLERANCE_MM
+from teleop.args import has_display, recording_files, require_display
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,6 +55,11 @@ def split_address(addr: str, default_port: int) -> tuple[str, int]:
 def run(args: argparse.Namespace) -> int:
     from qa.session import Session
 
+    recording_files(args.files)
+    if args.screenshot and not has_display():
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a picture needs no screen
+    if not args.to_bedside and not args.screenshot:
+        require_display("replay", instead="teleop replay FILE --screenshot PNG")
     session = Session(args.files, progress=progress_bar("loading "))
     if args.to_bedside:
         from qa.redrive import plan, run_redrive

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from teleop.args import positive_seconds
 from video.compositor import DisplayMode
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="docs/img/console.png", help="PNG to write (default %(default)s)")
     p.add_argument("--attach", action="store_true", help="use the running bedside named by --set link.*")
-    p.add_argument("--seconds", type=float, default=2.0, help="keep driving this long once following (default 2)")
+    p.add_argument("--seconds", type=positive_seconds, default=2.0,
+                   help="keep driving this long once following (default 2)")
     p.add_argument("--summary", metavar="FILE", help="write the console engine's run summary (JSON)")
     p.add_argument("--stats", metavar="FILE", help="write the window's figures: frames painted, fps, age (JSON)")
     p.add_argument("--mode", choices=[m.value for m in DisplayMode], default=DisplayMode.SIDE_BY_SIDE.value,

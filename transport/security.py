@@ -34,6 +34,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
+from base.errors import UserError
+
 log = logging.getLogger("security")
 
 ROLES = ("surgeon", "monitor", "qa")
@@ -41,8 +43,10 @@ DOMAIN_ROLES = {"control": ("surgeon", "monitor"), "monitoring": ("surgeon", "mo
 INSECURE_USER = "surgeon:insecure"
 
 
-class KeyFileError(ValueError):
+class KeyFileError(UserError, ValueError):
     """A key or registry file that cannot be used; the message says which file and what to do."""
+
+    label = "key error"
 
 
 def fingerprint(public_z85: bytes | str) -> str:
@@ -203,7 +207,7 @@ class KeyStore:
 
     def _registry(self) -> Registry:
         if not self.registry_path.exists():
-            raise KeyFileError(f"{self.root} is not a keys directory (run `teleop keys init {self.root}`)")
+            raise KeyFileError(f"{self.root} is not a keys directory (run `teleop keys init --dir {self.root}`)")
         return Registry(self.registry_path)
 
     def add(self, name: str, role: str) -> Client:

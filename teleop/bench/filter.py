@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from console.tremor import TremorFilter, notch_response, phase_delay_ms
+from teleop.args import positive_seconds
 from teleop.bench.link import machine
 
 MOTION_M = 0.02
@@ -37,7 +38,7 @@ GOALS = {"attenuation_db_10hz": 20.0, "delay_ms_1hz": 10.0}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seconds", type=float, default=8.0, help="length of each synthetic run (default 8)")
+    p.add_argument("--seconds", type=positive_seconds, default=8.0, help="length of each synthetic run (default 8)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds ignored at the start of each run")
 
 

@@ -27,13 +27,14 @@ from pathlib import Path
 
 from base.procs import free_ports, port_overrides, start_role
 from base.stats import percentiles
+from teleop.args import positive_seconds
 from teleop.bench.raw import ping_pong
 from transport.codec import SERVO_CP_SIZE
 from transport.security import throwaway_keys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seconds", type=float, default=10.0, help="measurement time of each part (default 10)")
+    p.add_argument("--seconds", type=positive_seconds, default=10.0, help="measurement time of each part (default 10)")
     p.add_argument("--no-plain", action="store_true", help="skip the unencrypted comparison run")
     p.add_argument("--with-gui", action="store_true",
                    help="measure with the console window (offscreen) painting stereo 720p60 video")

@@ -24,12 +24,13 @@ from mcap.reader import make_reader
 from base.config import Config, load_config
 from base.procs import free_ports, port_overrides, start_role
 from base.stats import percentiles
+from teleop.args import positive_seconds
 from teleop.bench.link import machine, raw_floor
 from transport.security import throwaway_keys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seconds", type=float, default=60.0, help="length of each run (default 60)")
+    p.add_argument("--seconds", type=positive_seconds, default=60.0, help="length of each run (default 60)")
     p.add_argument("--no-raw", action="store_true", help="skip the raw floor")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="N off/on pairs, alternating which goes first; the ratio compares the medians (default 1)")

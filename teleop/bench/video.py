@@ -25,6 +25,7 @@ from typing import Any
 
 from base.config import Config, with_overrides
 from base.procs import free_ports
+from teleop.args import positive_seconds
 from teleop.bench.link import machine
 from transport.security import throwaway_keys
 from video.codecs import H264Decoder, H264Encoder, JpegDecoder, JpegEncoder
@@ -41,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=720, help="per-eye height (default 720)")
     p.add_argument("--fps", type=int, default=60, help="capture rate (default 60)")
     p.add_argument("--codec", choices=("h264", "jpeg"), default="h264")
-    p.add_argument("--seconds", type=float, default=10.0, help="measurement time after 1 s warm-up")
+    p.add_argument("--seconds", type=positive_seconds, default=10.0, help="measurement time after 1 s warm-up")
     p.add_argument("--source", default="synthetic", help="video.source for the sender (default synthetic)")
 
 
