@@ -50,11 +50,28 @@ class BedsideConfig:
     )
     tick_hz: int = _f(1000, "arm simulation and watchdog rate", 100, 2000)
     telemetry_hz: int = _f(200, "measured_cp/measured_js/operating_state publish rate", 100, 1000)
-    max_step_mm: float = _f(5.0, "largest position change one servo_cp may ask for", 0.1, 50.0)
-    max_rot_step_deg: float = _f(5.0, "largest orientation change one servo_cp may ask for", 0.1, 45.0)
-    max_speed_mm_s: float = _f(250.0, "tool-tip speed limit of the simulated arms", 1.0, 2000.0)
-    max_rot_speed_deg_s: float = _f(360.0, "tool orientation rate limit", 1.0, 2000.0)
-    max_jaw_speed_rad_s: float = _f(6.0, "jaw opening/closing rate limit", 0.1, 50.0)
+    arm_driver: str = _f(
+        "simulated", "which arm driver moves the arms (bedside/drivers.py; the contract: docs/architecture.md)",
+        choices=("simulated",)
+    )
+    max_step_mm: float = _f(5.0, "largest position change one servo_cp may ask for (>= teleop.max_step_mm)",
+                            0.1, 50.0)
+    max_rot_step_deg: float = _f(
+        5.0, "largest orientation change one servo_cp may ask for (>= teleop.max_rot_step_deg)", 0.1, 45.0
+    )
+    max_speed_mm_s: float = _f(
+        250.0, "tool-tip speed limit: commands faster on average over bedside.rate_window_ms are refused, and the "
+        "arm driver never moves faster (>= teleop.max_speed_mm_s)", 1.0, 2000.0)
+    max_rot_speed_deg_s: float = _f(360.0, "tool orientation rate limit, judged and kept as the speed is "
+                                    "(>= teleop.max_rot_speed_deg_s)", 1.0, 2000.0)
+    max_jaw_speed_rad_s: float = _f(6.0, "jaw opening/closing rate limit, judged and kept as the speed is "
+                                    "(>= teleop.jaw_rate_rad_s)", 0.1, 50.0)
+    rate_window_ms: float = _f(
+        200.0, "the speed limits are judged on the average over this window of command send times "
+        "(safety/limits.py RateWindow)", 20.0, 2000.0)
+    rate_jitter_ms: float = _f(
+        20.0, "how much later than the tick that computed it the console may send a command: the speed check "
+        "allows this much more time (a stream above speed x (1 + jitter/window) is refused)", 1.0, 200.0)
     realtime_priority: int = _f(
         10, "SCHED_FIFO priority of the control loop and its zmq I/O thread (0 = normal scheduling; not "
         "permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
@@ -230,7 +247,8 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
 
     def __post_init__(self) -> None:
-        # The console clamps before the bedside rejects: a console step the bedside refuses would pause it.
+        # The console clamps before the bedside checks (safety/limits.py, the same code, these numbers and the
+        # same workspace box): a console step the bedside refuses would pause it.
         t, b = self.teleop, self.bedside
         if t.max_step_mm > b.max_step_mm:
             raise ConfigError(f"teleop.max_step_mm {t.max_step_mm} exceeds bedside.max_step_mm "
@@ -238,6 +256,11 @@ class Config:
         if t.max_rot_step_deg > b.max_rot_step_deg:
             raise ConfigError(f"teleop.max_rot_step_deg {t.max_rot_step_deg} exceeds "
                               f"bedside.max_rot_step_deg {b.max_rot_step_deg}")
+        for tkey, bkey in (("max_speed_mm_s", "max_speed_mm_s"), ("max_rot_speed_deg_s", "max_rot_speed_deg_s"),
+                           ("jaw_rate_rad_s", "max_jaw_speed_rad_s")):
+            if getattr(t, tkey) > getattr(b, bkey):
+                raise ConfigError(f"teleop.{tkey} {getattr(t, tkey)} exceeds bedside.{bkey} {getattr(b, bkey)}: the "
+                                  f"bedside would refuse what the console sends; lower the first or raise the second")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

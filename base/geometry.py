@@ -56,6 +56,22 @@ def q_norm(q: Quat) -> float:
     return math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
 
 
+UNIT_QUAT_TOLERANCE = 1e-3
+"""How far from 1 a quaternion's norm may be and still count as a unit quaternion (`is_unit_quat`).
+
+Why 1e-3: every honest producer normalises, in float64 (norm off by ~1e-16) or float32 (~1e-7), so the
+tolerance never refuses a real orientation; a norm off by 1e-3, used as it is, rotates vectors 0.2 % long
+(q·v·q* scales by |q|²) and leaves angles (q_angle is scale-free) unchanged. Anything farther from 1 is not
+round-off but a bug or corruption (an unnormalised sum, angles in the wrong fields, a zero quaternion)."""
+
+
+def is_unit_quat(q: Quat) -> bool:
+    """True iff `q` is finite and |‖q‖ − 1| ≤ UNIT_QUAT_TOLERANCE: the one check, on the wire, from master
+    devices and in the controller (NaN and ±inf fail it)."""
+    x, y, z, w = q
+    return abs(math.sqrt(x * x + y * y + z * z + w * w) - 1.0) <= UNIT_QUAT_TOLERANCE
+
+
 def q_normalize(q: Quat) -> Quat:
     n = q_norm(q)
     if n == 0.0 or not math.isfinite(n):

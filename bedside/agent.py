@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The bedside is the last line of defence: it trusts nothing the console says beyond what it can check.
 
-States (CRTK operating_state) and what moves them, all in `_TRANSITIONS`:
+States (CRTK operating_state) and what moves them, all in `SESSION` (the one mechanism, safety/statemachine.py):
 
     DISABLED --enable--> ENABLED --watchdog / estop / operator absent--> PAUSED --enable--> ENABLED
     ENABLED --disable--> DISABLED          any --estop--> PAUSED(ESTOP), enable refused until reset
@@ -13,8 +13,15 @@ States (CRTK operating_state) and what moves them, all in `_TRANSITIONS`:
   checked against the pose the arm actually has, so re-engaging cannot make an instrument jump.
 * servo_cp moves arms only in ENABLED, from the peer that enabled, with the current epoch, a sequence
   number above the last one, and no more than `max_command_age_ms` of queueing (safety.command_gate).
-  Each arm's setpoint is then checked against its own step, orientation-step and workspace limits
-  (bedside.arm); one bad arm rejects the whole command, so no half-valid command is ever executed.
+  Each arm's setpoint is then checked against the limits the console clamps to (safety.limits, the same
+  code with the bedside's numbers: step and orientation step from the arm's current setpoint, the workspace
+  box; speed, orientation rate and jaw rate over a window of send times, `RateWindow`, which allows the
+  console's send jitter so a healthy console is never refused) and against the arm's own reach (its driver,
+  bedside/arm_driver.py); one bad arm rejects the whole command, so no half-valid command is ever executed.
+  The driver never moves a tool faster than the speed limits either.
+* Arms are driven through `ArmDriver` (enable, hold, servo_cp, measured_cp/js, operating_state), of the kind
+  `bedside.arm_driver` names (bedside/drivers.py). A driver reporting FAULT holds every arm and makes the
+  agent FAULT: ENABLE is refused until the bedside is restarted.
 * The watchdog is fed by valid commands only. When it trips, every arm holds, the epoch is withdrawn
   and the agent goes PAUSED with the reason; a backlog that arrives later carries the withdrawn epoch
   and is refused. Only a fresh ENABLE (new epoch) resumes.
@@ -31,19 +38,27 @@ an audited event.
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
-from base.config import BedsideConfig
-from bedside.arm import DEFAULT_ARMS, ArmModel, MotionLimits, SimulatedArm
+from base.config import BedsideConfig, TeleopConfig
+from bedside.arm import DEFAULT_ARMS, ArmModel
+from bedside.arm_driver import ArmDriver
+from bedside.drivers import build_arms
 from safety.command_gate import NO_EPOCH, CommandGate
+from safety.limits import LimitKind, limits_from_config, rate_window
+from safety.statemachine import StateMachine, TransitionTable
 from safety.watchdog import Watchdog
 from transport import codec
 from transport.messages import (
     AckStatus,
+    ArmFlags,
     ArmMode,
+    ArmTelemetry,
+    CartesianSetpoint,
     ConsoleFlags,
     Counters,
     Disable,
@@ -62,28 +77,35 @@ from transport.security import INSECURE_USER
 
 log = logging.getLogger("bedside.agent")
 
-S = OperatingState
-# (state, trigger) -> next state. A trigger the table lacks for a state is a programming error.
-_TRANSITIONS: dict[tuple[OperatingState, str], OperatingState] = {
-    (S.DISABLED, "enable"): S.ENABLED,
-    (S.PAUSED, "enable"): S.ENABLED,
-    (S.ENABLED, "enable"): S.ENABLED,  # a new session replaces the old one, arms held in between
-    (S.ENABLED, "disable"): S.DISABLED,
-    (S.PAUSED, "disable"): S.DISABLED,
-    (S.DISABLED, "disable"): S.DISABLED,
-    (S.ENABLED, "pause"): S.PAUSED,
-    (S.DISABLED, "estop"): S.PAUSED,
-    (S.ENABLED, "estop"): S.PAUSED,
-    (S.PAUSED, "estop"): S.PAUSED,
-    (S.FAULT, "estop"): S.FAULT,
-    (S.DISABLED, "fault"): S.FAULT,
-    (S.ENABLED, "fault"): S.FAULT,
-    (S.PAUSED, "fault"): S.FAULT,
-}
+class SessionTrigger(StrEnum):
+    """What moves the bedside's operating state; each is published as an EVENT (STATE_CHANGE)."""
+
+    ENABLE = "enable"
+    DISABLE = "disable"
+    PAUSE = "pause"
+    ESTOP = "estop"
+    FAULT = "fault"
 
 
-class TransitionError(RuntimeError):
-    """A trigger that the transition table does not allow in the current state."""
+S, T = OperatingState, SessionTrigger
+# (state, trigger) -> next state. A trigger the table lacks for a state raises TransitionError.
+SESSION: TransitionTable[OperatingState, SessionTrigger] = TransitionTable("bedside session", S.DISABLED, {
+    (S.DISABLED, T.ENABLE): S.ENABLED,
+    (S.PAUSED, T.ENABLE): S.ENABLED,
+    (S.ENABLED, T.ENABLE): S.ENABLED,  # a new session replaces the old one, arms held in between
+    (S.ENABLED, T.DISABLE): S.DISABLED,
+    (S.PAUSED, T.DISABLE): S.DISABLED,
+    (S.DISABLED, T.DISABLE): S.DISABLED,
+    (S.ENABLED, T.PAUSE): S.PAUSED,
+    (S.DISABLED, T.ESTOP): S.PAUSED,
+    (S.ENABLED, T.ESTOP): S.PAUSED,
+    (S.PAUSED, T.ESTOP): S.PAUSED,
+    (S.FAULT, T.ESTOP): S.FAULT,
+    (S.DISABLED, T.FAULT): S.FAULT,
+    (S.ENABLED, T.FAULT): S.FAULT,
+    (S.PAUSED, T.FAULT): S.FAULT,
+}, alarm={S.PAUSED, S.FAULT})
+del S, T
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +117,15 @@ class Freeze:
     last_valid_ns: int
     latency_ns: int
     text: str
+
+    def record(self) -> dict[str, object]:
+        """The teleop.Freeze record (docs/recording.md): `/bedside/freeze` in the recording, the event log."""
+        return {"t_ns": self.at_ns, "reason": self.reason.name, "last_valid_ns": self.last_valid_ns,
+                "latency_ms": self.latency_ns / 1e6, "text": self.text}
+
+    def summary(self) -> dict[str, object]:
+        """One entry of the bedside summary's `freezes` (the fault suite and the benches read it)."""
+        return {"reason": self.reason.name, "latency_ms": self.latency_ns / 1e6, "text": self.text}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +143,33 @@ _REJECTION_REASON = {
 }
 
 
+_LIMIT_ACK = {
+    LimitKind.STEP: AckStatus.REJECTED_STEP,
+    LimitKind.ROT_STEP: AckStatus.REJECTED_ORIENTATION_STEP,
+    LimitKind.WORKSPACE: AckStatus.REJECTED_WORKSPACE,
+    LimitKind.SPEED: AckStatus.REJECTED_SPEED,
+    LimitKind.ROT_RATE: AckStatus.REJECTED_SPEED,
+    LimitKind.JAW_RATE: AckStatus.REJECTED_SPEED,
+}
+"""The ack for each shared limit the bedside judges (docs/protocol.md): per command, step, orientation step and
+the box; over the rate window, speed, orientation rate and jaw rate (all REJECTED_SPEED). The arm's own reach
+is REJECTED_WORKSPACE too."""
+
+
+class _Commanded:
+    """What the agent last asked of one arm; the driver reports the rest (telemetry: mode and LIMIT flag)."""
+
+    __slots__ = ("limit_hit", "mode")
+
+    def __init__(self) -> None:
+        self.mode = ArmMode.DISABLED
+        self.limit_hit = False
+
+
 _ACK_COUNTER = {s: f"ack_{s.name.lower()}" for s in AckStatus}
 _OPERATOR_PRESENT = int(ConsoleFlags.OPERATOR_PRESENT)
+REVOCATION_REFRESH_NS = 100_000_000
+"""How stale the bedside's copy of the revoked keys may get (the registry is a file another process writes)."""
 
 
 class BedsideAgent:
@@ -123,18 +179,19 @@ class BedsideAgent:
         now_ns: int,
         arms: tuple[ArmModel, ...] = DEFAULT_ARMS,
         first_epoch: int | None = None,
+        teleop: TeleopConfig | None = None,
     ) -> None:
+        """`teleop`: the [teleop] section whose workspace box the bedside shares with the console (the bedside
+        process passes its configuration's; None = the default box). ConfigError for an unknown arm driver."""
         self.cfg = cfg
-        limits = MotionLimits(
-            max_step_m=cfg.max_step_mm / 1000.0,
-            max_rot_step_rad=math.radians(cfg.max_rot_step_deg),
-            max_speed_m_s=cfg.max_speed_mm_s / 1000.0,
-            max_rot_speed_rad_s=math.radians(cfg.max_rot_speed_deg_s),
-            max_jaw_speed_rad_s=cfg.max_jaw_speed_rad_s,
-        )
-        self.arms = [SimulatedArm(m, limits) for m in arms]
-        self.state = OperatingState.DISABLED
-        self.reason = Reason.STARTUP
+        self.limits = limits_from_config(teleop if teleop is not None else TeleopConfig(), cfg)
+        """The console's limits with the bedside's numbers (safety/limits.py): every commanded setpoint passes."""
+        self.arms: list[ArmDriver] = build_arms(cfg, arms, self.limits)
+        self._commanded = [_Commanded() for _ in self.arms]
+        self._rates = [rate_window(self.limits, cfg) for _ in self.arms]
+        """Each arm's speed over a window of send times (safety/limits.py RateWindow); reset when it holds."""
+        self.session = StateMachine(SESSION, "bedside", now_ns, logger=log)
+        """Operating state and its reason; only `_transition` fires it."""
         self.gate = CommandGate(int(cfg.max_command_age_ms * 1e6))
         self.watchdog = Watchdog(cfg.watchdog_ms * 1_000_000)
         # Random start: an epoch from an earlier run of this bedside can never match a new session.
@@ -153,10 +210,21 @@ class BedsideAgent:
         self._event_ns: dict[object, int] = {}
         self.counters: Counter[str] = Counter()
         self.freezes: list[Freeze] = []
+        self._freezes_drained = 0
+        self._revoked: frozenset[str] = frozenset()
+        self._revoked_at_ns = -(10**18)
         self.events: list[Event] = []
         """Outbox: the socket layer publishes and clears it."""
 
     # ------------------------------------------------------------------ helpers
+
+    @property
+    def state(self) -> OperatingState:
+        return self.session.state
+
+    @property
+    def reason(self) -> Reason:
+        return self.session.reason
 
     @property
     def epoch(self) -> int:
@@ -173,20 +241,44 @@ class BedsideAgent:
     def _emit(self, now_ns: int, kind: EventKind, reason: Reason, text: str, prev: OperatingState) -> None:
         self.events.append(Event(self.epoch, self._seq(), now_ns, kind, reason, prev, self.state, text))
 
-    def _transition(self, now_ns: int, trigger: str, reason: Reason, text: str) -> None:
-        key = (self.state, trigger)
-        if key not in _TRANSITIONS:
-            raise TransitionError(f"{trigger!r} is not allowed in {self.state.name}")
-        prev = self.state
-        self.state = _TRANSITIONS[key]
-        self.reason = reason
-        level = logging.INFO if reason in (Reason.NONE, Reason.CONSOLE_REQUEST) else logging.WARNING
-        log.log(level, "%s -> %s on %s (%s): %s", prev.name, self.state.name, trigger, reason.name, text)
-        self._emit(now_ns, EventKind.STATE_CHANGE, reason, text, prev)
+    def _transition(self, now_ns: int, trigger: SessionTrigger, reason: Reason, text: str) -> None:
+        """Fire the session table (logged there; TransitionError if not allowed) and publish it as an EVENT."""
+        tr = self.session.fire(now_ns, trigger, reason, text)
+        self._emit(now_ns, EventKind.STATE_CHANGE, reason, text, tr.from_state)
 
     def _hold_all(self, disabled: bool = False) -> None:
-        for arm in self.arms:
-            arm.hold(disabled=disabled)
+        for i in range(len(self.arms)):
+            self._hold(i, disabled)
+
+    def _hold(self, i: int, disabled: bool = False) -> None:
+        """Arm `i` stops where it is (CRTK hold), or is disabled: its next setpoint is judged from there."""
+        if disabled:
+            self.arms[i].disable()
+            self._commanded[i].mode = ArmMode.DISABLED
+        else:
+            self.arms[i].hold()
+            self._commanded[i].mode = ArmMode.HOLDING
+        self._rates[i].reset()
+
+    def _enable_arms(self) -> None:
+        """Every arm powered (CRTK enable) and held where it is: a session's first setpoint starts from there."""
+        for arm, c in zip(self.arms, self._commanded, strict=True):
+            arm.enable()
+            c.mode = ArmMode.HOLDING
+        for r in self._rates:
+            r.reset()
+
+    def _validate(self, i: int, sp: CartesianSetpoint, send_ns: int) -> tuple[AckStatus, str] | None:
+        """None if arm `i` may servo to `sp`, sent at `send_ns`, now; else the refusal and why. The shared limits
+        (the code the console clamps with: step, orientation step, workspace box from the arm's current
+        setpoint; speed, orientation rate and jaw rate over the rate window), then what is the arm's own
+        (reach, joints, wrist, jaw range). Changes nothing."""
+        arm = self.arms[i]
+        bad = self.limits.check(arm.setpoint_cp(), sp) or self._rates[i].check(send_ns, sp)
+        if bad is not None:
+            return _LIMIT_ACK[bad.kind], f"{arm.name}: {bad.text}"
+        why = arm.reach_violation(sp)
+        return None if why is None else (AckStatus.REJECTED_WORKSPACE, why)
 
     def _ack(self, now_ns: int, msg: Message, rx_ns: int, status: AckStatus) -> bytes:
         self.counters[_ACK_COUNTER[status]] += 1
@@ -245,8 +337,10 @@ class BedsideAgent:
         elif isinstance(msg, Ping):
             self.gate.observe(now_ns, msg)
             status = AckStatus.PONG
-        else:
+        else:  # ACK, TELEMETRY, EVENT, COUNTERS: the bedside sends these, it never acts on one (no ack either)
             self.counters["unexpected_type"] += 1
+            self._rate_limited_event(now_ns, "unexpected_type", Reason.NONE, f"{type(msg).__name__} seq {msg.seq} "
+                                     f"from {user} dropped: a bedside-to-console message type, never a request")
             return []
         if status.rejected:
             self.counters["rejected"] += 1
@@ -264,8 +358,9 @@ class BedsideAgent:
         self._event_ns[key] = now_ns
         return True
 
-    def _rate_limited_event(self, now_ns: int, status: AckStatus | None, reason: Reason, text: str) -> None:
-        if self._due(now_ns, status or "malformed"):
+    def _rate_limited_event(self, now_ns: int, key: AckStatus | str | None, reason: Reason, text: str) -> None:
+        """A REJECTION event, one per `key` (an ack status, or a kind of dropped frame; None = malformed) per second."""
+        if self._due(now_ns, key or "malformed"):
             log.warning("%s", text)
             self._emit(now_ns, EventKind.REJECTION, reason, text, self.state)
 
@@ -297,17 +392,20 @@ class BedsideAgent:
         self.controller_user = user
         epoch = self._next_epoch
         self._next_epoch = self._next_epoch % (2**32 - 1) + 1
-        self._hold_all()
+        self._enable_arms()
         self.gate.open(epoch)
         self.controller = peer
         self.watchdog.arm(now_ns, self.cfg.first_command_ms * 1_000_000)
         self.last_valid_ns = now_ns
         self._last_rejection = None
         self._frozen_at_ns = None
-        self._transition(now_ns, "enable", Reason.NONE, f"session epoch {epoch} granted; arms held in place")
+        self._transition(now_ns, SessionTrigger.ENABLE, Reason.NONE,
+                         f"session epoch {epoch} granted; arms held in place")
         return AckStatus.ENABLED
 
     def _disable(self, now_ns: int, peer: bytes, user: str) -> AckStatus:
+        if self.state is OperatingState.FAULT:  # arms already held; FAULT has no way out but a restart (SESSION)
+            return AckStatus.REJECTED_FAULT
         if self.controller is not None and (peer != self.controller or user != self.controller_user):
             return AckStatus.REJECTED_NOT_CONTROLLER
         if self.controller_user is not None:
@@ -315,7 +413,7 @@ class BedsideAgent:
         self._hold_all(disabled=True)
         self.gate.close()
         self.watchdog.disarm()
-        self._transition(now_ns, "disable", Reason.CONSOLE_REQUEST, "console released control")
+        self._transition(now_ns, SessionTrigger.DISABLE, Reason.CONSOLE_REQUEST, "console released control")
         return AckStatus.DISABLED
 
     def _servo(self, now_ns: int, peer: bytes, msg: ServoCp) -> AckStatus:
@@ -326,20 +424,22 @@ class BedsideAgent:
             return AckStatus.REJECTED_EPOCH
         if msg.arm_mask and not int(msg.flags) & _OPERATOR_PRESENT:  # int: IntFlag's own & builds a flag
             return AckStatus.REJECTED_OPERATOR_ABSENT
-        for i, arm in enumerate(self.arms):
+        for i in range(len(self.arms)):
             if msg.arm_mask >> i & 1:
-                bad = arm.validate(msg.arms[i])
+                bad = self._validate(i, msg.arms[i], msg.send_ns)
                 if bad is not None:
-                    arm.hold()
-                    arm.limit_hit = True
+                    self._hold(i)
+                    self._commanded[i].limit_hit = True
                     self._rate_limited_event(now_ns, bad[0], Reason.LIMIT, bad[1])
                     return bad[0]
-        for i, arm in enumerate(self.arms):
+        for i, (arm, c) in enumerate(zip(self.arms, self._commanded, strict=True)):
             if msg.arm_mask >> i & 1:
-                arm.servo(msg.arms[i])
-                arm.limit_hit = False
-            elif arm.mode is ArmMode.FOLLOWING:
-                arm.hold()
+                arm.servo_cp(msg.arms[i])
+                self._rates[i].accept(msg.send_ns, msg.arms[i])
+                c.mode = ArmMode.FOLLOWING
+                c.limit_hit = False
+            elif c.mode is ArmMode.FOLLOWING:
+                self._hold(i)
         self.watchdog.feed(now_ns)
         self.last_valid_ns = now_ns
         self.last_applied_seq = msg.seq
@@ -354,7 +454,7 @@ class BedsideAgent:
         else:
             self.estop_console = True
         self._freeze(now_ns, Reason.ESTOP, f"e-stop raised by {source}")
-        self._transition(now_ns, "estop", Reason.ESTOP, f"e-stop raised by {source}; arms held")
+        self._transition(now_ns, SessionTrigger.ESTOP, Reason.ESTOP, f"e-stop raised by {source}; arms held")
         return AckStatus.ESTOP_LATCHED
 
     def reset_estop(self, now_ns: int, source: str) -> AckStatus:
@@ -392,14 +492,28 @@ class BedsideAgent:
             why = "no valid command" if reason is Reason.LINK_LOST else f"only {reason.name} commands"
             text = f"{why} for {trip.silence_ns / 1e6:.1f} ms (watchdog {self.cfg.watchdog_ms} ms); arms held"
             self._freeze(now_ns, reason, text)
-            self._transition(now_ns, "pause", reason, text)
+            self._transition(now_ns, SessionTrigger.PAUSE, reason, text)
 
     def advance(self, now_ns: int) -> None:
-        """Integrate the arms' motion up to `now_ns`."""
+        """Integrate the arms' motion up to `now_ns`; an arm whose driver reports FAULT holds them all."""
         dt = (now_ns - self._last_tick_ns) / 1e9
         self._last_tick_ns = now_ns
         for arm in self.arms:
             arm.advance(min(dt, 0.01))
+        if self.state is not OperatingState.FAULT:
+            for arm in self.arms:
+                st = arm.operating_state()
+                if st.state is OperatingState.FAULT:
+                    text = f"{arm.name} arm driver fault: {st.fault or 'no cause given'}; every arm held"
+                    self._freeze(now_ns, Reason.FAULT, text)
+                    self._transition(now_ns, SessionTrigger.FAULT, Reason.FAULT, text)
+                    break
+
+    def _arm_telemetry(self, arm: ArmDriver, c: _Commanded) -> ArmTelemetry:
+        st = arm.operating_state()
+        flags = ((ArmFlags.HOMED if st.is_homed else ArmFlags.NONE) | (ArmFlags.BUSY if st.is_busy else ArmFlags.NONE)
+                 | (ArmFlags.LIMIT if c.limit_hit else ArmFlags.NONE))
+        return ArmTelemetry(c.mode, flags, arm.measured_cp(), arm.setpoint_cp(), arm.measured_js())
 
     def telemetry(self, now_ns: int) -> bytes:
         return codec.encode(
@@ -411,7 +525,7 @@ class BedsideAgent:
                 self.reason,
                 self.estop,
                 self.last_applied_seq,
-                tuple(a.telemetry() for a in self.arms),
+                tuple(self._arm_telemetry(a, c) for a, c in zip(self.arms, self._commanded, strict=True)),
             )
         )
 
@@ -426,3 +540,51 @@ class BedsideAgent:
     def drain_events(self) -> list[Event]:
         ev, self.events = self.events, []
         return ev
+
+    def drain_freezes(self) -> list[Freeze]:
+        """Freezes since the last call, for the event log and the recording (`freezes` keeps every one)."""
+        new = self.freezes[self._freezes_drained:]
+        self._freezes_drained = len(self.freezes)
+        return new
+
+    def summary(self) -> dict[str, object]:
+        """Counters, every freeze and the final state: `teleop bedside --summary`."""
+        return {"counters": dict(self.counters), "freezes": [f.summary() for f in self.freezes],
+                "state": self.state.name}
+
+    # ------------------------------------------------------------------ what the socket layer reports
+
+    def on_bad_envelope(self) -> None:
+        """A control-socket message that is not [peer, frame]: a decode error, never handled."""
+        self.counters["decode_errors"] += 1
+        self.counters["multipart_frames"] += 1
+
+    def on_ack_dropped(self) -> None:
+        """An ack the socket could not queue (that console's queue is full, or it is gone)."""
+        self.counters["ack_dropped"] += 1
+
+    def on_auth_report(self, now_ns: int, refusals: Iterable[Mapping[str, str]], counters: Mapping[str, int]) -> None:
+        """What the ZAP handler saw: each refused handshake becomes an event; its counters are running totals
+        and replace ours of the same name."""
+        for r in refusals:
+            self.record_refusal(now_ns, r["domain"], r["why"], r["fingerprint"])
+        for k, v in counters.items():
+            self.counters[k] = v
+
+    def revocations_due(self, now_ns: int) -> bool:
+        """The list of revoked keys is older than REVOCATION_REFRESH_NS: the socket layer reads the registry and
+        calls `set_revoked`. So a live connection whose key is revoked is refused from then on, message by
+        message, without reading the registry for every message on the control path."""
+        return now_ns - self._revoked_at_ns > REVOCATION_REFRESH_NS
+
+    def set_revoked(self, now_ns: int, names: Iterable[str]) -> None:
+        """The names of the revoked clients, as read from the key registry at `now_ns`."""
+        self._revoked = frozenset(names)
+        self._revoked_at_ns = now_ns
+
+    def refuse_revoked(self, user: str) -> bool:
+        """True, and counted, when `user` (`role:name`) holds a revoked key: the frame is dropped unread."""
+        if user.partition(":")[2] in self._revoked:
+            self.counters["revoked_messages"] += 1
+            return True
+        return False

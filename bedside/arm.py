@@ -4,6 +4,7 @@ The tool shaft pivots about the RCM (the incision): outer yaw and pitch aim it, 
 wrist (roll, pitch, yaw) orients the tip. Position reachability is exact inverse kinematics of that
 chain; joint limits make the workspace a cone section. Motion toward a setpoint is rate-limited in
 position, orientation and jaw, so the simulated tip moves like a servoed arm, not a teleport.
+`SimulatedArm` is the `simulated` arm driver (bedside/arm_driver.py, bedside/drivers.py).
 
 Frames: the patient frame has x to the patient's left, y toward the head, z up; metres, radians.
 """
@@ -16,19 +17,19 @@ from dataclasses import dataclass
 from base.geometry import (
     Quat,
     Vec3,
-    q_angle,
     q_conj,
     q_mul,
     q_rotate,
     q_step_toward,
     q_to_rotvec,
     v_add,
-    v_dist,
     v_norm,
     v_scale,
     v_sub,
 )
-from transport.messages import AckStatus, ArmFlags, ArmMode, ArmTelemetry, CartesianSetpoint
+from bedside.arm_driver import ArmOperatingState
+from safety.limits import SetpointLimits
+from transport.messages import CartesianSetpoint, OperatingState
 
 _DOWN: Vec3 = (0.0, 0.0, -1.0)
 
@@ -116,59 +117,53 @@ def home_setpoint(model: ArmModel) -> CartesianSetpoint:
     return CartesianSetpoint(v_add(model.rcm, v_scale(_DOWN, model.home_insertion)), (0.0, 0.0, 0.0, 1.0), 0.0)
 
 
-@dataclass(frozen=True, slots=True)
-class MotionLimits:
-    max_step_m: float
-    max_rot_step_rad: float
-    max_speed_m_s: float
-    max_rot_speed_rad_s: float
-    max_jaw_speed_rad_s: float
-
-
 class SimulatedArm:
-    """One arm: validates setpoints against its own limits and servoes toward the accepted one."""
+    """One simulated arm, an `ArmDriver` (bedside/arm_driver.py): servoes toward the accepted setpoint under its
+    rate limits; its own limits are the RCM chain's (`reachable`)."""
 
-    def __init__(self, model: ArmModel, limits: MotionLimits) -> None:
+    def __init__(self, model: ArmModel, limits: SetpointLimits) -> None:
+        self.name = model.name
         self.model = model
         self.limits = limits
         self.measured = home_setpoint(model)
         self.setpoint = self.measured
-        self.mode = ArmMode.DISABLED
-        self.limit_hit = False
+        self.state = OperatingState.DISABLED
         joints = inverse_kinematics(model, self.measured)
         assert isinstance(joints, JointSolution), joints
         self.joints: JointSolution = joints
         self._joints_of: CartesianSetpoint | None = self.measured
 
-    def validate(self, sp: CartesianSetpoint) -> tuple[AckStatus, str] | None:
-        """None if `sp` may be servoed to now; else the rejection and why. Never changes the arm.
+    # ------------------------------------------------------------------ commands
 
-        Runs for every commanded arm at 1 kHz, so the accepting case is `_acceptable`, the checks below
-        inlined with the same arithmetic; anything it does not accept goes through the checks themselves,
-        which name the first limit broken."""
-        if self._acceptable(sp):
+    def enable(self) -> None:
+        self.setpoint = self.measured
+        self.state = OperatingState.ENABLED
+
+    def disable(self) -> None:
+        self.setpoint = self.measured
+        self.state = OperatingState.DISABLED
+
+    def hold(self) -> None:
+        """Stop where the tip is now: the setpoint becomes the measured pose."""
+        self.setpoint = self.measured
+
+    def servo_cp(self, sp: CartesianSetpoint) -> None:
+        """Accept a checked setpoint; an arm without a jaw keeps it at 0."""
+        self.setpoint = sp if self.model.has_jaw else CartesianSetpoint(sp.position, sp.orientation, 0.0)
+
+    def reach_violation(self, sp: CartesianSetpoint) -> str | None:
+        """`reachable(model, sp)`; runs for every commanded arm at 1 kHz, so the accepting case is `_within_reach`,
+        the same arithmetic inlined."""
+        if self._within_reach(sp):
             return None
-        return self._first_violation(sp)
+        return reachable(self.model, sp)
 
-    def _acceptable(self, sp: CartesianSetpoint) -> bool:
-        """True iff `_first_violation(sp)` is None: v_dist, q_angle and reachable() inlined, term for term
-        (tests/test_bedside_agent.py::test_fast_validation_agrees_with_the_checks compares the two)."""
-        m, lim = self.model, self.limits
+    def _within_reach(self, sp: CartesianSetpoint) -> bool:
+        """True iff `reachable(model, sp)` is None: _shaft, the wrist bend (q_rotate of _DOWN by sp.orientation)
+        and the jaw range inlined, term for term (tests/test_bedside_agent.py::test_fast_reach_agrees_with_reachable
+        compares the two)."""
+        m = self.model
         px, py, pz = sp.position
-        cx, cy, cz = self.setpoint.position
-        dx, dy, dz = px - cx, py - cy, pz - cz
-        if math.sqrt(dx * dx + dy * dy + dz * dz) > lim.max_step_m:
-            return False
-        # q_angle(sp.orientation, setpoint.orientation) = angle of q_mul(setpoint, q_conj(sp))
-        qx, qy, qz, qw = sp.orientation
-        sx, sy, sz, sw = self.setpoint.orientation
-        x = sw * -qx + sx * qw + sy * -qz - sz * -qy
-        y = sw * -qy - sx * -qz + sy * qw + sz * -qx
-        z = sw * -qz + sx * -qy - sy * -qx + sz * qw
-        w = sw * qw - sx * -qx - sy * -qy - sz * -qz
-        if 2.0 * math.atan2(math.sqrt(x * x + y * y + z * z), abs(w)) > lim.max_rot_step_rad:
-            return False
-        # reachable(): _shaft, then the wrist bend (q_rotate of _DOWN by sp.orientation), then the jaw
         rx, ry, rz = m.rcm
         r0, r1, r2 = px - rx, py - ry, pz - rz
         d = math.sqrt(r0 * r0 + r1 * r1 + r2 * r2)
@@ -178,6 +173,7 @@ class SimulatedArm:
         u0, u1, u2 = r0 * inv, r1 * inv, r2 * inv
         if abs(math.atan2(-u0, -u2)) > m.yaw_limit or abs(math.asin(max(-1.0, min(1.0, u1)))) > m.pitch_limit:
             return False
+        qx, qy, qz, qw = sp.orientation
         t0 = qz * -qx + -qy * qw + qx * -qz - -qw * -qy  # q_mul(q_mul(q, (0, 0, -1, 0)), q_conj(q))
         t1 = qz * -qy - -qy * -qz + qx * qw + -qw * -qx
         t2 = qz * -qz + -qy * -qy - qx * -qx + -qw * qw
@@ -186,39 +182,12 @@ class SimulatedArm:
         jaw_max = m.jaw_max if m.has_jaw else 0.0
         return -1e-6 <= sp.jaw <= jaw_max + 1e-6
 
-    def _first_violation(self, sp: CartesianSetpoint) -> tuple[AckStatus, str] | None:
-        """The checks in order, with the sentence naming the first limit `sp` breaks."""
-        if v_dist(sp.position, self.setpoint.position) > self.limits.max_step_m:
-            return AckStatus.REJECTED_STEP, (
-                f"{self.model.name}: step {v_dist(sp.position, self.setpoint.position) * 1000:.1f} mm "
-                f"exceeds {self.limits.max_step_m * 1000:.1f} mm"
-            )
-        if q_angle(sp.orientation, self.setpoint.orientation) > self.limits.max_rot_step_rad:
-            return AckStatus.REJECTED_ORIENTATION_STEP, (
-                f"{self.model.name}: orientation step "
-                f"{math.degrees(q_angle(sp.orientation, self.setpoint.orientation)):.1f}° too large"
-            )
-        bad = reachable(self.model, sp)
-        if bad is not None:
-            return AckStatus.REJECTED_WORKSPACE, bad
-        return None
-
-    def servo(self, sp: CartesianSetpoint) -> None:
-        """Accept a validated setpoint (call validate first)."""
-        self.setpoint = sp if self.model.has_jaw else CartesianSetpoint(sp.position, sp.orientation, 0.0)
-        self.mode = ArmMode.FOLLOWING
-
-    def hold(self, disabled: bool = False) -> None:
-        """Stop where the tip is now: the setpoint becomes the measured pose."""
-        self.setpoint = self.measured
-        self.mode = ArmMode.DISABLED if disabled else ArmMode.HOLDING
-
     def advance(self, dt_s: float) -> None:
         """Servo toward the setpoint for `dt_s` seconds under the speed limits."""
         if dt_s <= 0.0:
             return
         m, sp, lim = self.measured, self.setpoint, self.limits
-        if m == sp:
+        if m is sp or m == sp:
             return
         delta = v_sub(sp.position, m.position)
         dist = v_norm(delta)
@@ -228,20 +197,32 @@ class SimulatedArm:
         dj = sp.jaw - m.jaw
         jstep = lim.max_jaw_speed_rad_s * dt_s
         jaw = sp.jaw if abs(dj) <= jstep else m.jaw + math.copysign(jstep, dj)
-        self.measured = CartesianSetpoint(pos, ori, jaw)
+        arrived = pos is sp.position and ori is sp.orientation and jaw == sp.jaw
+        self.measured = sp if arrived else CartesianSetpoint(pos, ori, jaw)  # arrived: `is` says so from now on
         self._joints_of = None  # joint angles are solved when telemetry asks, not every tick
 
-    def telemetry(self) -> ArmTelemetry:
+    # ------------------------------------------------------------------ queries
+
+    def measured_cp(self) -> CartesianSetpoint:
+        return self.measured
+
+    def setpoint_cp(self) -> CartesianSetpoint:
+        return self.setpoint
+
+    def measured_js(self) -> tuple[float, ...]:
         if self._joints_of != self.measured:
             ik = inverse_kinematics(self.model, self.measured)
             if isinstance(ik, JointSolution):  # else keep the last reachable solution
                 self.joints = ik
             self._joints_of = self.measured
         j = self.joints
-        flags = ArmFlags.HOMED
-        if self.measured != self.setpoint:
-            flags |= ArmFlags.BUSY
-        if self.limit_hit:
-            flags |= ArmFlags.LIMIT
-        js = (j.yaw, j.pitch, j.insertion, j.wrist[2], j.wrist[0], j.wrist[1], j.jaw)
-        return ArmTelemetry(self.mode, flags, self.measured, self.setpoint, js)
+        return (j.yaw, j.pitch, j.insertion, j.wrist[2], j.wrist[0], j.wrist[1], j.jaw)
+
+    def operating_state(self) -> ArmOperatingState:
+        """Never FAULT: a simulated arm has no hardware to fail. Read every tick, so from prebuilt values."""
+        m, sp = self.measured, self.setpoint
+        return _OPERATING_STATES[self.state, m is not sp and m != sp]
+
+
+_OPERATING_STATES = {(s, busy): ArmOperatingState(s, True, busy)
+                     for s in (OperatingState.DISABLED, OperatingState.ENABLED) for busy in (False, True)}

@@ -1,6 +1,6 @@
-"""Run the bedside agent: bind the control (ROUTER) and telemetry (PUB) endpoints, drive the simulated
-arms, freeze them on its own when the console goes quiet; start the stereo video sender (child process,
-ROUTER on the video port) unless --no-video.
+"""Run the bedside agent (`BedsideServer`): bind the control (ROUTER) and telemetry (PUB) endpoints, drive the
+simulated arms, freeze them on its own when the console goes quiet; start the stereo video sender (child
+process, ROUTER on the video port) unless --no-video. The decisions are bedside/agent.py's; this is the shell.
 
 Prints `READY ...` on stdout once bound. Every state change and freeze is logged, published on the
 telemetry socket and, with --event-log, appended to a JSON-lines file.
@@ -20,29 +20,13 @@ import zmq
 from base.config import Config
 from base.runtime import JsonLines, StopFlag, announce_ready, realtime_gc, realtime_scheduling
 from bedside.agent import BedsideAgent
-from recording.convert import K_BEDSIDE, K_COMMAND
-from recording.recorder import RecorderChild, start_recorder
+from recording.convert import K_BEDSIDE, K_COMMAND, event_json
+from recording.recorder import RecorderChild
 from recording.tap import NullTap
 from transport import codec, security
 from transport.zmqlink import control_server, tcp, telemetry_publisher
 
 log = logging.getLogger("bedside")
-
-
-
-
-def event_record(ev, kind: str = "event") -> dict:
-    return {
-        "type": kind,
-        "t_ns": ev.send_ns,
-        "epoch": ev.epoch,
-        "kind": ev.kind.name,
-        "reason": ev.reason.name,
-        "from": ev.from_state.name,
-        "to": ev.to_state.name,
-        "text": ev.text,
-    }
-
 
 VIDEO_NICE = 5
 
@@ -100,63 +84,97 @@ class LocalEStop:
                 agent.reset_estop(now_ns, "local")
 
 
-class RevokedCache:
-    """Names of revoked keys, refreshed at most every 100 ms: a live connection of a key revoked in the
-    registry is refused message by message without a stat() per message on the control path."""
+class BedsideServer:
+    """The socket loop around BedsideAgent, shaped like console/runner.py's ConsoleRunner: sockets, the loop and
+    the clock live here; every decision (what a frame does, what a freeze or a counter records, which keys are
+    revoked) is the agent's. The recorder is the caller's (started first: the video child records too)."""
 
-    def __init__(self, sec: security.ServerSecurity | None) -> None:
-        self.sec = sec
-        self.names: frozenset[str] = frozenset()
-        self.checked_ns = -(10**18)
+    def __init__(self, cfg: Config, recorder: RecorderChild | None = None, event_log: str | None = None,
+                 video: bool = True) -> None:
+        self.cfg = cfg
+        self.recorder = recorder
+        ctx = zmq.Context.instance()
+        self.sec = security.for_server(cfg, ctx)  # the ZAP handler runs before anything binds
+        self.tap = recorder.control_tap() if recorder is not None else NullTap()
+        self.video = VideoChild(cfg, recorder.video_endpoint if recorder is not None else None) if video else None
+        self.ctrl = control_server(ctx, tcp(cfg.link.bind_host, cfg.link.control_port), self.sec)
+        self.pub = telemetry_publisher(ctx, tcp(cfg.link.bind_host, cfg.link.telemetry_port), self.sec)
+        self.events = JsonLines(event_log)
+        self.agent = BedsideAgent(cfg.bedside, time.monotonic_ns(), teleop=cfg.teleop)  # the box both ends share
+        self.local_estop = LocalEStop()
 
-    def is_revoked(self, user: str, now_ns: int) -> bool:
-        if self.sec is None:
-            return False
-        if now_ns - self.checked_ns > 100_000_000:
-            self.checked_ns = now_ns
-            self.names = frozenset(c.name for c in self.sec.auth.registry.clients() if c.revoked)
-        return user.partition(":")[2] in self.names
+    def _announce(self, sched: str) -> None:
+        cfg, rec = self.cfg, self.recorder
+        announce_ready(
+            control=tcp(cfg.link.bind_host, cfg.link.control_port),
+            telemetry=tcp(cfg.link.bind_host, cfg.link.telemetry_port),
+            video=(self.video.endpoint or "none") if self.video else "off",
+            watchdog_ms=cfg.bedside.watchdog_ms,
+            recording=rec.info.get("file", "failed") if rec is not None else "off",
+            recorder_pid=rec.pid if rec is not None else 0,
+            sched=sched,
+        )
+        log.info("bedside up: watchdog %d ms, tick %d Hz, telemetry %d Hz",
+                 cfg.bedside.watchdog_ms, cfg.bedside.tick_hz, cfg.bedside.telemetry_hz)
 
+    def _receive(self, frames: list, rx: int) -> None:
+        """One control-socket message: [peer, frame]. Acks leave at once, restamped, and are recorded after."""
+        agent, sec, tap = self.agent, self.sec, self.tap
+        if len(frames) != 2:
+            agent.on_bad_envelope()
+            return
+        user = security.user_of(frames[1], sec is not None)
+        if sec is not None:
+            if agent.revocations_due(rx):
+                agent.set_revoked(rx, (c.name for c in sec.auth.registry.clients() if c.revoked))
+            if agent.refuse_revoked(user):
+                return
+        for out in agent.on_message(rx, frames[0].bytes, frames[1].bytes, user):
+            t_ack = time.monotonic_ns()
+            ack = codec.restamp(out.data, t_ack)
+            try:
+                self.ctrl.send_multipart([out.peer, ack], zmq.NOBLOCK)
+            except zmq.Again:
+                agent.on_ack_dropped()
+            else:
+                tap.add(K_BEDSIDE, t_ack, ack)  # recorded after it left, never before
+        tap.add(K_COMMAND, rx, frames[1].bytes, user.encode())  # the command, not the peer id
 
-def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: str | None = None,
-          video: bool = True) -> BedsideAgent:
-    ctx = zmq.Context.instance()
-    sec = security.for_server(cfg, ctx)  # the ZAP handler runs before anything binds
-    recorder: RecorderChild | None = start_recorder(cfg, "bedside")  # first: the video child records too
-    tap = recorder.control_tap() if recorder is not None else NullTap()
-    video_child = VideoChild(cfg, recorder.video_endpoint if recorder is not None else None) if video else None
-    ctrl = control_server(ctx, tcp(cfg.link.bind_host, cfg.link.control_port), sec)
-    pub = telemetry_publisher(ctx, tcp(cfg.link.bind_host, cfg.link.telemetry_port), sec)
-    events = JsonLines(event_log)
-    now = time.monotonic_ns()
-    agent = BedsideAgent(cfg.bedside, now)
-    tick_ns = 1_000_000_000 // cfg.bedside.tick_hz
-    telem_ns = 1_000_000_000 // cfg.bedside.telemetry_hz
-    next_tick = now
-    next_telem = now
-    next_counters = now
-    revoked = RevokedCache(sec)
-    local_estop = LocalEStop()
-    end = None if seconds is None else now + int(seconds * 1e9)
-    n_freezes = 0
-    waited: tuple[list, int] | None = None  # a frame the blocking wait returned, with its arrival time
-    realtime_gc()
-    sched = realtime_scheduling(cfg.bedside.realtime_priority, "bedside")  # after the sockets: zmq's I/O thread too
-    announce_ready(
-        control=tcp(cfg.link.bind_host, cfg.link.control_port),
-        telemetry=tcp(cfg.link.bind_host, cfg.link.telemetry_port),
-        video=(video_child.endpoint or "none") if video_child else "off",
-        watchdog_ms=cfg.bedside.watchdog_ms,
-        recording=recorder.info.get("file", "failed") if recorder is not None else "off",
-        recorder_pid=recorder.pid if recorder is not None else 0,
-        sched=sched,
-    )
-    log.info("bedside up: watchdog %d ms, tick %d Hz, telemetry %d Hz",
-             cfg.bedside.watchdog_ms, cfg.bedside.tick_hz, cfg.bedside.telemetry_hz)
-    try:
+    def _publish(self, t_ns: int, data: bytes) -> None:
+        self.pub.send(data, zmq.NOBLOCK)
+        self.tap.add(K_BEDSIDE, t_ns, data)
+
+    def _report_counters(self, now: int) -> None:
+        sec = self.sec
+        if sec is not None:
+            refusals = [sec.auth.refusals.popleft() for _ in range(len(sec.auth.refusals))]  # appended by ZAP
+            self.agent.on_auth_report(now, refusals, sec.auth.counters)
+        self._publish(now, self.agent.counters_message(now))
+
+    def _log_events(self) -> None:
+        """The agent's new events and freezes: published, in the event log, in the recording."""
+        for ev in self.agent.drain_events():
+            self._publish(ev.send_ns, codec.encode(ev))
+            self.events.write({"type": "event", **event_json(ev, ev.send_ns)})
+        for f in self.agent.drain_freezes():
+            rec = f.record()
+            self.events.write({"type": "freeze", **rec})
+            self.tap.add_json("freeze", f.at_ns, rec)
+
+    def run(self, stop: StopFlag, seconds: float | None = None) -> None:
+        cfg, agent, ctrl = self.cfg, self.agent, self.ctrl
+        now = time.monotonic_ns()
+        tick_ns = 1_000_000_000 // cfg.bedside.tick_hz
+        telem_ns = 1_000_000_000 // cfg.bedside.telemetry_hz
+        next_tick = next_telem = next_counters = now
+        end = None if seconds is None else now + int(seconds * 1e9)
+        waited: tuple[list, int] | None = None  # a frame the blocking wait returned, with its arrival time
+        realtime_gc()
+        # after the sockets: zmq's I/O thread too
+        self._announce(realtime_scheduling(cfg.bedside.realtime_priority, "bedside"))
         while not stop and (end is None or now < end):
             now = time.monotonic_ns()
-            local_estop.apply(agent, now)
+            self.local_estop.apply(agent, now)
             dl = agent.next_deadline_ns()
             if dl is not None and now >= dl:
                 agent.check_watchdog(now)  # before reading anything that piled up
@@ -170,57 +188,18 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
                     except zmq.Again:
                         break
                     rx = time.monotonic_ns()
-                if len(frames) != 2:
-                    agent.counters["decode_errors"] += 1
-                    agent.counters["multipart_frames"] += 1
-                    continue
-                user = security.user_of(frames[1], sec is not None)
-                if sec is not None and revoked.is_revoked(user, rx):
-                    agent.counters["revoked_messages"] += 1
-                    continue
-                data = frames[0].bytes
-                for out in agent.on_message(rx, data, frames[1].bytes, user):
-                    t_ack = time.monotonic_ns()
-                    ack = codec.restamp(out.data, t_ack)
-                    try:
-                        ctrl.send_multipart([out.peer, ack], zmq.NOBLOCK)
-                    except zmq.Again:
-                        agent.counters["ack_dropped"] += 1
-                    else:
-                        tap.add(K_BEDSIDE, t_ack, ack)  # recorded after it left, never before
-                tap.add(K_COMMAND, rx, frames[1].bytes, user.encode())  # the command, not the peer id
+                self._receive(frames, rx)
             if now >= next_tick:  # after the acks: integrating the arms must not delay a reply
                 agent.advance(now)
                 next_tick = max(next_tick + tick_ns, now - tick_ns)
             if now >= next_telem:
-                data = agent.telemetry(now)
-                pub.send(data, zmq.NOBLOCK)
-                tap.add(K_BEDSIDE, now, data)
+                self._publish(now, agent.telemetry(now))
                 next_telem = max(next_telem + telem_ns, now - telem_ns)
             if now >= next_counters:
-                if sec is not None:
-                    while sec.auth.refusals:
-                        r = sec.auth.refusals.popleft()
-                        agent.record_refusal(now, r["domain"], r["why"], r["fingerprint"])
-                    for k, v in sec.auth.counters.items():
-                        agent.counters[k] = v
-                data = agent.counters_message(now)
-                pub.send(data, zmq.NOBLOCK)
-                tap.add(K_BEDSIDE, now, data)
+                self._report_counters(now)
                 next_counters = now + 1_000_000_000
-            for ev in agent.drain_events():
-                data = codec.encode(ev)
-                pub.send(data, zmq.NOBLOCK)
-                tap.add(K_BEDSIDE, ev.send_ns, data)
-                events.write(event_record(ev))
-            while n_freezes < len(agent.freezes):
-                f = agent.freezes[n_freezes]
-                n_freezes += 1
-                rec = {"type": "freeze", "t_ns": f.at_ns, "reason": f.reason.name,
-                       "last_valid_ns": f.last_valid_ns, "latency_ms": f.latency_ns / 1e6, "text": f.text}
-                events.write(rec)
-                tap.add_json("freeze", f.at_ns, {k: v for k, v in rec.items() if k != "type"})
-            tap.flush(now)  # one NOBLOCK send per batch, after everything time-critical
+            self._log_events()
+            self.tap.flush(now)  # one NOBLOCK send per batch, after everything time-critical
             # Wait inside a blocking receive, as the raw floor's echo server does: it wakes ~15 µs sooner than
             # select() then recv. Millisecond resolution is enough here (the watchdog fires ≤ 1 ms late).
             wake = min(next_tick, next_telem) if dl is None else min(next_tick, next_telem, dl)
@@ -229,27 +208,18 @@ def serve(cfg: Config, stop: StopFlag, seconds: float | None = None, event_log: 
                 waited = (ctrl.recv_multipart(copy=False), time.monotonic_ns())
             except zmq.Again:
                 waited = None
-    finally:
-        events.write({"type": "summary", "t_ns": time.monotonic_ns(), "counters": dict(agent.counters)})
-        events.close()
-        ctrl.close(0)
-        pub.close(0)
-        if video_child is not None:
-            video_child.close()
-        if recorder is not None:
-            tap.flush()
-            recorder.close()
-        security.stop_server_security(sec)
-    return agent
 
+    def finish(self) -> None:
+        """Close the event log with the final counters, the sockets and the video child; the caller then
+        closes the recorder."""
+        self.events.write({"type": "summary", "t_ns": time.monotonic_ns(), "counters": dict(self.agent.counters)})
+        self.events.close()
+        self.ctrl.close(0)
+        self.pub.close(0)
+        if self.video is not None:
+            self.video.close()
+        self.tap.flush()
+        security.stop_server_security(self.sec)
 
-def summary(agent: BedsideAgent) -> dict:
-    return {
-        "counters": dict(agent.counters),
-        "freezes": [
-            {"reason": f.reason.name, "latency_ms": f.latency_ns / 1e6, "text": f.text} for f in agent.freezes
-        ],
-        "state": agent.state.name,
-    }
-
-
+    def summary(self) -> dict:
+        return self.agent.summary()

@@ -34,8 +34,8 @@ import math
 from dataclasses import dataclass
 
 from base.config import TeleopConfig
-from base.geometry import Pose, Quat, Vec3, q_step_toward, v_add, v_clamp_norm, v_sub
-from console.engagement import ENGAGED, ArmState, Engagement, Transition, Trigger
+from base.geometry import Pose, Quat, Vec3, is_unit_quat, q_step_toward, v_add, v_clamp_norm, v_sub
+from console.engagement import ENGAGED, ArmState, Engagement, Trigger
 from console.mapping import ArmMapping, align_target, alignment_error, jaw_target, mean_pose
 from console.master import MasterSample
 from console.tremor import TremorFilter
@@ -120,8 +120,7 @@ class _Arm:
 def _finite_pose(sp: CartesianSetpoint | None) -> bool:
     if sp is None:
         return False
-    s = sum(sp.position) + sum(sp.orientation) + sp.jaw
-    return math.isfinite(s) and 0.5 < sum(c * c for c in sp.orientation) < 2.0
+    return math.isfinite(sum(sp.position) + sp.jaw) and is_unit_quat(sp.orientation)
 
 
 def _sample_ok(now_ns: int, sample: MasterSample) -> bool:
@@ -129,9 +128,7 @@ def _sample_ok(now_ns: int, sample: MasterSample) -> bool:
         return False
     for h in sample.hands:
         p, q = h.pose.position, h.pose.orientation
-        if not math.isfinite(sum(p) + sum(q) + h.gripper) or max(abs(c) for c in p) > 10.0:
-            return False
-        if not 0.5 < q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3] < 2.0:
+        if not math.isfinite(sum(p) + h.gripper) or max(abs(c) for c in p) > 10.0 or not is_unit_quat(q):
             return False
     return True
 
@@ -175,7 +172,7 @@ class TeleopController:
 
     def _fire(self, arm: _Arm, now_ns: int, trigger: Trigger, reason: Reason = Reason.NONE,
               text: str = "") -> None:
-        tr: Transition = arm.eng.fire(now_ns, trigger, reason, text)
+        tr = arm.eng.fire(now_ns, trigger, reason, text)
         src, dst = tr.from_state.value, tr.to_state.value
         self._events.append(TeleopEvent(now_ns, f"{arm.name} {src}->{dst}", reason, text, arm.name, src, dst))
         if tr.to_state is not ArmState.FOLLOWING:

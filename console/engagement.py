@@ -18,16 +18,17 @@ table lacks for the current state raises TransitionError: a programming error, n
                fault, limit, master fault). Leaving it always takes an explicit ENGAGE from the surgeon.
 
 Releasing a pedal goes back through ALIGNING, which re-captures the start poses: the tool resumes from
-where it is with no jump. Each transition is logged with its reason and returned as a Transition.
-docs/teleoperation.md shows the diagram generated from this table by `diagram()`.
+where it is with no jump. The mechanism is the shared one (safety/statemachine.py): each transition is logged
+here (`console.engagement`, WARNING when it enters HELD) with its reason and returned as a Transition.
+docs/state-machines.md shows the diagram generated from this table (`teleop diagrams`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from enum import StrEnum
 
+from safety.statemachine import StateMachine, TransitionTable
 from transport.messages import Reason
 
 log = logging.getLogger("console.engagement")
@@ -53,7 +54,7 @@ class Trigger(StrEnum):
 
 
 A, T = ArmState, Trigger
-TRANSITIONS: dict[tuple[ArmState, Trigger], ArmState] = {
+TRANSITIONS: TransitionTable[ArmState, Trigger] = TransitionTable("engagement", A.DISABLED, {
     (A.DISABLED, T.ENGAGE): A.ALIGNING,
     (A.HELD, T.ENGAGE): A.ALIGNING,
     (A.ALIGNING, T.ALIGNED): A.FOLLOWING,
@@ -75,59 +76,15 @@ TRANSITIONS: dict[tuple[ArmState, Trigger], ArmState] = {
     (A.CLUTCHED, T.DISENGAGE): A.DISABLED,
     (A.CAMERA, T.DISENGAGE): A.DISABLED,
     (A.HELD, T.DISENGAGE): A.DISABLED,
-}
+}, alarm={A.HELD})
 del A, T
 
 ENGAGED = frozenset({ArmState.ALIGNING, ArmState.FOLLOWING, ArmState.CLUTCHED, ArmState.CAMERA})
 """States a hold condition moves to HELD."""
 
 
-class TransitionError(RuntimeError):
-    """A trigger the transition table does not allow in the arm's current state."""
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    t_ns: int
-    arm: str
-    from_state: ArmState
-    trigger: Trigger
-    to_state: ArmState
-    reason: Reason
-    text: str
-
-
-class Engagement:
-    """One arm's state, the reason it is there and since when."""
+class Engagement(StateMachine[ArmState, Trigger]):
+    """One arm's state, the reason it is there and since when; the machine's name is the arm's."""
 
     def __init__(self, arm: str, now_ns: int = 0) -> None:
-        self.arm = arm
-        self.state = ArmState.DISABLED
-        self.reason = Reason.STARTUP
-        self.text = "not engaged"
-        self.since_ns = now_ns
-
-    def can(self, trigger: Trigger) -> bool:
-        return (self.state, trigger) in TRANSITIONS
-
-    def fire(self, now_ns: int, trigger: Trigger, reason: Reason = Reason.NONE, text: str = "") -> Transition:
-        key = (self.state, trigger)
-        if key not in TRANSITIONS:
-            raise TransitionError(f"{self.arm}: {trigger.value!r} is not allowed in {self.state.value}")
-        tr = Transition(now_ns, self.arm, self.state, trigger, TRANSITIONS[key], reason, text)
-        self.state = tr.to_state
-        self.reason = reason
-        self.text = text
-        self.since_ns = now_ns
-        level = logging.WARNING if tr.to_state is ArmState.HELD else logging.INFO
-        log.log(level, "%s %s -> %s on %s (%s): %s", self.arm, tr.from_state.value, tr.to_state.value,
-                trigger.value, reason.name, text)
-        return tr
-
-
-def diagram() -> str:
-    """The transition table as a Mermaid state diagram (docs/teleoperation.md embeds this text)."""
-    lines = ["stateDiagram-v2", "    [*] --> DISABLED"]
-    for (src, trig), dst in TRANSITIONS.items():
-        lines.append(f"    {src.value} --> {dst.value}: {trig.value}")
-    return "\n".join(lines)
+        super().__init__(TRANSITIONS, arm, now_ns, Reason.STARTUP, "not engaged", logger=log)

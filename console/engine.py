@@ -6,7 +6,8 @@ The engine owns what is about the link; the TeleopController (console/controller
 arms. Each control tick the runner calls `step(now, master_sample)`; every frame that arrives is handed
 to `on_bytes(now, data)` the moment it arrives, so round trips are timed on arrival.
 
-Link states, with every change logged and kept in `events`:
+Link states, all in `LINK` (the one mechanism, safety/statemachine.py), every change logged and kept in
+`events` as an EngineEvent("link", "UP"/"LOST"):
 
     CONNECTING --first valid ack/telemetry--> UP --nothing for console_timeout_ms--> LOST --traffic--> UP
 
@@ -27,12 +28,13 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 
 from base.config import Config
 from base.stats import Histogram
 from console.controller import BedsideView, TeleopController, TeleopOutput
 from console.master import MasterSample
+from safety.statemachine import StateMachine, Transition, TransitionTable
 from safety.watchdog import Watchdog
 from transport import codec
 from transport.clock import OffsetEstimator
@@ -67,6 +69,18 @@ class LinkState(Enum):
     LOST = "LOST"
 
 
+class LinkTrigger(StrEnum):
+    TRAFFIC = "traffic"  # a valid ack, telemetry, counters or event from the bedside
+    SILENCE = "silence"  # the link watchdog: nothing for console_timeout_ms
+
+
+LINK: TransitionTable[LinkState, LinkTrigger] = TransitionTable("console link", LinkState.CONNECTING, {
+    (LinkState.CONNECTING, LinkTrigger.TRAFFIC): LinkState.UP,
+    (LinkState.UP, LinkTrigger.SILENCE): LinkState.LOST,
+    (LinkState.LOST, LinkTrigger.TRAFFIC): LinkState.UP,
+}, alarm={LinkState.LOST})
+
+
 @dataclass(frozen=True, slots=True)
 class EngineEvent:
     t_ns: int
@@ -80,7 +94,7 @@ class ConsoleEngine:
     def __init__(self, cfg: Config, controller: TeleopController, now_ns: int) -> None:
         self.cfg = cfg
         self.controller = controller
-        self.link = LinkState.CONNECTING
+        self.link_machine = StateMachine(LINK, "link", now_ns, logger=log)
         self.link_watchdog = Watchdog(cfg.link.console_timeout_ms * 1_000_000)
         self.epoch = 0
         self._seq = 0
@@ -117,6 +131,14 @@ class ConsoleEngine:
         return self._seq
 
     @property
+    def link(self) -> LinkState:
+        return self.link_machine.state
+
+    def _link_event(self, tr: Transition[LinkState, LinkTrigger]) -> None:
+        """A link transition as the EngineEvent recordings and the window know (logged by the machine)."""
+        self.events.append(EngineEvent(tr.t_ns, "link", tr.to_state.value, tr.reason, tr.text))
+
+    @property
     def session_ready(self) -> bool:
         return self.epoch != 0 and self.link is LinkState.UP
 
@@ -138,17 +160,15 @@ class ConsoleEngine:
     def _check_link(self, now_ns: int) -> None:
         trip = self.link_watchdog.check(now_ns)
         if trip is not None:
-            self.link = LinkState.LOST
             text = f"no ack or telemetry for {trip.silence_ns / 1e6:.0f} ms; arms held, re-engage to resume"
-            self._event(now_ns, "link", "LOST", Reason.LINK_LOST, text)
+            self._link_event(self.link_machine.fire(now_ns, LinkTrigger.SILENCE, Reason.LINK_LOST, text))
             self._drop_session(now_ns, Reason.LINK_LOST, "link lost")
             self.controller.hold(now_ns, Reason.LINK_LOST, text)
 
     def _link_alive(self, now_ns: int) -> None:
         if self.link is not LinkState.UP:
-            self._event(now_ns, "link", "UP", Reason.NONE, f"traffic from the bedside (was {self.link.value})",
-                        warn=False)
-            self.link = LinkState.UP
+            self._link_event(self.link_machine.fire(now_ns, LinkTrigger.TRAFFIC, Reason.NONE,
+                                                    f"traffic from the bedside (was {self.link.value})"))
             self.link_watchdog.arm(now_ns)
         self.link_watchdog.feed(now_ns)
 
@@ -175,8 +195,11 @@ class ConsoleEngine:
             self.events.append(EngineEvent(now_ns, "bedside", msg.kind.name, msg.reason, msg.text))
             log.info("bedside: %s -> %s (%s) %s", msg.from_state.name, msg.to_state.name, msg.reason.name,
                      msg.text)
-        else:
+        else:  # SERVO_CP, ENABLE, DISABLE, PING, ESTOP: the console's own kinds; not a sign of bedside life
             self.counters["unexpected_type"] += 1
+            if self.counters["unexpected_type"] <= 3:
+                log.warning("%s seq %d from the bedside's sockets dropped: a console-to-bedside message type",
+                            type(msg).__name__, msg.seq)
             return
         self._link_alive(now_ns)
 

@@ -20,11 +20,18 @@ from console.engine import ConsoleEngine
 from console.master import FileMaster, MasterDevice, ScriptedMaster
 from console.uilink import UiSupervisor
 from recording.catalog import LINK_HZ
-from recording.convert import K_BEDSIDE, K_COMMAND
+from recording.convert import K_BEDSIDE, K_COMMAND, console_event_json
 from recording.tap import NullTap
 from transport import security
 from transport.codec import restamp
-from transport.zmqlink import control_client, tcp, telemetry_subscriber, wait_readable
+from transport.zmqlink import (
+    control_client,
+    tcp,
+    telemetry_subscriber,
+    ui_intent_server,
+    ui_state_publisher,
+    wait_readable,
+)
 
 log = logging.getLogger("console")
 REPORT_NS = 5_000_000_000
@@ -73,14 +80,8 @@ class ConsoleRunner:
             master = master or NetworkMaster(tcp("127.0.0.1", c.master_port), bind=True,
                                              timeout_ms=c.master_timeout_ms)
             self.ui = UiSupervisor(controller, c.gui_timeout_ms, cfg.video.stale_ms, cfg.video.stuck_ms)
-            self.ui_pull = ctx.socket(zmq.PULL)
-            self.ui_pull.setsockopt(zmq.LINGER, 0)
-            self.ui_pull.setsockopt(zmq.RCVHWM, 1000)
-            self.ui_pull.bind(tcp("127.0.0.1", c.ui_intent_port))
-            self.ui_pub = ctx.socket(zmq.PUB)
-            self.ui_pub.setsockopt(zmq.LINGER, 0)
-            self.ui_pub.setsockopt(zmq.SNDHWM, 100)
-            self.ui_pub.bind(tcp("127.0.0.1", c.ui_state_port))
+            self.ui_pull = ui_intent_server(ctx, tcp("127.0.0.1", c.ui_intent_port))
+            self.ui_pub = ui_state_publisher(ctx, tcp("127.0.0.1", c.ui_state_port))
             self._inbound.append(self.ui_pull)
             self._events_published = 0
             self._rtt_history: deque[float | None] = deque(maxlen=90)
@@ -124,8 +125,7 @@ class ConsoleRunner:
         events = e.events[self._events_published:]
         self._events_published = len(e.events)
         for ev in events:
-            self.ui_pub.send(uilink.encode({"type": "event", "t_ns": ev.t_ns, "source": ev.source, "name": ev.name,
-                                            "reason": ev.reason.name, "text": ev.text}), zmq.NOBLOCK)
+            self.ui_pub.send(uilink.encode({"type": "event", **console_event_json(ev)}), zmq.NOBLOCK)
         if now < self._next_state_ns:
             return
         self._next_state_ns = now + 1_000_000_000 // uilink.STATE_HZ
@@ -221,8 +221,7 @@ class ConsoleRunner:
         while self._rec_events < len(e.events):
             ev = e.events[self._rec_events]
             self._rec_events += 1
-            tap.add_json("event", ev.t_ns, {"t_ns": ev.t_ns, "source": ev.source, "name": ev.name,
-                                            "reason": ev.reason.name, "text": ev.text})
+            tap.add_json("event", ev.t_ns, console_event_json(ev))
         if now >= self._next_link_ns or force_link:
             self._next_link_ns = now + 1_000_000_000 // LINK_HZ
             snap = e.controller.snapshot() if hasattr(e.controller, "snapshot") else {}
@@ -251,10 +250,7 @@ class ConsoleRunner:
             "clock_offset_us": None if offset is None else offset / 1e3,
             "link": e.link.value,
             "counters": dict(c),
-            "events": [
-                {"t_ns": ev.t_ns, "source": ev.source, "name": ev.name, "reason": ev.reason.name, "text": ev.text}
-                for ev in e.events
-            ],
+            "events": [console_event_json(ev) for ev in e.events],
         }
 
 

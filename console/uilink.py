@@ -18,9 +18,10 @@ GUI → engine messages (one JSON object per frame, at most MAX_UI_BYTES):
                                                                     per new frame actually painted
 Everything else (engage, clutch, camera, presence, e-stop) is a master button and travels with the poses.
 
-The supervisor is pure: fed bytes and `now_ns`, it drives the controller's `inhibit`: GUI_LOST while the
-heartbeat is missing for `console.gui_timeout_ms`, VIDEO_STALE while the painted picture is stale. Both hold
-the arms and refuse engagement while active; clearing them never resumes motion by itself.
+The supervisor is pure: fed bytes and `now_ns`, it drives the controller's `inhibit`: GUI_LOST while no
+window has attached yet or its heartbeat is missing for `console.gui_timeout_ms` (the window states are in
+`WINDOW`, the one mechanism of safety/statemachine.py), VIDEO_STALE while the painted picture is stale. Both
+hold the arms and refuse engagement while active; clearing them never resumes motion by itself.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ import json
 import logging
 import math
 from collections import Counter
+from enum import Enum, StrEnum
 from typing import Any
 
+from safety.statemachine import StateMachine, TransitionTable
 from safety.video_guard import VideoGuard, VideoState
 from safety.watchdog import Watchdog
 from transport.messages import Reason
@@ -41,8 +44,39 @@ MAX_UI_BYTES = 4096
 STATE_HZ = 30
 
 
+class WindowState(Enum):
+    WAITING = "WAITING"  # no heartbeat yet: arms held, "console window not connected"
+    ATTACHED = "ATTACHED"  # heartbeats arrive in time
+    LOST = "LOST"  # heartbeat missing for gui_timeout_ms: arms held until it is back (then engage again)
+
+
+class WindowTrigger(StrEnum):
+    HEARTBEAT = "heartbeat"  # a heartbeat while not ATTACHED
+    SILENCE = "silence"  # the heartbeat watchdog tripped
+
+
+WINDOW: TransitionTable[WindowState, WindowTrigger] = TransitionTable("console window", WindowState.WAITING, {
+    (WindowState.WAITING, WindowTrigger.HEARTBEAT): WindowState.ATTACHED,
+    (WindowState.ATTACHED, WindowTrigger.SILENCE): WindowState.LOST,
+    (WindowState.LOST, WindowTrigger.HEARTBEAT): WindowState.ATTACHED,
+}, alarm={WindowState.LOST})
+
+
 class UiMessageError(ValueError):
     """A GUI message that is not one of the documented ones; dropped and counted."""
+
+
+def _float(v: int | float) -> float:
+    """JSON integers have no size limit: one beyond a float's range is not a number we can use."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf
+
+
+def _wire_int(v: object) -> bool:
+    """An integer the video guard can do float arithmetic with (a 400-digit capture time would overflow it)."""
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**64) < v < 2**64
 
 
 def decode_ui_message(data: bytes) -> dict[str, Any]:
@@ -50,24 +84,24 @@ def decode_ui_message(data: bytes) -> dict[str, Any]:
         raise UiMessageError(f"{len(data)} bytes exceeds {MAX_UI_BYTES}")
     try:
         msg = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UiMessageError(f"not JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # 4 KB of "[" nests past the stack
+        raise UiMessageError(f"not JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(msg, dict) or msg.get("type") not in ("heartbeat", "intent", "video"):
         raise UiMessageError(f"unknown message {str(msg)[:80]!r}")
     if msg["type"] == "intent":
         if msg.get("name") == "set_scale":
             v = msg.get("value")
-            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-                raise UiMessageError(f"set_scale needs a finite number, got {v!r}")
+            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(_float(v)):
+                raise UiMessageError(f"set_scale needs a finite number, got {str(v)[:40]}")
         elif msg.get("name") != "reset_estop":
             raise UiMessageError(f"unknown intent {msg.get('name')!r}")
     if msg["type"] == "video":
         for k in ("frame_id", "capture_ns"):
-            if not isinstance(msg.get(k), int) or isinstance(msg.get(k), bool):
-                raise UiMessageError(f"video report needs integer {k}")
+            if not _wire_int(msg.get(k)):
+                raise UiMessageError(f"video report needs integer {k} (|{k}| < 2**64)")
         for k in ("signature", "source_seq"):
-            if msg.get(k) is not None and (not isinstance(msg[k], int) or isinstance(msg[k], bool)):
-                raise UiMessageError(f"video report {k} must be an integer or null")
+            if msg.get(k) is not None and not _wire_int(msg[k]):
+                raise UiMessageError(f"video report {k} must be an integer (|{k}| < 2**64) or null")
     return msg
 
 
@@ -82,8 +116,7 @@ class UiSupervisor:
         self.controller = controller
         self.watchdog = Watchdog(int(gui_timeout_ms * 1e6))
         self.guard = VideoGuard(threshold_ms=stale_ms, stuck_ms=stuck_ms)
-        self.gui_seen = False
-        self.gui_lost = False
+        self.window = StateMachine(WINDOW, "window", logger=log)
         self.video = self.guard.peek(0)
         self.counters: Counter[str] = Counter()
 
@@ -98,11 +131,9 @@ class UiSupervisor:
         kind = msg["type"]
         self.counters[f"ui_{kind}"] += 1
         if kind == "heartbeat":
-            if not self.gui_seen:
-                self.gui_seen = True
-                self.watchdog.arm(now_ns)
-                log.info("window attached")
-            elif self.watchdog.tripped:
+            if self.window.state is not WindowState.ATTACHED:  # the first heartbeat, or back after a silence
+                text = "window attached" if self.window.state is WindowState.WAITING else "window heartbeat back"
+                self.window.fire(now_ns, WindowTrigger.HEARTBEAT, Reason.NONE, text)
                 self.watchdog.arm(now_ns)
             self.watchdog.feed(now_ns)
         elif kind == "intent":
@@ -116,19 +147,15 @@ class UiSupervisor:
 
     def tick(self, now_ns: int) -> None:
         """Once per control tick: hold on a vanished window or a stale picture."""
-        if not self.gui_seen:
+        if self.window.state is WindowState.WAITING:
             self.controller.inhibit(now_ns, Reason.GUI_LOST, True, "console window not connected")
         else:
             trip = self.watchdog.check(now_ns)
             if trip is not None:
-                self.gui_lost = True
                 text = f"console window silent for {trip.silence_ns / 1e6:.0f} ms: arms held"
-                log.warning("%s", text)
+                self.window.fire(now_ns, WindowTrigger.SILENCE, Reason.GUI_LOST, text)
                 self.controller.inhibit(now_ns, Reason.GUI_LOST, True, text)
-            elif self.watchdog.armed and not self.watchdog.tripped:
-                if self.gui_lost:
-                    self.gui_lost = False
-                    log.info("window heartbeat back")
+            elif self.window.state is WindowState.ATTACHED:
                 self.controller.inhibit(now_ns, Reason.GUI_LOST, False)
         self.video = self.guard.check(now_ns)
         if self.video.changed:

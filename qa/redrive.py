@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from qa.session import ARMS, Session
+from qa.session import Session
+from recording.catalog import BEDSIDE, CONSOLE, Topics
 from transport import codec
 from transport.messages import (
+    ARM_NAMES,
     Ack,
     AckStatus,
     CartesianSetpoint,
@@ -87,9 +89,9 @@ def plan(session: Session) -> Plan:
     cmd = session.commands(role)
     tel = session.telemetry(role)
     if not (cmd["type"] == 0).any() if len(cmd) else True:
-        raise ValueError("the recording has no command stream (/bedside/command or /console/command)")
+        raise ValueError(f"the recording has no command stream ({BEDSIDE.command} or {CONSOLE.command})")
     if not len(tel):
-        raise ValueError(f"the recording has no /{role}/telemetry to compare with")
+        raise ValueError(f"the recording has no {Topics(role).telemetry} to compare with")
     # host-clock times of that role (the table is on the session timeline; a constant shift cancels, but
     # a varying clock offset must not enter the comparison)
     t_cmd = session.from_timeline(role, cmd["t"])
@@ -110,10 +112,10 @@ def plan(session: Session) -> Plan:
             out.append(RecCommand(int(t_cmd[i]) - t0, kind, int(cmd["epoch"][i]), int(cmd["flags"][i]), m, arms))
         else:
             out.append(RecCommand(int(t_cmd[i]) - t0, kind, int(cmd["epoch"][i]), engage=bool(cmd["engage"][i])))
-    freezes = session.count("bedside", "/bedside/freeze") if role == "bedside" else sum(
+    freezes = session.count("bedside", BEDSIDE.freeze) if role == "bedside" else sum(
         1 for e in session.events() if e.kind == "hold") // max(1, bin(mask_all).count("1"))
     return Plan(role, out, (t_tel - t0).astype(np.int64), tel["pos"].copy(), freezes,
-                tuple(a for j, a in enumerate(ARMS) if mask_all >> j & 1))
+                tuple(a for j, a in enumerate(ARM_NAMES) if mask_all >> j & 1))
 
 
 class Restamper:
@@ -201,7 +203,7 @@ def compare(ref_t: np.ndarray, ref_pos: np.ndarray, new_t: np.ndarray, new_pos: 
     lag, _rms, err = best
     tt = (new_t - lag * 1e6)
     tt = tt[(tt >= ref_t[0]) & (tt <= ref_t[-1])]
-    per = {ARMS[j] if j < len(ARMS) else str(j): {"max_mm": float(err[:, j].max() * 1000),
+    per = {ARM_NAMES[j] if j < len(ARM_NAMES) else str(j): {"max_mm": float(err[:, j].max() * 1000),
                                                    "rms_mm": float(np.sqrt(np.mean(err[:, j] ** 2)) * 1000),
                                                    "max_at_s": float(tt[int(np.argmax(err[:, j]))] / 1e9)}
            for j in range(n_arms)}

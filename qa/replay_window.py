@@ -31,8 +31,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qa.session import ARMS, EVENT_KINDS, QaEvent, Session, envelope
+from qa.session import EVENT_KINDS, QaEvent, Session, envelope
 from qa.video import VideoTrack
+from recording.catalog import BEDSIDE, CONSOLE
+from transport.messages import ARM_NAMES
 from video.compositor import DisplayMode, compose
 from video.framecode import mark_stale
 
@@ -380,7 +382,7 @@ class ReplayWindow(QWidget):
         _lt, off = s.offsets()
         if "bedside" in s.roles and "console" in s.roles:
             parts.append(f"bedside aligned by clock offset {np.median(off) / 1e6:+.3f} ms" if off.size
-                         else "bedside NOT aligned (no /console/link offset)")
+                         else f"bedside NOT aligned (no {CONSOLE.link} offset)")
         cut = [f.path.name for f in s.files if f.truncated]
         if cut:
             parts.append("cut short: " + ", ".join(cut))
@@ -392,10 +394,10 @@ class ReplayWindow(QWidget):
         sec = s.seconds
         plots = []
         rtt: list[Series] = []
-        if s.has("console", "/console/ack"):
+        if s.has("console", CONSOLE.ack):
             a = s.acks("console")
             rtt.append(Series("ack", "#4aa3ff", sec(a["t"]), a["rtt_ms"]))
-        if s.has("console", "/console/link"):
+        if s.has("console", CONSOLE.link):
             lk = s.link()
             rtt.append(Series("link", "#ffaa00", sec(lk["t"]), lk["rtt_ms"]))
         plots.append(PlotWidget("RTT", "ms", rtt, span))
@@ -407,9 +409,9 @@ class ReplayWindow(QWidget):
             v = s.video_frames("bedside")
             age.append(Series("capture→sent", "#17becf", sec(v["t"]), (v["t"] - v["capture"]) / 1e6))
         plots.append(PlotWidget("frame age", "ms", age, span))
-        role = "bedside" if s.has("bedside", "/bedside/telemetry") else "console"
+        role = "bedside" if s.has("bedside", BEDSIDE.telemetry) else "console"
         tel = s.telemetry(role)
-        for j, arm in enumerate(ARMS):
+        for j, arm in enumerate(ARM_NAMES):
             ser = []
             if len(tel):
                 for k, (axis, col) in enumerate((("x", "#ff5555"), ("y", "#55dd55"), ("z", "#5599ff"))):

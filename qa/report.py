@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.session import ARMS, EVENT_KINDS, Session, envelope
+from qa.session import EVENT_KINDS, Session, envelope
+from recording.catalog import BEDSIDE, CONSOLE, Topics
+from transport.messages import ARM_NAMES
 
 KIND_COLOURS = {"engagement": "#2ca02c", "clutch": "#1f77b4", "freeze": "#d62728", "hold": "#ff7f0e",
                 "alarm": "#e377c2", "limit": "#d4a017", "rejection": "#8c564b", "state": "#7f7f7f",
@@ -79,7 +81,7 @@ class Report:
         cut = [f"{f.path.name} ({f.error})" for f in s.files if f.truncated]
         self.row("session", "files cut short", "; ".join(cut) or "none")
         for role in s.roles:
-            for _t, body in s.json_rows(role, f"/{role}/recording")[-1:]:
+            for _t, body in s.json_rows(role, Topics(role).recording)[-1:]:
                 d = body.get("dropped") or {}
                 self.row("recording", f"{role}: messages / dropped control / dropped video",
                          f"{body.get('messages', '?')} / {d.get('control', 0)} / {d.get('video', 0)}")
@@ -87,7 +89,7 @@ class Report:
     def commands(self) -> None:
         s = self.s
         for role in s.roles:
-            if not s.has(role, f"/{role}/ack"):
+            if not s.has(role, Topics(role).ack):
                 continue
             a = s.acks(role)
             st = Counter(a["status"].tolist())
@@ -96,7 +98,7 @@ class Report:
 
     def latency(self) -> None:
         s, plt = self.s, self.plt
-        if not s.has("console", "/console/ack"):
+        if not s.has("console", CONSOLE.ack):
             self.row("latency", "round trip", "no console recording: RTT is measured at the console")
             return
         a = s.acks("console")
@@ -122,7 +124,7 @@ class Report:
         fig, ax = plt.subplots(figsize=(9, 3.2))
         x, y = _envelope(np.asarray(s.seconds(a["t"][ok])), rtt_ok)
         ax.plot(x, y, lw=0.6, color="#4a7fbf", label="per ack (min/max envelope)")
-        if s.has("console", "/console/link"):
+        if s.has("console", CONSOLE.link):
             lk = s.link()
             ax.plot(s.seconds(lk["t"]), lk["rtt_ms"], lw=1.2, color="#e08000", label="link (10 Hz mean)")
         self._event_ticks(ax, ("freeze", "hold", "alarm"))
@@ -189,7 +191,7 @@ class Report:
 
     def tool_paths(self) -> None:
         s, plt = self.s, self.plt
-        role = "bedside" if s.has("bedside", "/bedside/telemetry") else "console"
+        role = "bedside" if s.has("bedside", BEDSIDE.telemetry) else "console"
         tel = s.telemetry(role)
         fig = plt.figure(figsize=(10, 4.2))
         ax3 = fig.add_subplot(1, 2, 1, projection="3d")
@@ -197,7 +199,7 @@ class Report:
         colours = ("#d62728", "#1f77b4", "#2ca02c")
         if len(tel):
             step = max(1, len(tel) // 4000)
-            for j, arm in enumerate(ARMS):
+            for j, arm in enumerate(ARM_NAMES):
                 p = tel["pos"][::step, j] * 1000
                 ok = np.isfinite(p).all(axis=1)
                 p = p[ok]
@@ -219,7 +221,7 @@ class Report:
         ax2.set_ylabel("y (mm)")
         ax2.set_aspect("equal", adjustable="datalim")
         ax2.set_title("top view (× = limit flag set)", fontsize=9)
-        self.save(fig, "tool_paths.png", "Tool paths", f"measured_cp from /{role}/telemetry (patient frame)")
+        self.save(fig, "tool_paths.png", "Tool paths", f"measured_cp from {Topics(role).telemetry} (patient frame)")
 
     def limits(self) -> None:
         s, plt = self.s, self.plt

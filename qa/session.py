@@ -27,9 +27,18 @@ import zstandard
 from mcap.records import Channel, Chunk, Message, Metadata
 from mcap.stream_reader import StreamReader
 
+from base.errors import UserError
+from recording.catalog import BEDSIDE, CONSOLE, Topics
+from transport.messages import ARM_NAMES
+
 log = logging.getLogger("qa.session")
 
-ARMS = ("PSM1", "PSM2", "ECM")
+
+class RecordingError(UserError):
+    """A recording that cannot be shown: one line naming the file and what is wrong with it."""
+
+    label = "recording error"
+
 Progress = Callable[[float, str], None]
 """progress(fraction 0..1, what): called now and then while loading."""
 
@@ -79,7 +88,7 @@ def _role_of(path: Path, topics: Iterable[str], meta: dict[str, str]) -> str:
     if m:
         return m.group(1)
     for t in topics:
-        if t.startswith("/console/"):
+        if t.startswith(f"{CONSOLE.prefix}/"):
             return "console"
     return "bedside"
 
@@ -246,7 +255,7 @@ class Session:
     def offsets(self) -> tuple[np.ndarray, np.ndarray]:
         """(t console ns, bedside − console ns) from /console/link; empty when unknown."""
         if self._offsets is None:
-            r = self.raw["console"].get("/console/link")
+            r = self.raw["console"].get(CONSOLE.link)
             ts, offs = [], []
             if r is not None:
                 for t, d in zip(r.t, r.data, strict=True):
@@ -314,7 +323,7 @@ class Session:
             rows = [json.loads(d) for d in r.data] if r else []
             cols = build(rows) if rows else {}
             tab = Table({k: np.asarray(v) for k, v in cols.items()})
-            if not rows and topic.endswith("/command"):
+            if not rows and topic == Topics(role).command:
                 tab["type"] = np.zeros(0, np.int8)
             tab["pub_ns"] = np.asarray(r.t if r else [], np.int64)
             tab["t"] = self.to_timeline(role, tab["pub_ns"])
@@ -348,7 +357,7 @@ class Session:
                     "send_ns": np.asarray([r.get("send_ns", 0) for r in rows], np.int64), "flags": flags,
                     "arm_mask": mask, "pos": pos, "ori": ori, "jaw": jaw,
                     "engage": [bool(r.get("engage", False)) for r in rows]}
-        return self._table(role, f"/{role}/command", build)
+        return self._table(role, Topics(role).command, build)
 
     def acks(self, role: str) -> Table:
         """/<role>/ack: echo_seq, echo_send_ns, rx_ns, status (str), rejected, rtt_ms (console only, else NaN)."""
@@ -360,7 +369,7 @@ class Session:
                     "rejected": np.asarray([bool(r.get("rejected")) for r in rows], bool),
                     "epoch": [r.get("epoch", 0) for r in rows],
                     "rtt_ms": np.asarray([r["rtt_us"] / 1000 if "rtt_us" in r else np.nan for r in rows], float)}
-        return self._table(role, f"/{role}/ack", build)
+        return self._table(role, Topics(role).ack, build)
 
     def telemetry(self, role: str) -> Table:
         """/<role>/telemetry: epoch, state (str), last_applied_seq, pos/sp (n,3,3) m, ori (n,3,4), jaw (n,3),
@@ -375,7 +384,7 @@ class Session:
             mode = np.empty((n, 3), object)
             for i, r in enumerate(rows):
                 for a in r.get("arms", ()):
-                    j = ARMS.index(a["name"]) if a.get("name") in ARMS else -1
+                    j = ARM_NAMES.index(a["name"]) if a.get("name") in ARM_NAMES else -1
                     if j < 0:
                         continue
                     m = a.get("measured_cp") or {}
@@ -393,7 +402,7 @@ class Session:
                     "reason": np.asarray([r.get("reason", "") for r in rows], object),
                     "last_applied_seq": [r.get("last_applied_seq", 0) for r in rows],
                     "pos": pos, "sp": sp, "ori": ori, "jaw": jaw, "limit": limit, "mode": mode}
-        return self._table(role, f"/{role}/telemetry", build)
+        return self._table(role, Topics(role).telemetry, build)
 
     def link(self) -> Table:
         """/console/link: rtt_ms, clock_offset_ns, scale, session_ready, link (str)."""
@@ -404,7 +413,7 @@ class Session:
                     "scale": np.asarray([r.get("scale", np.nan) for r in rows], float),
                     "session_ready": np.asarray([bool(r.get("session_ready")) for r in rows], bool),
                     "link": np.asarray([r.get("link", "") for r in rows], object)}
-        return self._table("console", "/console/link", build)
+        return self._table("console", CONSOLE.link, build)
 
     def video_frames(self, role: str) -> Table:
         """/<role>/video/frame on the timeline. `t` is when the frame existed for that role: sent by the
@@ -424,7 +433,7 @@ class Session:
                     "layout": np.asarray([str(r.get("layout", "SIDE_BY_SIDE")) for r in rows], object),
                     "width": np.asarray([r.get("width", 0) for r in rows], np.int64),
                     "height": np.asarray([r.get("height", 0) for r in rows], np.int64)}
-        tab = self._table(role, f"/{role}/video/frame", build)
+        tab = self._table(role, Topics(role).video_frame, build)
         if len(tab) and "capture" not in tab:
             tab["capture"] = self.to_timeline("bedside", tab["capture_ns"])
             if role == "console":
@@ -436,7 +445,7 @@ class Session:
 
     def video_raw(self, role: str) -> Raw | None:
         """Undecoded `/<role>/video` messages (base64 JSON), in recorded order."""
-        return self.raw.get(role, {}).get(f"/{role}/video")
+        return self.raw.get(role, {}).get(Topics(role).video)
 
     def freezes(self) -> Table:
         """/bedside/freeze: latency_ms, reason, text."""
@@ -444,7 +453,7 @@ class Session:
             return {"latency_ms": np.asarray([r.get("latency_ms", np.nan) for r in rows], float),
                     "reason": np.asarray([r.get("reason", "") for r in rows], object),
                     "text": np.asarray([r.get("text", "") for r in rows], object)}
-        return self._table("bedside", "/bedside/freeze", build)
+        return self._table("bedside", BEDSIDE.freeze, build)
 
     def json_rows(self, role: str, topic: str) -> list[tuple[int, dict]]:
         """(timeline ns, parsed body) of any topic: for the rare ones without a table."""
@@ -462,14 +471,14 @@ class Session:
         if ("", "events") in self._cache:
             return self._cache[("", "events")]["list"]  # type: ignore[return-value]
         out: list[QaEvent] = []
-        have_bedside = self.has("bedside", "/bedside/event")
-        for t, e in self.json_rows("bedside", "/bedside/event"):
+        have_bedside = self.has("bedside", BEDSIDE.event)
+        for t, e in self.json_rows("bedside", BEDSIDE.event):
             out.append(QaEvent(t, classify_bedside(e), "bedside", _bedside_name(e), e.get("reason", ""),
                                e.get("text", "")))
-        for t, e in self.json_rows("bedside", "/bedside/freeze"):
+        for t, e in self.json_rows("bedside", BEDSIDE.freeze):
             out.append(QaEvent(t, "freeze", "bedside", f"freeze {e.get('reason', '')}", e.get("reason", ""),
                                e.get("text", ""), e.get("latency_ms")))
-        for t, e in self.json_rows("console", "/console/event"):
+        for t, e in self.json_rows("console", CONSOLE.event):
             if e.get("source") == "bedside" and have_bedside:
                 continue  # the bedside's own record of it is on the timeline already
             kind = classify_console(e)
@@ -483,8 +492,8 @@ class Session:
 
     def _clutches_from_commands(self) -> list[QaEvent]:
         """Clutch edges from the servo_cp flags, by a byte search (no JSON parse of ~60 k commands/minute)."""
-        role = "console" if self.has("console", "/console/command") else "bedside"
-        r = self.raw[role].get(f"/{role}/command")
+        role = "console" if self.has("console", CONSOLE.command) else "bedside"
+        r = self.raw[role].get(Topics(role).command)
         if not r:
             return []
         is_servo, is_clutch = _SERVO_RE.search, _CLUTCH_RE.search

@@ -20,6 +20,9 @@ from mcap.writer import CompressionType, Writer
 
 from base.config import load_config
 from bedside.agent import BedsideAgent
+from console.engine import EngineEvent
+from recording.catalog import BEDSIDE, CONSOLE, Topics
+from recording.convert import console_event_json, event_json
 from transport import codec
 from transport.messages import (
     ARM_NAMES,
@@ -32,22 +35,24 @@ from transport.messages import (
     Counters,
     Enable,
     EStop,
-    Event,
     Ping,
+    Reason,
     ServoCp,
     Telemetry,
 )
 
 CYCLE_S = 5.0
+INSTRUMENTS = ARM_NAMES[:2]
+"""The arms the script drives (arm_mask 0b011); the others stay held."""
 MS = 1_000_000
 SCHEMAS = {
-    "/bedside/command": "teleop.Command", "/bedside/ack": "teleop.Ack", "/bedside/telemetry": "teleop.Telemetry",
-    "/bedside/event": "teleop.Event", "/bedside/freeze": "teleop.Freeze", "/bedside/counters": "teleop.Counters",
-    "/bedside/video/frame": "teleop.VideoFrame", "/console/command": "teleop.Command", "/console/ack": "teleop.Ack",
-    "/console/telemetry": "teleop.Telemetry", "/console/event": "teleop.ConsoleEvent",
-    "/console/link": "teleop.LinkStatus", "/console/video/frame": "teleop.VideoFrame",
-    "/bedside/config": "teleop.Config", "/console/config": "teleop.Config",
-    "/bedside/recording": "teleop.RecordingStatus", "/console/recording": "teleop.RecordingStatus",
+    BEDSIDE.command: "teleop.Command", BEDSIDE.ack: "teleop.Ack", BEDSIDE.telemetry: "teleop.Telemetry",
+    BEDSIDE.event: "teleop.Event", BEDSIDE.freeze: "teleop.Freeze", BEDSIDE.counters: "teleop.Counters",
+    BEDSIDE.video_frame: "teleop.VideoFrame", CONSOLE.command: "teleop.Command", CONSOLE.ack: "teleop.Ack",
+    CONSOLE.telemetry: "teleop.Telemetry", CONSOLE.event: "teleop.ConsoleEvent",
+    CONSOLE.link: "teleop.LinkStatus", CONSOLE.video_frame: "teleop.VideoFrame",
+    BEDSIDE.config: "teleop.Config", CONSOLE.config: "teleop.Config",
+    BEDSIDE.recording: "teleop.RecordingStatus", CONSOLE.recording: "teleop.RecordingStatus",
 }
 
 
@@ -87,9 +92,8 @@ def telemetry_json(t_ns: int, m: Telemetry) -> dict:
             "reason": m.reason.name, "estop": m.estop, "last_applied_seq": m.last_applied_seq, "arms": arms}
 
 
-def event_json(t_ns: int, e: Event) -> dict:
-    return {"t_ns": t_ns, "epoch": e.epoch, "kind": e.kind.name, "reason": e.reason.name,
-            "from": e.from_state.name, "to": e.to_state.name, "text": e.text}
+def _console_event(t_ns: int, source: str, name: str, reason: Reason, text: str) -> dict:
+    return console_event_json(EngineEvent(t_ns, source, name, reason, text))
 
 
 def _wall(ns: int) -> dict:
@@ -162,7 +166,7 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
     c0, b0 = 1_000_000_000_000, 1_000_000_000_000 + offset_ns
     con, bed = _File("console", 1_700_000_000_000_000_000 - c0), _File("bedside", 1_700_000_000_000_000_000 - b0)
     d = delay_us * 1000
-    agent = BedsideAgent(cfg.bedside, b0, first_epoch=1000)
+    agent = BedsideAgent(cfg.bedside, b0, first_epoch=1000, teleop=cfg.teleop)
     homes = [a.measured.position for a in agent.arms]
     peer, user = b"console-1", "surgeon:synth"
     seq = 0
@@ -189,16 +193,14 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
                 pending_enable = True
                 seq += 1
                 msg = Enable(epoch, seq, tc)
-                con.add("/console/event", tc, {"t_ns": tc, "source": "teleop", "name": "engage",
-                                               "reason": "NONE", "text": "engage pressed"})
+                con.add(CONSOLE.event, tc, _console_event(tc, "teleop", "engage", Reason.NONE, "engage pressed"))
             if msg is None and session:
                 clutch = 1.2 <= ph < 1.6
                 if clutch != was_clutch:
-                    for arm in ("PSM1", "PSM2"):
+                    for arm in INSTRUMENTS:
                         a, b = ("FOLLOWING", "CLUTCHED") if clutch else ("CLUTCHED", "FOLLOWING")
-                        con.add("/console/event", tc, {"t_ns": tc, "source": "teleop", "name": f"{arm} {a}->{b}",
-                                                       "reason": "NONE", "text": "clutch " + ("down" if clutch
-                                                                                              else "up")})
+                        con.add(CONSOLE.event, tc, _console_event(tc, "teleop", f"{arm} {a}->{b}", Reason.NONE,
+                                                                     "clutch " + ("down" if clutch else "up")))
                     was_clutch = clutch
                 if not clutch:
                     tau += 0.001
@@ -217,74 +219,68 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
                 seq += 1
                 msg = Ping(epoch, seq, tc)
         if msg is not None:
-            con.add("/console/command", tc, command_json(tc, msg, ""))
+            con.add(CONSOLE.command, tc, command_json(tc, msg, ""))
             rx = tb + d
-            bed.add("/bedside/command", rx, command_json(rx, msg, user))
+            bed.add(BEDSIDE.command, rx, command_json(rx, msg, user))
             for o in agent.on_message(rx, peer, codec.encode(msg), user):
                 ack = codec.decode(o.data)
                 assert isinstance(ack, Ack)
-                bed.add("/bedside/ack", rx, ack_json(rx, ack))
+                bed.add(BEDSIDE.ack, rx, ack_json(rx, ack))
                 rc = rx + d - offset_ns
                 aj = ack_json(rc, ack)
                 aj["rtt_us"] = (rc - ack.echo_send_ns) / 1000
-                con.add("/console/ack", rc, aj)
+                con.add(CONSOLE.ack, rc, aj)
                 if ack.status is AckStatus.ENABLED:
                     epoch, session, pending_enable = ack.epoch, True, False
-                    con.add("/console/event", rc, {"t_ns": rc, "source": "session", "name": "granted",
-                                                   "reason": "NONE", "text": f"bedside granted epoch {ack.epoch}"})
-                    for arm in ("PSM1", "PSM2"):
-                        con.add("/console/event", rc, {"t_ns": rc, "source": "teleop",
-                                                       "name": f"{arm} ALIGNING->FOLLOWING", "reason": "NONE",
-                                                       "text": "tool follows"})
+                    con.add(CONSOLE.event, rc, _console_event(rc, "session", "granted", Reason.NONE,
+                                                                 f"bedside granted epoch {ack.epoch}"))
+                    for arm in INSTRUMENTS:
+                        con.add(CONSOLE.event, rc, _console_event(rc, "teleop", f"{arm} ALIGNING->FOLLOWING",
+                                                                     Reason.NONE, "tool follows"))
                 elif ack.status.rejected and ack.status is not AckStatus.REJECTED_EPOCH:
-                    con.add("/console/event", rc, {"t_ns": rc, "source": "bedside", "name": "REJECTION",
-                                                   "reason": "LIMIT", "text": f"seq {ack.echo_seq} {ack.status.name}"})
+                    con.add(CONSOLE.event, rc, _console_event(rc, "bedside", "REJECTION", Reason.LIMIT,
+                                                                 f"seq {ack.echo_seq} {ack.status.name}"))
         agent.tick(tb + d + 1000)
         # ---- bedside publishes
         for e in agent.drain_events():
-            bed.add("/bedside/event", e.send_ns, event_json(e.send_ns, e))
+            bed.add(BEDSIDE.event, e.send_ns, event_json(e, e.send_ns))
             rc = e.send_ns + d - offset_ns
-            con.add("/console/event", rc, {"t_ns": rc, "source": "bedside", "name": e.kind.name,
-                                           "reason": e.reason.name, "text": e.text})
+            con.add(CONSOLE.event, rc, _console_event(rc, "bedside", e.kind.name, e.reason, e.text))
             if e.to_state.name == "PAUSED" and e.from_state.name == "ENABLED":
                 session = False
-                for arm in ("PSM1", "PSM2"):
-                    con.add("/console/event", rc, {"t_ns": rc, "source": "teleop", "name": f"{arm} FOLLOWING->HELD",
-                                                   "reason": e.reason.name, "text": f"held: {e.reason.name}"})
-        while len(agent.freezes) > getattr(agent, "_synth_fz", 0):
-            fz = agent.freezes[getattr(agent, "_synth_fz", 0)]
-            agent._synth_fz = getattr(agent, "_synth_fz", 0) + 1  # type: ignore[attr-defined]
-            bed.add("/bedside/freeze", fz.at_ns, {"t_ns": fz.at_ns, "reason": fz.reason.name,
-                                                  "last_valid_ns": fz.last_valid_ns,
-                                                  "latency_ms": fz.latency_ns / 1e6, "text": fz.text})
+                for arm in INSTRUMENTS:
+                    con.add(CONSOLE.event, rc, _console_event(rc, "teleop", f"{arm} FOLLOWING->HELD", e.reason,
+                                                                 f"held: {e.reason.name}"))
+        for fz in agent.drain_freezes():
+            bed.add(BEDSIDE.freeze, fz.at_ns, fz.record())
         if k // 5 != last_tel:
             last_tel = k // 5
             tt = tb + d + 2000
             tel = codec.decode(agent.telemetry(tt))
             assert isinstance(tel, Telemetry)
-            bed.add("/bedside/telemetry", tt, telemetry_json(tt, tel))
+            bed.add(BEDSIDE.telemetry, tt, telemetry_json(tt, tel))
             for name, a in zip(ARM_NAMES, tel.arms, strict=True):
-                bed.add(f"/bedside/{name}/measured_cp", tt, {"timestamp": _wall(tt + bed.m2w),
+                bed.add(BEDSIDE.pose(name), tt, {"timestamp": _wall(tt + bed.m2w),
                                                             "frame_id": f"{name}_base",
                                                             "pose": _foxpose(a.measured_cp)})
-            con.add("/console/telemetry", tt + d - offset_ns, telemetry_json(tt + d - offset_ns, tel))
+            con.add(CONSOLE.telemetry, tt + d - offset_ns, telemetry_json(tt + d - offset_ns, tel))
         if k % 10 == 0 and msg is not None and isinstance(msg, ServoCp):
             for name, a in zip(ARM_NAMES, msg.arms, strict=True):
-                con.add(f"/console/{name}/servo_cp", tc, {"timestamp": _wall(tc + con.m2w),
+                con.add(CONSOLE.pose(name), tc, {"timestamp": _wall(tc + con.m2w),
                                                           "frame_id": f"{name}_base", "pose": _foxpose(a)})
         if k % 100 == 0:
-            con.add("/console/link", tc, {"t_ns": tc, "link": "UP", "rtt_ms": 2 * d / 1e6 + 0.05 * math.sin(k / 700),
+            con.add(CONSOLE.link, tc, {"t_ns": tc, "link": "UP", "rtt_ms": 2 * d / 1e6 + 0.05 * math.sin(k / 700),
                                           "clock_offset_ns": offset_ns + 20_000 * ((k // 100) % 3 - 1),
                                           "session_epoch": epoch, "session_ready": session, "scale": 0.2,
-                                          "arms": {"PSM1": "FOLLOWING" if session else "HELD",
-                                                   "PSM2": "FOLLOWING" if session else "HELD", "ECM": "DISABLED"},
+                                          "arms": {a: ("FOLLOWING" if session else "HELD") if a in INSTRUMENTS
+                                                   else "DISABLED" for a in ARM_NAMES},
                                           "counters": {"sent": seq}})
         if k % 1000 == 0:
-            bed.add("/bedside/counters", tb, {"t_ns": tb, "values": dict(codec.decode(agent.counters_message(tb))
+            bed.add(BEDSIDE.counters, tb, {"t_ns": tb, "values": dict(codec.decode(agent.counters_message(tb))
                                                                         .values)} if isinstance(
                 codec.decode(agent.counters_message(tb)), Counters) else {"t_ns": tb, "values": {}})
             for f, t in ((bed, tb), (con, tc)):
-                f.add(f"/{f.role}/recording", t, {"t_ns": t, "messages": len(f.items), "bytes": 0,
+                f.add(Topics(f.role).recording, t, {"t_ns": t, "messages": len(f.items), "bytes": 0,
                                                   "dropped": {"control": 0, "video": 0}, "queue_depth": 0,
                                                   "file": f"{f.role}.mcap"})
     if video:
@@ -292,7 +288,7 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
                    refresh_frames, H264Encoder, JpegEncoder, SyntheticStereo)
     toml = f"[video]\nwidth = {eye_w}\nheight = {eye_h}\nfps = {fps}\nrefresh_frames = {refresh_frames}\n"
     for f in (con, bed):
-        f.add(f"/{f.role}/config", (c0 if f is con else b0), {"t_ns": c0 if f is con else b0,
+        f.add(Topics(f.role).config, (c0 if f is con else b0), {"t_ns": c0 if f is con else b0,
                                                               "video": {"width": eye_w, "height": eye_h, "fps": fps,
                                                                         "refresh_frames": refresh_frames}})
     cp = con.write(out / "console-20231114-221320-000.mcap", toml)
@@ -323,12 +319,12 @@ def _add_video(con: _File, bed: _File, codec_name: str, cfg, seconds: float, fps
                 "keyframe": pkt.keyframe, "layout": "SIDE_BY_SIDE", "width": 2 * eye_w, "height": eye_h,
                 "size_bytes": len(pkt.data), "bitrate_kbps": kbps}
         body = {"timestamp": _wall(cap + bed.m2w), "frame_id": "endoscope_stereo", "data": b64, "format": fmt}
-        bed.add("/bedside/video", sent, body)
-        bed.add("/bedside/video/frame", sent, {"t_ns": sent, **meta})
+        bed.add(BEDSIDE.video, sent, body)
+        bed.add(BEDSIDE.video_frame, sent, {"t_ns": sent, **meta})
         rc = sent + MS - offset_ns
         dec = rc + 3 * MS
         age = (dec + offset_ns - cap) / 1e6
-        con.add("/console/video", rc, body)
-        con.add("/console/video/frame", rc, {"t_ns": rc, **meta, "received_ns": rc, "decoded_ns": dec,
+        con.add(CONSOLE.video, rc, body)
+        con.add(CONSOLE.video_frame, rc, {"t_ns": rc, **meta, "received_ns": rc, "decoded_ns": dec,
                                              "age_ms": age, "stale": False, "degraded": False})
     del schema

@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from qa.session import Session, Table
+from recording.catalog import Topics
 from transport.video_wire import Layout
 from video.codecs import CodecError, H264Decoder, JpegDecoder
 
@@ -81,7 +82,7 @@ class VideoTrack:
         return np.asarray([where.get(int(t), -1) for t in pub], np.int64)
 
     def _refresh_from_config(self) -> int | None:
-        for _t, body in self.session.json_rows(self.role, f"/{self.role}/config"):
+        for _t, body in self.session.json_rows(self.role, Topics(self.role).config):
             v = (body.get("video") or {}).get("refresh_frames")
             if v:
                 return int(v)

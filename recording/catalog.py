@@ -192,6 +192,73 @@ def schema_bytes(name: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class Topics:
+    """One role's topic names, `/<role>/<stream>`: the one place they are spelled. `channels` registers them,
+    the converter (convert.py), writer and recorder write to them, the QA tools (qa/) read them from here."""
+
+    role: str
+
+    @property
+    def prefix(self) -> str:
+        return f"/{self.role}"
+
+    @property
+    def config(self) -> str:
+        return f"/{self.role}/config"
+
+    @property
+    def recording(self) -> str:
+        return f"/{self.role}/recording"
+
+    @property
+    def command(self) -> str:
+        return f"/{self.role}/command"
+
+    @property
+    def ack(self) -> str:
+        return f"/{self.role}/ack"
+
+    @property
+    def telemetry(self) -> str:
+        return f"/{self.role}/telemetry"
+
+    @property
+    def event(self) -> str:
+        return f"/{self.role}/event"
+
+    @property
+    def freeze(self) -> str:
+        """Bedside only."""
+        return f"/{self.role}/freeze"
+
+    @property
+    def counters(self) -> str:
+        """Bedside only."""
+        return f"/{self.role}/counters"
+
+    @property
+    def link(self) -> str:
+        """Console only."""
+        return f"/{self.role}/link"
+
+    @property
+    def video(self) -> str:
+        return f"/{self.role}/video"
+
+    @property
+    def video_frame(self) -> str:
+        return f"/{self.role}/video/frame"
+
+    def pose(self, arm: str) -> str:
+        """An arm's pose for Foxglove: measured_cp at the bedside, the servo_cp sent at the console."""
+        return f"/{self.role}/{arm}/{'measured_cp' if self.role == 'bedside' else 'servo_cp'}"
+
+
+BEDSIDE = Topics("bedside")
+CONSOLE = Topics("console")
+
+
+@dataclass(frozen=True, slots=True)
 class Channel:
     topic: str
     schema: str
@@ -206,17 +273,15 @@ def channels(role: str, video_codec: str = "h264", video: bool = True) -> list[C
     """Every channel a role's file carries (registered when the file opens, so absent data is visible)."""
     if role not in ROLES:
         raise ValueError(f"unknown recording role {role!r}")
-    r = f"/{role}"
-    out = [Channel(f"{r}/config", "teleop.Config"), Channel(f"{r}/recording", "teleop.RecordingStatus"),
-           Channel(f"{r}/command", "teleop.Command"), Channel(f"{r}/ack", "teleop.Ack"),
-           Channel(f"{r}/telemetry", "teleop.Telemetry")]
+    t = Topics(role)
+    out = [Channel(t.config, "teleop.Config"), Channel(t.recording, "teleop.RecordingStatus"),
+           Channel(t.command, "teleop.Command"), Channel(t.ack, "teleop.Ack"), Channel(t.telemetry, "teleop.Telemetry")]
+    out += [Channel(t.pose(arm), "foxglove.PoseInFrame") for arm in ARM_NAMES]
     if role == "bedside":
-        out += [Channel(f"{r}/{arm}/measured_cp", "foxglove.PoseInFrame") for arm in ARM_NAMES]
-        out += [Channel(f"{r}/event", "teleop.Event"), Channel(f"{r}/freeze", "teleop.Freeze"),
-                Channel(f"{r}/counters", "teleop.Counters")]
+        out += [Channel(t.event, "teleop.Event"), Channel(t.freeze, "teleop.Freeze"),
+                Channel(t.counters, "teleop.Counters")]
     else:
-        out += [Channel(f"{r}/{arm}/servo_cp", "foxglove.PoseInFrame") for arm in ARM_NAMES]
-        out += [Channel(f"{r}/event", "teleop.ConsoleEvent"), Channel(f"{r}/link", "teleop.LinkStatus")]
+        out += [Channel(t.event, "teleop.ConsoleEvent"), Channel(t.link, "teleop.LinkStatus")]
     if video:
-        out += [Channel(f"{r}/video", video_schema(video_codec)), Channel(f"{r}/video/frame", "teleop.VideoFrame")]
+        out += [Channel(t.video, video_schema(video_codec)), Channel(t.video_frame, "teleop.VideoFrame")]
     return out

@@ -17,9 +17,9 @@ import json
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from recording.catalog import POSE_HZ, VIDEO_FRAME_ID, video_schema
+from recording.catalog import POSE_HZ, VIDEO_FRAME_ID, Topics, video_schema
 from transport import codec
 from transport import video_wire as wire
 from transport.messages import (
@@ -35,6 +35,7 @@ from transport.messages import (
     Event,
     Message,
     Ping,
+    Reason,
     ServoCp,
     Telemetry,
 )
@@ -159,9 +160,29 @@ def telemetry_json(t: Telemetry, t_ns: int) -> dict[str, Any]:
 
 
 def event_json(ev: Event, t_ns: int) -> dict[str, Any]:
-    """teleop.Event (bedside)."""
+    """teleop.Event (bedside): the recording's `/bedside/event` and the bedside's event log."""
     return {"t_ns": t_ns, "epoch": ev.epoch, "kind": ev.kind.name, "reason": ev.reason.name,
             "from": ev.from_state.name, "to": ev.to_state.name, "text": ev.text}
+
+
+class ConsoleEvent(Protocol):
+    """What console/engine.py's EngineEvent carries (this floor cannot import the console)."""
+
+    @property
+    def t_ns(self) -> int: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def reason(self) -> Reason: ...
+    @property
+    def text(self) -> str: ...
+
+
+def console_event_json(ev: ConsoleEvent) -> dict[str, Any]:
+    """teleop.ConsoleEvent: the recording's `/console/event`, the window's event list, the console summary."""
+    return {"t_ns": ev.t_ns, "source": ev.source, "name": ev.name, "reason": ev.reason.name, "text": ev.text}
 
 
 def counters_json(c: Counters, t_ns: int) -> dict[str, Any]:
@@ -205,7 +226,7 @@ class Translator:
 
     def __init__(self, role: str, mono_to_wall_ns: int, pose_hz: int = POSE_HZ) -> None:
         self.role = role
-        self.prefix = f"/{role}"
+        self.topics = Topics(role)
         self.mono_to_wall_ns = mono_to_wall_ns
         self.pose_period_ns = 1_000_000_000 // pose_hz
         self._next_pose_ns = -(2**63)
@@ -243,42 +264,42 @@ class Translator:
 
     def _command(self, item: Item) -> list[Record]:
         peer = item.extra.decode("utf-8", "replace")
-        p = self.prefix
+        t = self.topics
         try:
             msg = codec.decode(item.payload)
         except codec.ProtocolError as exc:
-            return [(f"{p}/command", item.t_ns, malformed_command_json(item.t_ns, peer, len(item.payload), str(exc)))]
+            return [(t.command, item.t_ns, malformed_command_json(item.t_ns, peer, len(item.payload), str(exc)))]
         if type(msg) not in _COMMAND_TYPES:
-            return [(f"{p}/command", item.t_ns, malformed_command_json(
+            return [(t.command, item.t_ns, malformed_command_json(
                 item.t_ns, peer, len(item.payload), f"{type(msg).__name__} is not a command"))]
-        out: list[Record] = [(f"{p}/command", item.t_ns, command_json(msg, item.t_ns, peer))]
+        out: list[Record] = [(t.command, item.t_ns, command_json(msg, item.t_ns, peer))]
         if self.role == "console" and isinstance(msg, ServoCp) and item.t_ns >= self._next_pose_ns:
             self._next_pose_ns = item.t_ns + self.pose_period_ns
             wall = item.t_ns + self.mono_to_wall_ns
             for i, (name, sp) in enumerate(zip(ARM_NAMES, msg.arms, strict=True)):
                 if msg.arm_mask & (1 << i):
-                    out.append((f"{p}/{name}/servo_cp", item.t_ns, pose_in_frame(sp, wall, f"{name}_base")))
+                    out.append((t.pose(name), item.t_ns, pose_in_frame(sp, wall, f"{name}_base")))
         return out
 
     def _bedside(self, item: Item) -> list[Record]:
         msg = codec.decode(item.payload)
-        p, t = self.prefix, item.t_ns
+        tp, t = self.topics, item.t_ns
         if isinstance(msg, Ack):
             rtt = (t - msg.echo_send_ns) / 1e3 if self.role == "console" else None
-            return [(f"{p}/ack", t, ack_json(msg, t, rtt))]
+            return [(tp.ack, t, ack_json(msg, t, rtt))]
         if isinstance(msg, Telemetry):
-            out: list[Record] = [(f"{p}/telemetry", t, telemetry_json(msg, t))]
+            out: list[Record] = [(tp.telemetry, t, telemetry_json(msg, t))]
             if self.role == "bedside":
                 wall = t + self.mono_to_wall_ns
-                out += [(f"{p}/{name}/measured_cp", t, pose_in_frame(a.measured_cp, wall, f"{name}_base"))
+                out += [(tp.pose(name), t, pose_in_frame(a.measured_cp, wall, f"{name}_base"))
                         for name, a in zip(ARM_NAMES, msg.arms, strict=True)]
             return out
         if isinstance(msg, Event):
             if self.role == "bedside":
-                return [(f"{p}/event", t, event_json(msg, t))]
+                return [(tp.event, t, event_json(msg, t))]
             return []  # the console records bedside events as engine events (source "bedside")
         if isinstance(msg, Counters):
-            return [(f"{p}/counters", t, counters_json(msg, t))] if self.role == "bedside" else []
+            return [(tp.counters, t, counters_json(msg, t))] if self.role == "bedside" else []
         return self._bad(f"{type(msg).__name__} is not a bedside output")
 
     def _json(self, item: Item) -> list[Record]:
@@ -289,7 +310,7 @@ class Translator:
         if not isinstance(d, dict):
             return self._bad(f"JSON item for {suffix} is not an object")
         d.setdefault("t_ns", item.t_ns)
-        return [(f"{self.prefix}/{suffix}", item.t_ns, d)]
+        return [(f"{self.topics.prefix}/{suffix}", item.t_ns, d)]
 
     def _video(self, item: Item) -> list[Record]:
         frame = wire.decode(item.payload)
@@ -298,9 +319,9 @@ class Translator:
         rx = VIDEO_RX.unpack(item.extra) if item.extra else None
         # Foxglove timestamp: the capture instant (sender's clock; same host at the bedside, offset at the console).
         capture_local = frame.header.capture_ns - (rx[2] if rx is not None else 0)
-        p = self.prefix
-        return [(f"{p}/video", item.t_ns, video_foxglove(frame, capture_local + self.mono_to_wall_ns)),
-                (f"{p}/video/frame", item.t_ns, video_frame_json(frame, item.t_ns, rx))]
+        t = self.topics
+        return [(t.video, item.t_ns, video_foxglove(frame, capture_local + self.mono_to_wall_ns)),
+                (t.video_frame, item.t_ns, video_frame_json(frame, item.t_ns, rx))]
 
     @staticmethod
     def video_schema_of(record: Record) -> str:

@@ -29,8 +29,10 @@ import zmq
 
 from base.config import Config, to_toml
 from base.runtime import StopFlag, die_with_parent
+from recording.catalog import Topics
 from recording.convert import Item, ItemError, Translator, split_items
 from recording.tap import ControlTap, NullTap, VideoTap
+from transport.zmqlink import recording_sink
 
 log = logging.getLogger("recording")
 
@@ -139,8 +141,8 @@ class RecorderLoop:
         self.ctx = ctx or zmq.Context.instance()
         self.control_endpoint = f"ipc://{ipc_dir}/control"
         self.video_endpoint = f"ipc://{ipc_dir}/video"
-        self.control = self._pull(self.control_endpoint, rc.control_queue)
-        self.video = self._pull(self.video_endpoint, rc.video_queue)
+        self.control = recording_sink(self.ctx, self.control_endpoint, rc.control_queue)
+        self.video = recording_sink(self.ctx, self.video_endpoint, rc.video_queue)
         self.poller = zmq.Poller()
         self.poller.register(self.control, zmq.POLLIN)
         self.poller.register(self.video, zmq.POLLIN)
@@ -151,13 +153,6 @@ class RecorderLoop:
         self._trim = _malloc_trim()
         spec = os.environ.get(TRACEMALLOC_ENV)
         self.memtrace = MemoryTrace(spec, role) if spec else None
-
-    def _pull(self, endpoint: str, hwm: int) -> zmq.Socket:
-        s = self.ctx.socket(zmq.PULL)
-        s.setsockopt(zmq.RCVHWM, hwm)
-        s.setsockopt(zmq.LINGER, 0)
-        s.bind(endpoint)
-        return s
 
     def start(self, now_ns: int) -> None:
         self.files.open(now_ns)
@@ -181,7 +176,7 @@ class RecorderLoop:
         dropped = self.translator.dropped
         self._status_dropped = dropped
         tot = self.files.total
-        self.files.write(f"/{self.role}/recording", now_ns, {
+        self.files.write(Topics(self.role).recording, now_ns, {
             "t_ns": now_ns, "messages": tot.messages, "bytes": tot.bytes, "dropped": dropped,
             "invalid": self.translator.invalid, "queue_depth": self.queue_depth, "file": str(self.files.path),
         })

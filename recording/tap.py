@@ -20,17 +20,10 @@ from typing import Any
 import zmq
 
 from recording.convert import DROPS, K_DROPS, K_JSON, K_VIDEO, VIDEO_RX, head
+from transport.zmqlink import recording_tap
 
 RECORDER_VIDEO_ENV = "TELEOP_RECORDER_VIDEO"
 """The console window learns its engine's recorder video endpoint through this variable (console/ui/app.py)."""
-
-
-def _push(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
-    s = ctx.socket(zmq.PUSH)
-    s.setsockopt(zmq.SNDHWM, hwm)
-    s.setsockopt(zmq.LINGER, 2000)  # what was handed over before a clean exit still reaches the file
-    s.connect(endpoint)
-    return s
 
 
 BATCH_NS = 10_000_000
@@ -42,7 +35,7 @@ class ControlTap:
 
     def __init__(self, endpoint: str, hwm: int = 400, ctx: zmq.Context | None = None, name: str = "",
                  batch_ns: int = BATCH_NS) -> None:
-        self.sock = _push(ctx or zmq.Context.instance(), endpoint, hwm)
+        self.sock = recording_tap(ctx or zmq.Context.instance(), endpoint, hwm)
         self.name = (name or f"control-{os.getpid()}").encode()
         self.batch_ns = batch_ns
         self._due_ns = 0
@@ -87,7 +80,7 @@ class VideoTap:
     """One encoded frame per NOBLOCK send, on its own short queue; safe to use from one thread only."""
 
     def __init__(self, endpoint: str, hwm: int = 120, ctx: zmq.Context | None = None, name: str = "") -> None:
-        self.sock = _push(ctx or zmq.Context.instance(), endpoint, hwm)
+        self.sock = recording_tap(ctx or zmq.Context.instance(), endpoint, hwm)
         self.name = (name or f"video-{os.getpid()}").encode()
         self.sent = 0
         self.dropped = 0

@@ -32,6 +32,7 @@ from recording.catalog import (
     PROFILE,
     SCHEMA_ENCODING,
     Channel,
+    Topics,
     channels,
     schema_bytes,
 )
@@ -207,7 +208,7 @@ class RecordingFiles:
         for ch in self.catalogue:
             self._channel(ch.topic, ch.schema)
         self._opened_ns = now_ns
-        self.write(f"/{self.role}/config", now_ns, {"t_ns": now_ns, "role": self.role, "config": self.config})
+        self.write(Topics(self.role).config, now_ns, {"t_ns": now_ns, "role": self.role, "config": self.config})
         self.flush()
         enforce_retention(self.dir, self.role, self.retention_bytes, keep=self.path)
         log.info("recording to %s", self.path)

@@ -28,7 +28,7 @@ import zmq
 from base.config import Config
 from console.master import ScriptedMaster
 from console.masters.network import encode_master_message
-from transport.zmqlink import tcp
+from transport.zmqlink import ZMQ_DEFAULT_HWM, master_publisher, tcp, ui_intent_client, ui_state_subscriber
 
 MASTER_HZ = 250
 HEARTBEAT_NS = 50_000_000
@@ -42,10 +42,10 @@ class HeadlessWindow:
                  auto_engage_s: float | None = None) -> None:
         c = cfg.console
         self.ctx = zmq.Context.instance()
-        self.master = self._sock(zmq.PUB, c.master_port)
-        self.push = self._sock(zmq.PUSH, c.ui_intent_port)
-        self.sub = self._sock(zmq.SUB, c.ui_state_port)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        # The window's sockets, with zmq's default queues (the window itself keeps shorter ones).
+        self.master = master_publisher(self.ctx, tcp("127.0.0.1", c.master_port), hwm=ZMQ_DEFAULT_HWM)
+        self.push = ui_intent_client(self.ctx, tcp("127.0.0.1", c.ui_intent_port), hwm=ZMQ_DEFAULT_HWM)
+        self.sub = ui_state_subscriber(self.ctx, tcp("127.0.0.1", c.ui_state_port), hwm=ZMQ_DEFAULT_HWM)
         self.script = ScriptedMaster(shape, time.monotonic_ns(), engage_at_s=None)
         self.auto_engage_ns = None if auto_engage_s is None else int(auto_engage_s * 1e9)
         self.receiver = None
@@ -63,12 +63,6 @@ class HeadlessWindow:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="headless-window", daemon=True)
         self._thread.start()
-
-    def _sock(self, kind: int, port: int) -> zmq.Socket:
-        s = self.ctx.socket(kind)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(tcp("127.0.0.1", port))
-        return s
 
     def offset_ns(self) -> int:
         s = self.state

@@ -1,10 +1,16 @@
-"""The bedside's gate for incoming motion: only the current session's newest fresh command passes.
+"""The bedside's gate for the controller's motion commands: only the current session's newest fresh command passes.
 
 Pure. A command passes when it carries the epoch the bedside granted at the last ENABLE, a sequence number
-higher than any seen in that epoch, and has not waited in a queue longer than `max_age_ns` (measured
-against the best recent one-way transit, transport.clock.DelayBaseline, so the two hosts' clocks need not
-agree). Closing the gate (watchdog, e-stop, disable) zeroes the epoch: everything queued behind it,
-however fresh it looks, is then refused until a new ENABLE hands out a new epoch.
+higher than that of any command accepted in that epoch, and has not waited in a queue longer than `max_age_ns`
+(measured against the best recent one-way transit of the accepted commands, transport.clock.DelayBaseline, so
+the two hosts' clocks need not agree). Closing the gate (watchdog, e-stop, disable) zeroes the epoch:
+everything queued behind it, however fresh it looks, is then refused until a new ENABLE hands out a new epoch.
+
+Judging and accepting are apart so that nothing but an applied command moves the gate: `judge` changes
+nothing, `accept` runs once the command was applied. The caller judges only the controller's commands (the
+connection that enabled, docs/protocol.md "Check order at the bedside"), so no other peer's frame, and no
+refused frame of the controller's own, can move the sequence mark or the baseline its next commands are
+judged by.
 """
 
 from __future__ import annotations
@@ -21,32 +27,34 @@ class CommandGate:
         self.epoch = NO_EPOCH
         self.last_seq = -1
         self.baseline = DelayBaseline()
-        self.last_excess_ns = 0
 
-    def open(self, epoch: int) -> None:
+    def open(self, epoch: int, *, new_controller: bool) -> None:
+        """A new session. `new_controller`: another connection now controls; the transit baseline belongs to the
+        old one's clock and link, so it starts empty and the new controller's first accepted command sets it
+        (that command carries an epoch granted after it connected, so it cannot be an old backlog)."""
         if epoch == NO_EPOCH:
             raise ValueError("epoch 0 means 'no session' and cannot be granted")
         self.epoch = epoch
         self.last_seq = -1
+        if new_controller:
+            self.baseline = DelayBaseline()
 
     def close(self) -> None:
         self.epoch = NO_EPOCH
 
-    def observe(self, rx_ns: int, msg: Message) -> int:
-        """Feed the transit baseline with any decoded message; returns its queueing delay (ns)."""
-        self.last_excess_ns = self.baseline.excess_ns(rx_ns, msg.send_ns)
-        return self.last_excess_ns
-
-    def check(self, rx_ns: int, msg: Message) -> AckStatus:
-        """APPLIED if the command may move an arm, else the rejection. Feeds the baseline itself."""
-        excess = self.observe(rx_ns, msg)
+    def judge(self, rx_ns: int, msg: Message) -> AckStatus:
+        """APPLIED if the command may move an arm, else the rejection. Changes nothing."""
         if self.epoch == NO_EPOCH:
             return AckStatus.REJECTED_NOT_ENABLED
         if msg.epoch != self.epoch:
             return AckStatus.REJECTED_EPOCH
         if msg.seq <= self.last_seq:
             return AckStatus.REJECTED_SEQUENCE
-        self.last_seq = msg.seq
-        if excess > self.max_age_ns:
+        if self.baseline.queued_ns(rx_ns, msg.send_ns) > self.max_age_ns:
             return AckStatus.REJECTED_STALE
         return AckStatus.APPLIED
+
+    def accept(self, rx_ns: int, msg: Message) -> None:
+        """`msg` passed `judge` and was applied: raise the sequence mark to it and feed its transit to the baseline."""
+        self.last_seq = msg.seq
+        self.baseline.add(rx_ns, msg.send_ns)

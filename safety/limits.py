@@ -1,8 +1,16 @@
 """Setpoint limits shared by both ends: the console clamps to them, the bedside checks against them.
 
-Pure. One definition of the workspace box and of the step/speed/orientation-rate limits, so the console's
-clamp and the bedside's reject test cannot drift apart. The console calls `clamp` (and warns); the bedside
-calls `check`, which returns the first violation or None, and rejects and holds on a violation.
+Pure. One definition of the workspace box and of the step/speed/orientation/jaw-rate limits, and one
+function that builds them from configuration (`limits_from_config`), so the console's clamp and the
+bedside's refusal cannot drift apart. The console calls `clamp` every tick (console/controller.py) and warns;
+the bedside calls `check` on every commanded arm of every servo_cp (bedside/agent.py), which returns the
+first violation or None, and refuses and holds on a violation. The two ends differ only in numbers: the
+same box, and bedside step limits at or above the console's (a margin `Config` enforces), so whatever
+`clamp` emits, `check` accepts (tests/test_limits_property.py shows it for arbitrary settings and master
+trajectories). The bedside checks without an interval (`dt_s` None: step, orientation step, box): the wire
+carries the time a command left, not the tick time the console clamped with, and judging a rate over the
+send times would refuse a healthy console whose sends jitter; its speed limits are the arm driver's motion
+limits instead. What is truly an arm's own (reach, joint limits, wrist bend, jaw range) the driver checks.
 
 Clamping a position is done in two stages, workspace first, then motion: both the previous setpoint and the
 clamped target lie in the (convex) box, so every point of the move between them does too.
@@ -10,15 +18,17 @@ clamped target lie in the (convex) box, so every point of the move between them 
 A tool that starts outside the box (for instance, the arm was placed there at the bedside) is never pulled
 in with a jump: on each axis where the previous setpoint is outside, the box is widened to include it, so
 the tool may move back toward the box but never further out. The widening shrinks as the tool comes in.
+`check` applies the same widening around its `prev`, so it accepts exactly the moves `clamp` may make.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
-from base.config import TeleopConfig
+from base.config import BedsideConfig, TeleopConfig
 from base.geometry import Vec3, q_angle, q_step_toward, v_add, v_clamp_norm, v_dist, v_norm, v_sub
 from transport.messages import CartesianSetpoint
 
@@ -75,10 +85,19 @@ class WorkspaceBox:
             min(max(p[2], min(lo[2], current[2])), max(hi[2], current[2])),
         )
 
-    def check(self, p: Vec3) -> LimitViolation | None:
-        if self.contains(p, EPS):
-            return None
+    def widened(self, current: Vec3 | None) -> tuple[Vec3, Vec3]:
+        """(lo, hi) of the box widened on each axis where `current` lies outside (as `clamp` widens it)."""
         lo, hi = self.lo, self.hi
+        if current is None:
+            return lo, hi
+        return ((min(lo[0], current[0]), min(lo[1], current[1]), min(lo[2], current[2])),
+                (max(hi[0], current[0]), max(hi[1], current[1]), max(hi[2], current[2])))
+
+    def check(self, p: Vec3, current: Vec3 | None = None) -> LimitViolation | None:
+        """None if `p` lies in the box (widened around `current`, as `clamp` does), else how far out it is."""
+        lo, hi = self.widened(current)
+        if all(lo[i] - EPS <= p[i] <= hi[i] + EPS for i in range(3)):
+            return None
         out = max(max(lo[i] - p[i], p[i] - hi[i]) for i in range(3))
         return LimitViolation(
             LimitKind.WORKSPACE, out, 0.0,
@@ -110,10 +129,60 @@ class SetpointLimits:
 
     def check(self, prev: CartesianSetpoint | None, sp: CartesianSetpoint, dt_s: float | None = None
               ) -> LimitViolation | None:
-        """The first limit `sp` breaks, or None. Without `dt_s`, only the workspace and per-step limits."""
-        bad = self.workspace.check(sp.position)
-        if bad is not None or prev is None:
-            return bad
+        """The first limit `sp` breaks moving from `prev` in `dt_s` seconds, or None.
+
+        In order: step, orientation step; with `dt_s`, speed, orientation rate and jaw rate over that
+        interval; then the workspace box, widened around `prev` as `clamp` widens it. Without `dt_s` (the
+        bedside, which has no interval it can trust: see above) only the per-step limits and the box; without
+        `prev`, only the box. Runs for every commanded arm at 1 kHz at the bedside, so the accepting case is
+        `_accepts`, the same arithmetic inlined; whatever it does not accept goes through `_violation`, which
+        names the limit (tests/test_limits.py::test_fast_check_agrees_with_the_named_checks compares them)."""
+        if prev is not None and self._accepts(prev, sp, dt_s):
+            return None
+        return self._violation(prev, sp, dt_s)
+
+    def _accepts(self, prev: CartesianSetpoint, sp: CartesianSetpoint, dt_s: float | None) -> bool:
+        """True iff `_violation(prev, sp, dt_s)` is None: v_dist, q_angle, `_budgets` and the widened box inlined,
+        term for term, so both give the same answer to the last bit."""
+        px, py, pz = sp.position
+        cx, cy, cz = prev.position
+        dx, dy, dz = px - cx, py - cy, pz - cz
+        # q_angle(sp.orientation, prev.orientation) = angle of q_mul(prev.orientation, q_conj(sp.orientation))
+        qx, qy, qz, qw = sp.orientation
+        sx, sy, sz, sw = prev.orientation
+        x = sw * -qx + sx * qw + sy * -qz - sz * -qy
+        y = sw * -qy - sx * -qz + sy * qw + sz * -qx
+        z = sw * -qz + sx * -qy - sy * -qx + sz * qw
+        w = sw * qw - sx * -qx - sy * -qy - sz * -qz
+        # `_budgets` and the widened box with conditional expressions: the values min()/max() give, without the
+        # cost of a builtin call each
+        pos_budget, rot_budget = self.max_step_m, self.max_rot_step_rad
+        if dt_s is not None:
+            dt = dt_s if dt_s > 0.0 else 0.0
+            if dt > self.max_dt_s:
+                dt = self.max_dt_s
+            b = self.max_speed_m_s * dt
+            if b < pos_budget:
+                pos_budget = b
+            b = self.max_rot_speed_rad_s * dt
+            if b < rot_budget:
+                rot_budget = b
+            if abs(sp.jaw - prev.jaw) > self.max_jaw_speed_rad_s * dt + EPS:
+                return False
+        if math.sqrt(dx * dx + dy * dy + dz * dz) > pos_budget + EPS:
+            return False
+        if 2.0 * math.atan2(math.sqrt(x * x + y * y + z * z), abs(w)) > rot_budget + EPS:
+            return False
+        (lx, ly, lz), (hx, hy, hz) = self.workspace.lo, self.workspace.hi
+        return ((lx if lx < cx else cx) - EPS <= px <= (hx if hx > cx else cx) + EPS
+                and (ly if ly < cy else cy) - EPS <= py <= (hy if hy > cy else cy) + EPS
+                and (lz if lz < cz else cz) - EPS <= pz <= (hz if hz > cz else cz) + EPS)
+
+    def _violation(self, prev: CartesianSetpoint | None, sp: CartesianSetpoint, dt_s: float | None
+                   ) -> LimitViolation | None:
+        """The checks of `check` one by one, with the sentence naming the first limit broken."""
+        if prev is None:
+            return self.workspace.check(sp.position)
         step = v_dist(sp.position, prev.position)
         rot = q_angle(sp.orientation, prev.orientation)
         if step > self.max_step_m + EPS:
@@ -123,23 +192,22 @@ class SetpointLimits:
             return LimitViolation(LimitKind.ROT_STEP, rot, self.max_rot_step_rad,
                                   f"orientation step {math.degrees(rot):.2f}° exceeds "
                                   f"{math.degrees(self.max_rot_step_rad):.2f}°")
-        if dt_s is None:
-            return None
-        pos_budget, rot_budget, jaw_budget = self._budgets(dt_s)
-        if step > pos_budget + EPS:
-            return LimitViolation(LimitKind.SPEED, step, pos_budget,
-                                  f"{step * 1e3:.2f} mm in {dt_s * 1e3:.1f} ms exceeds "
-                                  f"{self.max_speed_m_s * 1e3:.0f} mm/s")
-        if rot > rot_budget + EPS:
-            return LimitViolation(LimitKind.ROT_RATE, rot, rot_budget,
-                                  f"{math.degrees(rot):.2f}° in {dt_s * 1e3:.1f} ms exceeds "
-                                  f"{math.degrees(self.max_rot_speed_rad_s):.0f}°/s")
-        jaw = abs(sp.jaw - prev.jaw)
-        if jaw > jaw_budget + EPS:
-            return LimitViolation(LimitKind.JAW_RATE, jaw, jaw_budget,
-                                  f"jaw {jaw:.3f} rad in {dt_s * 1e3:.1f} ms exceeds "
-                                  f"{self.max_jaw_speed_rad_s:.1f} rad/s")
-        return None
+        if dt_s is not None:
+            pos_budget, rot_budget, jaw_budget = self._budgets(dt_s)
+            if step > pos_budget + EPS:
+                return LimitViolation(LimitKind.SPEED, step, pos_budget,
+                                      f"{step * 1e3:.2f} mm in {dt_s * 1e3:.1f} ms exceeds "
+                                      f"{self.max_speed_m_s * 1e3:.0f} mm/s")
+            if rot > rot_budget + EPS:
+                return LimitViolation(LimitKind.ROT_RATE, rot, rot_budget,
+                                      f"{math.degrees(rot):.2f}° in {dt_s * 1e3:.1f} ms exceeds "
+                                      f"{math.degrees(self.max_rot_speed_rad_s):.0f}°/s")
+            jaw = abs(sp.jaw - prev.jaw)
+            if jaw > jaw_budget + EPS:
+                return LimitViolation(LimitKind.JAW_RATE, jaw, jaw_budget,
+                                      f"jaw {jaw:.3f} rad in {dt_s * 1e3:.1f} ms exceeds "
+                                      f"{self.max_jaw_speed_rad_s:.1f} rad/s")
+        return self.workspace.check(sp.position, prev.position)
 
     def clamp(self, prev: CartesianSetpoint, target: CartesianSetpoint, dt_s: float
               ) -> tuple[CartesianSetpoint, tuple[LimitKind, ...]]:
@@ -165,17 +233,101 @@ class SetpointLimits:
         return CartesianSetpoint(pos, ori, jaw), tuple(hit)
 
 
-def limits_from_config(t: TeleopConfig) -> SetpointLimits:
-    """SetpointLimits from a TeleopConfig (console side)."""
+class RateWindow:
+    """One arm's speed, orientation rate and jaw rate at the bedside, judged over a window of send times.
+
+    Why a window, and what it allows: the console clamps each setpoint with its own tick interval, but the
+    wire carries the time each command left (`send_ns`), which lags its tick by whatever happened between the
+    two (up to `jitter_ns`). Judged command by command, a 1 ms tick whose predecessor left late looks like a
+    burst, and a healthy console is refused. Judged against the setpoint accepted at least `window_ns`
+    earlier (or the oldest one kept), a console within the rates has moved at most v · (elapsed + jitter):
+    exactly what `check` allows. So whatever the console's clamp emits passes (tests/test_limits_property.py,
+    with send jitter), and a stream faster than v · (1 + jitter/window) on average is refused within a window
+    (at the defaults, 200 ms and 20 ms: 10 % over the bedside's speed, which is itself above the console's).
+    The step limits (`SetpointLimits.check`) still bound every single command.
+
+    Pure: fed the accepted setpoints and their send times; `reset` when the arm holds (its next setpoint is
+    judged from where it stopped, by the step limits alone)."""
+
+    __slots__ = ("_hist", "jitter_ns", "limits", "window_ns")
+
+    def __init__(self, limits: SetpointLimits, window_ns: int, jitter_ns: int) -> None:
+        self.limits = limits
+        self.window_ns = window_ns
+        self.jitter_ns = jitter_ns
+        self._hist: deque[tuple[int, CartesianSetpoint]] = deque()
+
+    def check(self, send_ns: int, sp: CartesianSetpoint) -> LimitViolation | None:
+        """None if moving to `sp`, sent at `send_ns`, keeps every rate over the window; else the first broken."""
+        if not self._hist:
+            return None
+        t0, sp0 = self._hist[0]
+        span = max(send_ns - t0, 0) + self.jitter_ns
+        dt = span / 1e9
+        lim = self.limits
+        d = v_dist(sp.position, sp0.position)
+        if d > lim.max_speed_m_s * dt + EPS:
+            return LimitViolation(LimitKind.SPEED, d, lim.max_speed_m_s * dt,
+                                  f"{d * 1e3:.2f} mm in {span / 1e6:.1f} ms (with {self.jitter_ns / 1e6:.0f} ms of "
+                                  f"send jitter) exceeds {lim.max_speed_m_s * 1e3:.0f} mm/s")
+        r = q_angle(sp.orientation, sp0.orientation)
+        if r > lim.max_rot_speed_rad_s * dt + EPS:
+            return LimitViolation(LimitKind.ROT_RATE, r, lim.max_rot_speed_rad_s * dt,
+                                  f"{math.degrees(r):.2f}° in {span / 1e6:.1f} ms exceeds "
+                                  f"{math.degrees(lim.max_rot_speed_rad_s):.0f}°/s")
+        j = abs(sp.jaw - sp0.jaw)
+        if j > lim.max_jaw_speed_rad_s * dt + EPS:
+            return LimitViolation(LimitKind.JAW_RATE, j, lim.max_jaw_speed_rad_s * dt,
+                                  f"jaw {j:.3f} rad in {span / 1e6:.1f} ms exceeds "
+                                  f"{lim.max_jaw_speed_rad_s:.1f} rad/s")
+        return None
+
+    def accept(self, send_ns: int, sp: CartesianSetpoint) -> None:
+        """`sp` was applied: keep it, and drop what is older than the newest setpoint a window old."""
+        hist = self._hist
+        hist.append((send_ns, sp))
+        while len(hist) > 1 and send_ns - hist[1][0] >= self.window_ns:
+            hist.popleft()
+
+    def reset(self) -> None:
+        self._hist.clear()
+
+
+def rate_window(limits: SetpointLimits, bedside: BedsideConfig) -> RateWindow:
+    """One arm's rate window with the bedside's configured window and send-jitter allowance."""
+    return RateWindow(limits, int(bedside.rate_window_ms * 1e6), int(bedside.rate_jitter_ms * 1e6))
+
+
+def limits_from_config(teleop: TeleopConfig, bedside: BedsideConfig | None = None) -> SetpointLimits:
+    """The limits one end enforces, built from configuration the one way both ends build them.
+
+    The console: `limits_from_config(cfg.teleop)`. The bedside: `limits_from_config(cfg.teleop, cfg.bedside)`,
+    the same workspace box (`teleop.workspace_*`: one surgical site, one box) with the bedside's own motion
+    keys (`bedside.max_step_mm`, `max_rot_step_deg`, which it checks, and `max_speed_mm_s`,
+    `max_rot_speed_deg_s`, `max_jaw_speed_rad_s`, which its arms move under). Their defaults (5 mm, 5°,
+    250 mm/s, 360°/s, 6 rad/s against 2 mm, 2°, 150 mm/s, 180°/s, 3 rad/s) are a deliberate margin over the
+    console's: the bedside's check is wider than the console's clamp, so a console bug is caught and a healthy
+    console is never refused (`Config` refuses a console step limit above the bedside's), and its arms are
+    faster than the console commands, so they never lag (docs/teleoperation.md, "Limits")."""
+    box = WorkspaceBox.from_mm(
+        (teleop.workspace_x_min_mm, teleop.workspace_x_max_mm),
+        (teleop.workspace_y_min_mm, teleop.workspace_y_max_mm),
+        (teleop.workspace_z_min_mm, teleop.workspace_z_max_mm),
+    )
+    if bedside is None:
+        return SetpointLimits(
+            workspace=box,
+            max_step_m=teleop.max_step_mm / 1e3,
+            max_speed_m_s=teleop.max_speed_mm_s / 1e3,
+            max_rot_step_rad=math.radians(teleop.max_rot_step_deg),
+            max_rot_speed_rad_s=math.radians(teleop.max_rot_speed_deg_s),
+            max_jaw_speed_rad_s=teleop.jaw_rate_rad_s,
+        )
     return SetpointLimits(
-        workspace=WorkspaceBox.from_mm(
-            (t.workspace_x_min_mm, t.workspace_x_max_mm),
-            (t.workspace_y_min_mm, t.workspace_y_max_mm),
-            (t.workspace_z_min_mm, t.workspace_z_max_mm),
-        ),
-        max_step_m=t.max_step_mm / 1e3,
-        max_speed_m_s=t.max_speed_mm_s / 1e3,
-        max_rot_step_rad=math.radians(t.max_rot_step_deg),
-        max_rot_speed_rad_s=math.radians(t.max_rot_speed_deg_s),
-        max_jaw_speed_rad_s=t.jaw_rate_rad_s,
+        workspace=box,
+        max_step_m=bedside.max_step_mm / 1e3,
+        max_speed_m_s=bedside.max_speed_mm_s / 1e3,
+        max_rot_step_rad=math.radians(bedside.max_rot_step_deg),
+        max_rot_speed_rad_s=math.radians(bedside.max_rot_speed_deg_s),
+        max_jaw_speed_rad_s=bedside.max_jaw_speed_rad_s,
     )

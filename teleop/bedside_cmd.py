@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+import zmq
+
 from base.runtime import StopFlag, write_json
-from bedside.server import serve, summary
+from bedside.server import BedsideServer
+from recording.recorder import start_recorder
 from teleop.args import positive_seconds
+from transport import security
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +22,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    agent = serve(args.cfg, StopFlag(), args.seconds, args.event_log, video=not args.no_video)
+    # The keys first: a key error is one line before any child process starts (BedsideServer gets the same
+    # ZAP handler back). Then the recorder, before the server: its video child records too.
+    security.for_server(args.cfg, zmq.Context.instance())
+    recorder = start_recorder(args.cfg, "bedside")
+    try:
+        server = BedsideServer(args.cfg, recorder, args.event_log, video=not args.no_video)
+        try:
+            server.run(StopFlag(), args.seconds)
+        finally:
+            server.finish()
+    finally:
+        if recorder is not None:
+            recorder.close()
     if args.summary:
-        write_json(args.summary, summary(agent))
+        write_json(args.summary, server.summary())
     return 0

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("teleop.demo", "start a bedside and a console on this machine and report"),
     "bench": ("teleop.bench", "measure latency, freeze time and throughput against the raw floor"),
     "config": ("teleop.config_cmd", "print the effective configuration as commented TOML"),
+    "diagrams": ("teleop.diagrams_cmd", "print, regenerate (--write) or check (--check) docs/state-machines.md"),
     "linkemu": ("teleop.linkemu_cmd", "emulate a long-distance link (delay, jitter, rate, stalls, cuts) on loopback"),
     "keys": ("teleop.keys_cmd", "create, list and revoke CurveZMQ keys by role (surgeon, monitor, qa)"),
     "monitor": ("teleop.monitor_cmd", "read-only view for the on-site team: video, bedside state, alarms, events"),

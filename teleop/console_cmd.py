@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-import zmq
-
 from base.runtime import StopFlag, realtime_scheduling, write_json
 from console.runner import ConsoleRunner
 from recording.recorder import start_recorder
 from teleop.args import positive_seconds, require_display
+from transport.zmqlink import start_io_thread
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
         return run_window(args)
     recorder = start_recorder(args.cfg, "console")
     # Real-time for this process, not in ConsoleRunner.run (in-process test consoles run that in a pytest
-    # thread), and before the runner's clock starts (finding zmq's I/O thread may take a few ms). A throw-away
-    # socket starts that thread so it is made real-time too.
-    zmq.Context.instance().socket(zmq.PUSH).close(0)
+    # thread), and before the runner's clock starts (finding zmq's I/O thread may take a few ms). Start that
+    # thread first so it is made real-time too.
+    start_io_thread()
     realtime_scheduling(args.cfg.console.realtime_priority, "console")
     runner = ConsoleRunner(args.cfg, ui=args.ui, recorder=recorder)
     try:

@@ -17,6 +17,8 @@ from base.config import ConfigError, load_config, parse_override, to_toml
         ("nosuch.key=1", ["unknown section [nosuch]"]),
         ("console.master=joystick", ["console.master", "not one of"]),
         ("teleop.max_step_mm=9", ["max_step"]),
+        ("bedside.arm_driver=ur5", ["bedside.arm_driver: 'ur5' is not one of simulated"]),
+        ("bedside.arm_driver=3", ["bedside.arm_driver", "expected str"]),
         ("video.codec=vp9", ["video.codec"]),
     ],
 )
@@ -44,3 +46,9 @@ def test_dump_round_trips(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text(text)
     assert load_config(f) == cfg
+
+
+def test_the_arm_driver_key_is_documented_with_its_choices():
+    """`teleop config` (to_toml) shows the key, its help and the accepted values."""
+    line = next(x for x in to_toml(load_config()).splitlines() if x.startswith("arm_driver"))
+    assert line.startswith('arm_driver = "simulated"  # which arm driver') and line.endswith("(simulated)")

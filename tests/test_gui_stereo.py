@@ -11,7 +11,6 @@ from console.ui.status import (
     arm_lines,
     console_alarms,
     console_fields,
-    monitor_alarms,
     sparkline_points,
 )
 from transport.video_wire import Layout
@@ -161,10 +160,6 @@ def test_held_arms_show_their_reason_and_limits_are_named():
     s = healthy()
     s["teleop"] = t
     assert console_fields(s, None, None)["limits"] == "limits: speed"
-
-
-def test_monitor_alarms_come_from_telemetry_silence_and_state():
-    assert [a.key for a in monitor_alarms(None, float("inf"), 0.25, True)] == ["telemetry", "video"]
 
 
 def test_rtt_sparkline_leaves_gaps_where_there_was_no_measurement():

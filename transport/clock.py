@@ -84,10 +84,18 @@ class DelayBaseline:
     def __init__(self, window_ns: int = 10_000_000_000, buckets: int = 10) -> None:
         self._win = _WindowMin(window_ns, buckets)
 
-    def excess_ns(self, rx_ns: int, send_ns: int) -> int:
-        """Queueing delay of this message beyond the best recent one: 0 for a fresh message."""
+    def queued_ns(self, rx_ns: int, send_ns: int) -> int:
+        """Queueing delay of this message beyond the best recent transit (0 for a fresh message, or when none was
+        added recently). Adds nothing: a receiver that must not learn from every message judges first, then `add`s."""
         transit = rx_ns - send_ns
-        self._win.add(rx_ns, transit, None)
         best = self._win.best(rx_ns)
-        assert best is not None
-        return transit - best[1]
+        return 0 if best is None else max(0, transit - best[1])
+
+    def add(self, rx_ns: int, send_ns: int) -> None:
+        """A message whose transit may set the baseline."""
+        self._win.add(rx_ns, rx_ns - send_ns, None)
+
+    def excess_ns(self, rx_ns: int, send_ns: int) -> int:
+        """`add` this message, then its `queued_ns`: for a receiver that learns from every message it measures."""
+        self.add(rx_ns, send_ns)
+        return self.queued_ns(rx_ns, send_ns)

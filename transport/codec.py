@@ -1,8 +1,8 @@
 """Pure codec for the control and telemetry links: bytes in, one valid message out, or a ProtocolError.
 
 No sockets and no clocks here (sans-IO, like h11). `decode` never returns a half-valid message: it checks
-the header, the exact length for the type, every enum, every float (finite), every quaternion (unit) and
-every reserved field before it builds anything. Layout: docs/protocol.md.
+the header, the exact length for the type, every enum, every float (finite), every quaternion (unit:
+`base.geometry.is_unit_quat`) and every reserved field before it builds anything. Layout: docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import math
 import struct
 
+from base.geometry import UNIT_QUAT_TOLERANCE, is_unit_quat, q_norm
 from transport.messages import (
     N_ARMS,
     N_JOINTS,
@@ -43,7 +44,6 @@ HEADER_SIZE = HEADER.size  # 32
 MAX_MESSAGE_BYTES = 4096
 MAX_EVENT_TEXT_BYTES = 1024
 MAX_COUNTERS_BYTES = 3072
-QUAT_NORM_TOLERANCE = 1e-3
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 
@@ -235,10 +235,11 @@ def _setpoint(v: tuple[float, ...], i: int, what: str) -> CartesianSetpoint:
     # NaN and ±inf survive a sum; so does overflow of absurd magnitudes (> 1e307), rejected alike.
     if not math.isfinite(x + y + z + qx + qy + qz + qw + jaw):
         raise InvalidField(f"{what}: non-finite value")
-    n = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
-    if abs(n - 1.0) > QUAT_NORM_TOLERANCE:
-        raise InvalidField(f"{what}: orientation is not a unit quaternion (|q| = {n:.6g})")
-    return CartesianSetpoint((x, y, z), (qx, qy, qz, qw), jaw)
+    q = (qx, qy, qz, qw)
+    if not is_unit_quat(q):
+        raise InvalidField(f"{what}: orientation is not a unit quaternion (|q| = {q_norm(q):.6g}, "
+                           f"tolerance {UNIT_QUAT_TOLERANCE:g})")
+    return CartesianSetpoint((x, y, z), q, jaw)
 
 
 def decode_header(data: bytes) -> tuple[MsgType, int, int, int, int]:
@@ -285,20 +286,19 @@ def _servo_cp(v: tuple) -> ServoCp:
     if flags & ~_CONSOLE_FLAG_BITS or mask & ~_ALL_ARMS_MASK or reserved:
         _check_servo_fields(flags, mask, reserved)
     x0, y0, z0, qx0, qy0, qz0, qw0, j0, x1, y1, z1, qx1, qy1, qz1, qw1, j1, x2, y2, z2, qx2, qy2, qz2, qw2, j2 = v[11:]
-    isfinite, sqrt = math.isfinite, math.sqrt
+    isfinite = math.isfinite
+    q0, q1, q2 = (qx0, qy0, qz0, qw0), (qx1, qy1, qz1, qw1), (qx2, qy2, qz2, qw2)
     if not (isfinite(x0 + y0 + z0 + qx0 + qy0 + qz0 + qw0 + j0)  # the sums of `_setpoint`, term for term
             and isfinite(x1 + y1 + z1 + qx1 + qy1 + qz1 + qw1 + j1)
             and isfinite(x2 + y2 + z2 + qx2 + qy2 + qz2 + qw2 + j2)
-            and abs(sqrt(qx0 * qx0 + qy0 * qy0 + qz0 * qz0 + qw0 * qw0) - 1.0) <= QUAT_NORM_TOLERANCE
-            and abs(sqrt(qx1 * qx1 + qy1 * qy1 + qz1 * qz1 + qw1 * qw1) - 1.0) <= QUAT_NORM_TOLERANCE
-            and abs(sqrt(qx2 * qx2 + qy2 * qy2 + qz2 * qz2 + qw2 * qw2) - 1.0) <= QUAT_NORM_TOLERANCE):
+            and is_unit_quat(q0) and is_unit_quat(q1) and is_unit_quat(q2)):
         for i in range(N_ARMS):
             _setpoint(v, 11 + 8 * i, f"servo_cp arm {i}")  # raises for the first bad arm
         raise AssertionError("unreachable: the fast check and _setpoint disagree")  # pragma: no cover
     return ServoCp(v[4], v[5], v[6], _CONSOLE_FLAGS[flags], mask, (
-        CartesianSetpoint((x0, y0, z0), (qx0, qy0, qz0, qw0), j0),
-        CartesianSetpoint((x1, y1, z1), (qx1, qy1, qz1, qw1), j1),
-        CartesianSetpoint((x2, y2, z2), (qx2, qy2, qz2, qw2), j2)))
+        CartesianSetpoint((x0, y0, z0), q0, j0),
+        CartesianSetpoint((x1, y1, z1), q1, j1),
+        CartesianSetpoint((x2, y2, z2), q2, j2)))
 
 
 def decode(data: bytes) -> Message:
@@ -392,8 +392,8 @@ def decode(data: bytes) -> Message:
             raise OversizedMessage(f"counters payload {plen} bytes exceeds {MAX_COUNTERS_BYTES}")
         try:
             values = json.loads(data[off:].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise InvalidField(f"counters are not JSON: {exc}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # 3 KB of "[" nests past the stack
+            raise InvalidField(f"counters are not JSON: {type(exc).__name__}: {exc}") from None
         if not isinstance(values, dict) or not all(
             isinstance(k, str) and type(v) is int and 0 <= v <= U64_MAX for k, v in values.items()
         ):

@@ -81,6 +81,7 @@ class AckStatus(IntEnum):
     REJECTED_FAULT = 25
     REJECTED_ROLE = 26
     REJECTED_NOT_CONTROLLER = 27
+    REJECTED_SPEED = 28
 
     @property
     def rejected(self) -> bool:

@@ -1,6 +1,11 @@
-"""ZeroMQ sockets for the control and telemetry links, configured for a link where only fresh data matters.
+"""Every ZeroMQ socket of the project is made here: one factory per kind of socket, which owns its options.
 
-Why these patterns and options (docs/architecture.md has the long version):
+Why one module: a socket's options are its behaviour on a bad link (what queues, what drops, what blocks),
+so they are stated once, side by side, and a reader compares them at a glance. Callers pick a factory by
+what the socket is for and never set an option themselves. Tests may still build a raw socket when they act
+as a foreign peer on purpose.
+
+Why these patterns (docs/architecture.md, "Socket patterns and options, and why", has the long version):
 * control: console DEALER <-> bedside ROUTER. One two-way connection that reconnects by itself; acks
   come back on it, so the console measures RTT on the very path commands take. PAIR does not reconnect,
   PUSH blocks at HWM, PUB has no way back.
@@ -8,10 +13,38 @@ Why these patterns and options (docs/architecture.md has the long version):
   must not bank commands to deliver later as a burst. The bedside still age-checks every command.
 * telemetry: bedside PUB -> console and monitors SUB. PUB drops per subscriber, so a slow monitor can
   never stall the bedside or the surgeon's console.
-* CURVE on every socket (transport/security.py): the bedside's sockets are CURVE servers in a ZAP domain
-  (`control` or `monitoring`), consoles and monitors are clients pinned to the bedside's public key.
+* video: bedside ROUTER -> viewers' DEALER, reports back on the same connection. ROUTER_MANDATORY makes a
+  full per-viewer queue visible (EAGAIN) instead of a silent drop; HWM 2 each way keeps frames from queueing.
+* CURVE on every network socket (transport/security.py): the bedside's sockets are CURVE servers in a ZAP
+  domain (`control` or `monitoring`), consoles and monitors are clients pinned to the bedside's public key.
 * ZMTP heartbeats close dead TCP connections for hygiene; the application watchdogs, not these, freeze
   the arms (tens of ms, not seconds).
+* loopback and ipc sockets (window <-> engine, master bridge, recorder taps) carry no key: they never leave
+  the host.
+
+Every socket, its pattern and its options (the factories below are the truth; tests/test_zmqlink.py reads
+them back):
+
+factory               type    end      options
+control_server        ROUTER  bind     link*, CURVE `control`, SNDHWM/RCVHWM 64, SNDBUF/RCVBUF 32 KiB
+control_client        DEALER  connect  link*, CURVE, SNDHWM 16, RCVHWM 64, IMMEDIATE, SNDBUF/RCVBUF 32 KiB
+telemetry_publisher   PUB     bind     link*, CURVE `monitoring`, SNDHWM 256
+telemetry_subscriber  SUB     connect  link*, CURVE, RCVHWM 1024, subscribe all
+video_server          ROUTER  bind     video*, CURVE `monitoring`, ROUTER_MANDATORY, SNDHWM 2, RCVHWM 256,
+                                       SNDBUF 128 KiB
+video_client          DEALER  connect  video*, CURVE, RCVHWM 2, SNDHWM 16, RCVBUF 128 KiB
+ui_intent_server      PULL    bind     LINGER 0, RCVHWM 1000 (engine: the window's intents, heartbeats)
+ui_state_publisher    PUB     bind     LINGER 0, SNDHWM 100 (engine: state and events to the windows)
+ui_intent_client      PUSH    connect  LINGER 0, SNDHWM 200 (window)
+ui_state_subscriber   SUB     connect  LINGER 0, RCVHWM 200, subscribe all (window)
+master_publisher      PUB     connect  LINGER 0, SNDHWM 4 (the window's keyboard/mouse master, bridges)
+master_subscriber     SUB     either   CONFLATE (newest sample wins), LINGER 0, subscribe all
+recording_tap         PUSH    connect  SNDHWM from config, LINGER 2 s (what was handed over reaches the file)
+recording_sink        PULL    bind     RCVHWM from config, LINGER 0 (the recorder)
+bare                  any     either   LINGER 0 only (the benchmarks' raw floor)
+
+link*: LINGER 0, HEARTBEAT_IVL 200 ms, HEARTBEAT_TIMEOUT 600 ms, RECONNECT_IVL 20 ms, RECONNECT_IVL_MAX 200 ms.
+video*: LINGER 0, HEARTBEAT_IVL 500 ms, HEARTBEAT_TIMEOUT 1500 ms.
 
 `wait_readable` waits on several sockets with microsecond resolution: zmq_poll's timeout is whole
 milliseconds, too coarse to pace a 1 kHz loop, so it selects on the sockets' ZMQ_FD (edge-triggered:
@@ -29,6 +62,30 @@ from transport.security import ClientSecurity, ServerSecurity
 CONTROL_HWM = 16
 TELEMETRY_HWM = 256
 SOCKET_BUFFER_BYTES = 32 * 1024
+VIDEO_BUFFER_BYTES = 128 * 1024
+UI_INTENT_HWM = 1000
+UI_STATE_HWM = 100
+UI_WINDOW_HWM = 200
+MASTER_HWM = 4
+ZMQ_DEFAULT_HWM = 1000
+"""libzmq's own high-water mark, for a caller that wants zmq's default stated rather than implied."""
+RECORDING_LINGER_MS = 2000
+
+
+def _open(sock: zmq.Socket, endpoint: str, bind: bool) -> zmq.Socket:
+    """Bind or connect; a socket that cannot is closed before the error reaches the caller."""
+    try:
+        if bind:
+            sock.bind(endpoint)
+        else:
+            sock.connect(endpoint)
+    except zmq.ZMQError:
+        sock.close(0)
+        raise
+    return sock
+
+
+# ------------------------------------------------------------------------------ control and telemetry
 
 
 def _common(sock: zmq.Socket) -> zmq.Socket:
@@ -49,8 +106,7 @@ def control_server(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None) 
     s.setsockopt(zmq.RCVHWM, CONTROL_HWM * 4)
     s.setsockopt(zmq.SNDBUF, SOCKET_BUFFER_BYTES)
     s.setsockopt(zmq.RCVBUF, SOCKET_BUFFER_BYTES)
-    s.bind(endpoint)
-    return s
+    return _open(s, endpoint, bind=True)
 
 
 def control_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) -> zmq.Socket:
@@ -63,27 +119,152 @@ def control_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) 
     s.setsockopt(zmq.IMMEDIATE, 1)
     s.setsockopt(zmq.SNDBUF, SOCKET_BUFFER_BYTES)
     s.setsockopt(zmq.RCVBUF, SOCKET_BUFFER_BYTES)
-    s.connect(endpoint)
-    return s
+    return _open(s, endpoint, bind=False)
 
 
 def telemetry_publisher(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None) -> zmq.Socket:
+    """Bedside telemetry and events (PUB): drops per subscriber, never waits for one."""
     s = _common(ctx.socket(zmq.PUB))
     if sec is not None:
         sec.apply(s, "monitoring")
     s.setsockopt(zmq.SNDHWM, TELEMETRY_HWM)
-    s.bind(endpoint)
-    return s
+    return _open(s, endpoint, bind=True)
 
 
 def telemetry_subscriber(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) -> zmq.Socket:
+    """Console's or monitor's view of the bedside telemetry (SUB, everything)."""
     s = _common(ctx.socket(zmq.SUB))
     if sec is not None:
         sec.apply(s)
     s.setsockopt(zmq.RCVHWM, TELEMETRY_HWM * 4)
     s.setsockopt(zmq.SUBSCRIBE, b"")
-    s.connect(endpoint)
-    return s
+    return _open(s, endpoint, bind=False)
+
+
+# ------------------------------------------------------------------------------------------- video
+
+
+def _video_common(sock: zmq.Socket) -> zmq.Socket:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+    return sock
+
+
+def video_server(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None) -> zmq.Socket:
+    """Bedside video sender (ROUTER, `monitoring` domain): a full viewer queue is EAGAIN, not a silent drop;
+    SNDHWM 2 and a small SNDBUF keep frames from queueing ahead of the picture."""
+    s = ctx.socket(zmq.ROUTER)
+    if sec is not None:
+        sec.apply(s, "monitoring")
+    s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    s.setsockopt(zmq.SNDHWM, 2)
+    s.setsockopt(zmq.RCVHWM, 256)
+    s.setsockopt(zmq.SNDBUF, VIDEO_BUFFER_BYTES)
+    return _open(_video_common(s), endpoint, bind=True)
+
+
+def video_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) -> zmq.Socket:
+    """A viewer's video socket (DEALER): frames in (RCVHWM 2: newest only), reports back on the same path."""
+    s = ctx.socket(zmq.DEALER)
+    if sec is not None:
+        sec.apply(s)
+    s.setsockopt(zmq.RCVHWM, 2)
+    s.setsockopt(zmq.SNDHWM, 16)
+    s.setsockopt(zmq.RCVBUF, VIDEO_BUFFER_BYTES)
+    return _open(_video_common(s), endpoint, bind=False)
+
+
+# ------------------------------------------------------------------ console engine <-> window (loopback)
+
+
+def ui_intent_server(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """Engine end of the window's intents, heartbeats and video reports (PULL, console/uilink.py)."""
+    s = ctx.socket(zmq.PULL)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVHWM, UI_INTENT_HWM)
+    return _open(s, endpoint, bind=True)
+
+
+def ui_state_publisher(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """Engine state and events for the window(s) (PUB): a slow window drops, the engine never waits."""
+    s = ctx.socket(zmq.PUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SNDHWM, UI_STATE_HWM)
+    return _open(s, endpoint, bind=True)
+
+
+def ui_intent_client(ctx: zmq.Context, endpoint: str, hwm: int = UI_WINDOW_HWM) -> zmq.Socket:
+    """Window end of the intents (PUSH)."""
+    s = ctx.socket(zmq.PUSH)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SNDHWM, hwm)
+    return _open(s, endpoint, bind=False)
+
+
+def ui_state_subscriber(ctx: zmq.Context, endpoint: str, hwm: int = UI_WINDOW_HWM) -> zmq.Socket:
+    """Window end of the engine's state and events (SUB, everything)."""
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVHWM, hwm)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    return _open(s, endpoint, bind=False)
+
+
+# --------------------------------------------------------------------- master samples (network master)
+
+
+def master_publisher(ctx: zmq.Context, endpoint: str, hwm: int = MASTER_HWM) -> zmq.Socket:
+    """A master bridge's sample stream (PUB): a short queue, a stalled engine never gets a backlog of poses."""
+    s = ctx.socket(zmq.PUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SNDHWM, hwm)
+    return _open(s, endpoint, bind=False)
+
+
+def master_subscriber(ctx: zmq.Context, endpoint: str, bind: bool = True) -> zmq.Socket:
+    """The engine's network master (SUB, CONFLATE): newest sample wins, a late burst is never replayed."""
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.CONFLATE, 1)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    return _open(s, endpoint, bind)
+
+
+# ------------------------------------------------------------------------------ recorder (ipc, per role)
+
+
+def recording_tap(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
+    """A producer's tap into its recorder (PUSH, sent NOBLOCK). LINGER 2 s: what was handed over before a
+    clean exit still reaches the file."""
+    s = ctx.socket(zmq.PUSH)
+    s.setsockopt(zmq.SNDHWM, hwm)
+    s.setsockopt(zmq.LINGER, RECORDING_LINGER_MS)
+    return _open(s, endpoint, bind=False)
+
+
+def recording_sink(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
+    """The recorder's end of a tap (PULL)."""
+    s = ctx.socket(zmq.PULL)
+    s.setsockopt(zmq.RCVHWM, hwm)
+    s.setsockopt(zmq.LINGER, 0)
+    return _open(s, endpoint, bind=True)
+
+
+# ------------------------------------------------------------------------------------------------ misc
+
+
+def bare(ctx: zmq.Context, kind: int, endpoint: str, bind: bool) -> zmq.Socket:
+    """zmq's defaults but LINGER 0: the benchmarks' raw floor, which must carry nothing of ours."""
+    s = ctx.socket(kind)
+    s.setsockopt(zmq.LINGER, 0)
+    return _open(s, endpoint, bind)
+
+
+def start_io_thread(ctx: zmq.Context | None = None) -> None:
+    """Start the context's I/O thread now (libzmq starts it with the first socket), e.g. so that the
+    process's real-time scheduling, set next, covers it too."""
+    (ctx or zmq.Context.instance()).socket(zmq.PUSH).close(0)
 
 
 def tcp(host: str, port: int) -> str:

@@ -21,7 +21,18 @@ import av
 import cv2
 import numpy as np
 
-from transport.video_wire import Codec
+from transport.video_wire import MAX_DIMENSION, Codec
+
+MAX_PIXELS = MAX_DIMENSION * MAX_DIMENSION
+"""A decoder's default pixel budget: the largest picture the wire can announce (docs/video.md)."""
+_CODED_MARGIN = 32
+"""H.264 checks its budget against the coded size, macroblock-aligned (up to 15 rows/columns more, 31 rows
+for field coding): `budget(w, h)` adds this much to each side."""
+
+
+def budget(width: int, height: int) -> int:
+    """The pixel budget for a decoder fed pictures announced as `width`x`height`."""
+    return (width + _CODED_MARGIN) * (height + _CODED_MARGIN)
 
 
 class CodecError(RuntimeError):
@@ -58,6 +69,9 @@ class Encoder(ABC):
 
 class Decoder(ABC):
     codec: Codec
+    max_pixels: int = MAX_PIXELS
+    """A packet that declares a bigger picture is refused before anything is allocated: a 600-byte JPEG can
+    declare 30000x30000 and cost 5 GB and 18 s to decode (found by tests/fuzz_video.py)."""
 
     @abstractmethod
     def decode(self, data: bytes) -> np.ndarray:
@@ -130,14 +144,16 @@ class H264Encoder(Encoder):
 class H264Decoder(Decoder):
     codec = Codec.H264
 
-    def __init__(self, threads: int = 2) -> None:
+    def __init__(self, threads: int = 2, max_pixels: int = MAX_PIXELS) -> None:
         self.threads = threads
+        self.max_pixels = max_pixels
         self.reset()
 
     def reset(self) -> None:
         cc = av.CodecContext.create("h264", "r")
         cc.thread_type = "SLICE"  # FRAME threading holds frames back: latency
         cc.thread_count = self.threads
+        cc.options = {"max_pixels": str(self.max_pixels)}  # FFmpeg refuses bigger parameter sets (EINVAL)
         self.cc = cc
 
     def decode(self, data: bytes) -> np.ndarray:
@@ -174,21 +190,56 @@ class JpegEncoder(Encoder):
         return Packet(buf.tobytes(), True)
 
 
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (DHT, JPG, DAC are not)
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, read without decoding; None if `data` does not start
+    like a JPEG or has no frame header before its first scan."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xDA, 0xD9):  # scan or end of image before any frame header
+            return None
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if marker in _SOF_MARKERS:
+            if i + 9 > n:
+                return None
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
 class JpegDecoder(Decoder):
     codec = Codec.JPEG
 
+    def __init__(self, max_pixels: int = MAX_PIXELS) -> None:
+        self.max_pixels = max_pixels
+
     def decode(self, data: bytes) -> np.ndarray:
+        size = jpeg_size(data)  # also keeps OpenCV's other readers (PNG, TIFF, …) away from the payload
+        if size is None:
+            raise CodecError("not a JPEG: no frame header before the first scan")
+        if size[0] * size[1] > self.max_pixels:
+            raise CodecError(f"JPEG declares {size[0]}x{size[1]}, over the {self.max_pixels}-pixel budget")
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if img is None:
             raise CodecError("not a decodable JPEG")
         return img
 
 
-def make_decoder(codec: Codec) -> Decoder:
+def make_decoder(codec: Codec, max_pixels: int = MAX_PIXELS) -> Decoder:
     if codec == Codec.H264:
-        return H264Decoder()
+        return H264Decoder(max_pixels=max_pixels)
     if codec == Codec.JPEG:
-        return JpegDecoder()
+        return JpegDecoder(max_pixels)
     raise CodecError(f"no decoder for codec {codec!r}")
 
 

@@ -36,13 +36,12 @@ from transport.video_wire import (
     encode_frame,
     encode_report,
 )
-from video.codecs import CodecError, Decoder, make_decoder
+from transport.zmqlink import video_client
+from video.codecs import CodecError, Decoder, budget, make_decoder
 from video.framecode import eye_views
 from video.session import ReceiverSession
 
 log = logging.getLogger("video.receiver")
-
-RCVBUF_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,17 +121,7 @@ class VideoReceiver:
 
     # ------------------------------------------------------------------------------------- worker
     def _socket(self) -> zmq.Socket:
-        s = self._ctx.socket(zmq.DEALER)
-        if self._sec is not None:
-            self._sec.apply(s)
-        s.setsockopt(zmq.RCVHWM, 2)
-        s.setsockopt(zmq.SNDHWM, 16)
-        s.setsockopt(zmq.RCVBUF, RCVBUF_BYTES)
-        s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
-        s.connect(self.endpoint)
-        return s
+        return video_client(self._ctx, self.endpoint, self._sec)
 
     def _send(self, sock: zmq.Socket, r: Report) -> None:
         with contextlib.suppress(zmq.Again):  # reports are idempotent; the next carries the same facts
@@ -184,8 +173,10 @@ class VideoReceiver:
     def _handle(self, sock: zmq.Socket, msg: Frame, rx: int) -> None:
         h = msg.header
         admit = self.session.on_frame(rx, h)
-        if admit.reset_decoder or self._decoder is None or self._decoder.codec != h.codec:
-            self._decoder = make_decoder(h.codec)
+        pixels = budget(h.width, h.height)  # a payload that declares a bigger picture is refused undecoded
+        if (admit.reset_decoder or self._decoder is None or self._decoder.codec != h.codec
+                or self._decoder.max_pixels != pixels):
+            self._decoder = make_decoder(h.codec, pixels)
             self.counters["resets"] += 1
         if admit.request_key:
             self.counters["key_requests"] += 1

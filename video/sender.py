@@ -7,7 +7,8 @@ SIGTERM/SIGINT arrives.
 Socket: ROUTER bound on tcp://{link.bind_host}:{link.video_port}. Viewers connect a DEALER and report
 back on the same connection (acks, keyframe requests, hellos), so no second port is needed and the sender
 knows each viewer by identity. ROUTER_MANDATORY makes a full per-viewer queue visible (EAGAIN) instead
-of a silent drop; SNDHWM 2 and a small SNDBUF keep frames from queueing ahead. The policy (who gets what,
+of a silent drop; SNDHWM 2 and a small SNDBUF keep frames from queueing ahead (transport/zmqlink.py
+`video_server` sets them). The policy (who gets what,
 when to skip a picture, when to make an IDR) lives in the pure video.session.SenderSession.
 """
 
@@ -28,6 +29,7 @@ from base.config import Config
 from base.runtime import StopFlag, die_with_parent
 from transport import security
 from transport.video_wire import Codec, FrameHeader, Report, VideoWireError, decode, encode_frame
+from transport.zmqlink import video_server
 from video.abr import AdaptiveBitrate, Level
 from video.codecs import CODEC_NAMES, CodecError, Encoder, H264Encoder, JpegEncoder
 from video.framecode import content_signature
@@ -36,8 +38,6 @@ from video.session import SenderSession
 from video.sources import open_source
 
 log = logging.getLogger("video.sender")
-
-SNDBUF_BYTES = 128 * 1024
 
 
 def video_endpoint(cfg: Config, bind: bool) -> str:
@@ -63,18 +63,8 @@ class VideoSender:
                                      self.vc.max_queue_ms, abr=self.abr)
         self.ctx = ctx or zmq.Context.instance()
         sec = security.for_server(cfg, self.ctx)  # ZAP handler up before the bind (transport/security.py)
-        s = self.ctx.socket(zmq.ROUTER)
-        if sec is not None:
-            sec.apply(s, "monitoring")
-        s.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        s.setsockopt(zmq.SNDHWM, 2)
-        s.setsockopt(zmq.RCVHWM, 256)
-        s.setsockopt(zmq.SNDBUF, SNDBUF_BYTES)
-        s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
         self.endpoint = endpoint or video_endpoint(cfg, bind=True)
-        s.bind(self.endpoint)
+        s = video_server(self.ctx, self.endpoint, sec)
         self.endpoint = s.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sock = s
         self.encoder: Encoder | None = None

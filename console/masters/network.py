@@ -26,7 +26,7 @@ import math
 import struct
 from dataclasses import dataclass
 
-from base.geometry import Pose
+from base.geometry import UNIT_QUAT_TOLERANCE, Pose, is_unit_quat, q_norm, q_normalize
 from console.master import MasterButtons, MasterError, MasterHand, MasterSample
 
 MAGIC = b"TMST"
@@ -71,12 +71,10 @@ def decode_master_message(data: bytes) -> MasterMessage:
     hands = []
     for h in range(2):
         b = 8 * h
-        q = v[b + 3:b + 7]
-        n = math.sqrt(sum(c * c for c in q))
-        if not 0.9 < n < 1.1:
-            raise MessageError(f"hand {h} quaternion norm {n:.3f} is not 1")
-        hands.append(MasterHand(Pose((v[b], v[b + 1], v[b + 2]), (q[0] / n, q[1] / n, q[2] / n, q[3] / n)),
-                                min(1.0, max(0.0, v[b + 7]))))
+        q = (v[b + 3], v[b + 4], v[b + 5], v[b + 6])
+        if not is_unit_quat(q):
+            raise MessageError(f"hand {h} quaternion norm {q_norm(q):.6g} is not 1 (tolerance {UNIT_QUAT_TOLERANCE:g})")
+        hands.append(MasterHand(Pose((v[b], v[b + 1], v[b + 2]), q_normalize(q)), min(1.0, max(0.0, v[b + 7]))))
     buttons = MasterButtons(**{name: bool(bits >> i & 1) for i, name in enumerate(BUTTON_BITS)})
     return MasterMessage(seq, send_ns, bool(flags & 1), (hands[0], hands[1]), buttons)
 
@@ -124,21 +122,15 @@ class NetworkMaster:
                  ctx=None) -> None:
         import zmq
 
+        from transport.zmqlink import master_subscriber
+
         self._zmq = zmq
         self.name = f"network:{endpoint}"
         self.state = NetworkMasterState(timeout_ms)
         self._ctx = ctx or zmq.Context.instance()
-        self.sock = self._ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.CONFLATE, 1)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         try:
-            if bind:
-                self.sock.bind(endpoint)
-            else:
-                self.sock.connect(endpoint)
+            self.sock = master_subscriber(self._ctx, endpoint, bind)  # closed again if it cannot bind/connect
         except zmq.ZMQError as exc:
-            self.sock.close(0)
             raise MasterError(f"network master cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from None
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT) if bind else endpoint
 

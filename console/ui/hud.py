@@ -1,4 +1,5 @@
-"""Heads-up display, alarm banner and event log: Qt widgets that show what console/ui/status.py says.
+"""Heads-up display, alarm banner and event log: Qt widgets that show what console/ui/status.py (console
+window) and console/monitor_model.py (monitor) say.
 
 The HUD is painted over the video by the pane from two small cached images, rebuilt only when a text
 changes; its texts stay readable from the `Hud` object, so tests read exactly what the surgeon reads.
@@ -17,7 +18,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Slot
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import QApplication, QLabel, QPlainTextEdit, QSizePolicy, QWidget
 
-from console.ui.status import Alarm, ArmLine, Severity, sparkline_points
+from console.indicators import Alarm, ArmLine, Severity, alarm_changes
+from console.ui.status import sparkline_points
 
 COLOURS = {Severity.INFO: "#e8f5e9", Severity.WARNING: "#ffb300", Severity.CRITICAL: "#ff3b30"}
 STATE_COLOURS = {"FOLLOWING": "#4cd964", "CLUTCHED": "#5ac8fa", "CAMERA": "#5ac8fa", "ALIGNING": "#ffb300",
@@ -191,10 +193,7 @@ class AlarmBanner(QLabel):
 
     def show_alarms(self, alarms: list[Alarm]) -> tuple[list[Alarm], list[Alarm]]:
         """Show `alarms` (most severe first); returns (raised, cleared) compared with before."""
-        before = {a.key: a for a in self.alarms}
-        now = {a.key: a for a in alarms}
-        raised = [a for k, a in now.items() if k not in before or before[k].severity < a.severity]
-        cleared = [a for k, a in before.items() if k not in now]
+        raised, cleared = alarm_changes(self.alarms, alarms)
         changed = [(a.key, a.title, a.text, a.severity) for a in alarms] != \
                   [(a.key, a.title, a.text, a.severity) for a in self.alarms]
         self.alarms = list(alarms)

@@ -24,7 +24,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from console.masters.keyboard import KeyboardMouseMaster
 from console.masters.network import encode_master_message
 from console.uilink import MAX_UI_BYTES
-from transport.zmqlink import tcp
+from transport.zmqlink import master_publisher, tcp, ui_intent_client, ui_state_subscriber
 
 log = logging.getLogger("console.ui")
 
@@ -54,10 +54,7 @@ class MasterStreamer:
             return fn(self.master)
 
     def _run(self) -> None:
-        pub = self._ctx.socket(zmq.PUB)
-        pub.setsockopt(zmq.LINGER, 0)
-        pub.setsockopt(zmq.SNDHWM, 4)
-        pub.connect(self._endpoint)
+        pub = master_publisher(self._ctx, self._endpoint)
         seq = 0
         nxt = time.monotonic()
         try:
@@ -93,15 +90,8 @@ class EngineLink(QObject):
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         ctx = ctx or zmq.Context.instance()
-        self.push = ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.setsockopt(zmq.SNDHWM, 200)
-        self.push.connect(tcp("127.0.0.1", intent_port))
-        self.sub = ctx.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.setsockopt(zmq.RCVHWM, 200)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(tcp("127.0.0.1", state_port))
+        self.push = ui_intent_client(ctx, tcp("127.0.0.1", intent_port))
+        self.sub = ui_state_subscriber(ctx, tcp("127.0.0.1", state_port))
         self.last_state: dict[str, Any] | None = None
         self.last_state_mono: float | None = None
         self.started_mono = time.monotonic()

@@ -6,10 +6,9 @@ and no control socket at all: nothing here can send a command. It runs at the lo
 (SCHED_IDLE) so several monitors on the console's machine take CPU from neither the control processes nor
 the surgeon's window.
 
-What it shows comes from the bedside itself: operating state and reason, e-stop, each arm's mode and
-limit flag, the bedside's events. It has no command round trip, so instead of RTT it shows the telemetry
-delay beyond the best recently seen, and it estimates the clock offset from telemetry send times (biased
-by the one-way delay, which makes picture ages read slightly old, never young).
+What it shows is decided by the headless monitor model (console/monitor_model.py: telemetry bytes and the
+time in; fields, alarms and event-log lines out); this window only receives, passes bytes and the time to
+the model, and paints what comes back.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections import deque
 from pathlib import Path
 
 from console.ui.app import lower_priority, make_app, quit_on_sigterm
@@ -25,9 +23,6 @@ from console.ui.app import lower_priority, make_app, quit_on_sigterm
 log = logging.getLogger("console.ui.monitor")
 
 MONITOR_NICE = 19
-TELEMETRY_TIMEOUT_S = 0.25
-
-
 
 
 def build_window(cfg, prefs, title: str = ""):
@@ -45,12 +40,11 @@ def build_window(cfg, prefs, title: str = ""):
         QWidget,
     )
 
+    from console.monitor_model import MonitorModel, VideoStatus
     from console.ui.hud import AlarmBanner, EventLog, Hud
-    from console.ui.status import Severity, monitor_alarms, monitor_arm_lines
     from console.ui.video import FrameSource, VideoPane
-    from transport import codec, security
-    from transport.clock import DelayBaseline
-    from transport.messages import Counters, Event, Telemetry
+    from transport import security
+    from transport.messages import Telemetry
     from transport.zmqlink import tcp, telemetry_subscriber
     from video.compositor import DisplayMode
 
@@ -62,17 +56,9 @@ def build_window(cfg, prefs, title: str = ""):
             self.setWindowTitle(f"teleop monitor — bedside {cfg.link.bedside_host}" + (f" — {title}" if title else ""))
             self.sub = telemetry_subscriber(zmq.Context.instance(), tcp(cfg.link.bedside_host, cfg.link.telemetry_port),
                                             security.for_client(cfg))
-            self.telemetry: Telemetry | None = None
-            self.telemetry_mono: float | None = None
-            self.bedside_counters: dict[str, int] = {}
-            self.events: list[Event] = []
-            self.offset_ns = 0
-            self.excess_ms: float | None = None
-            self._baseline = DelayBaseline()
-            self._arrivals: deque[float] = deque(maxlen=400)
-            self.decode_errors = 0
+            self.model = MonitorModel()
             self._closed = False
-            self.source = FrameSource(cfg, lambda: self.offset_ns, parent=self)
+            self.source = FrameSource(cfg, lambda: self.model.offset_ns, parent=self)
             central = QWidget()
             v = QVBoxLayout(central)
             v.setContentsMargins(4, 4, 4, 4)
@@ -137,6 +123,10 @@ def build_window(cfg, prefs, title: str = ""):
             self.prefs.set_swap_eyes(on)
             self.pane.set_mode(self.pane.mode, swap_eyes=on)
 
+        @property
+        def telemetry(self) -> Telemetry | None:
+            return self.model.telemetry
+
         @Slot()
         def _drain(self) -> None:
             for _ in range(2000):
@@ -144,70 +134,19 @@ def build_window(cfg, prefs, title: str = ""):
                     data = self.sub.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                rx = time.monotonic_ns()
-                try:
-                    msg = codec.decode(data)
-                except codec.ProtocolError:
-                    self.decode_errors += 1
-                    continue
-                if isinstance(msg, Telemetry):
-                    excess = self._baseline.excess_ns(rx, msg.send_ns)
-                    self.offset_ns = -((rx - msg.send_ns) - excess)  # bedside − here, less the best one-way delay
-                    self.excess_ms = excess / 1e6
-                    self.telemetry = msg
-                    self.telemetry_mono = time.monotonic()
-                    self._arrivals.append(msg.send_ns / 1e9)  # the bedside's clock: drains come in batches
-                elif isinstance(msg, Event):
-                    self.events.append(msg)
-                    sev = Severity.INFO if msg.reason.name in ("NONE", "CONSOLE_REQUEST", "STARTUP") \
-                        else Severity.WARNING
-                    if msg.reason.name in ("LINK_LOST", "ESTOP", "FAULT"):
-                        sev = Severity.CRITICAL
-                    self.log.add(f"bedside {msg.kind.name}: {msg.from_state.name} → {msg.to_state.name} "
-                                 f"({msg.reason.name}) {msg.text}", sev)
-                elif isinstance(msg, Counters):
-                    self.bedside_counters = dict(msg.values)
-
-        def telemetry_hz(self) -> float:
-            a = self._arrivals
-            if len(a) < 2 or self.telemetry_mono is None or time.monotonic() - self.telemetry_mono > 1.0:
-                return 0.0
-            return (len(a) - 1) / (a[-1] - a[0]) if a[-1] > a[0] else 0.0
+                for line in self.model.receive(data, time.monotonic_ns()):
+                    self.log.add(line.text, line.severity)
 
         @Slot()
         def _refresh(self) -> None:
-            t = self.telemetry
-            silence = float("inf") if self.telemetry_mono is None else time.monotonic() - self.telemetry_mono
-            view = self.source.view
-            alarms = monitor_alarms(t, silence, TELEMETRY_TIMEOUT_S, self.source.stale, self.source.stale_text)
-            raised, cleared = self.banner.show_alarms(alarms)
-            for a in raised:
-                self.log.add(f"ALARM {a.title}: {a.text}", a.severity)
-            for a in cleared:
-                self.log.add(f"cleared: {a.title}")
-            fps = self.source.fps or 0
-            age = None if view is None else view.age_ms
-            crit = {a.key for a in alarms if a.severity is Severity.CRITICAL}
-            if t is None:
-                fields = {"link": "TELEMETRY: none yet", "rtt": "", "offset": "", "session": "", "limits": ""}
-            else:
-                fields = {
-                    "link": f"TELEMETRY {'LOST' if 'telemetry' in crit else 'OK'} · {self.telemetry_hz():.0f} Hz",
-                    "rtt": "" if self.excess_ms is None else f"telemetry delay +{self.excess_ms:.2f} ms",
-                    "offset": f"offset ≈ {self.offset_ns / 1e6:+.3f} ms",
-                    "session": f"bedside {t.operating_state.name} ({t.reason.name}) · epoch {t.epoch}"
-                               + (" · E-STOP" if t.estop else ""),
-                    "limits": "limits: " + (", ".join(a.name for a, line in zip(("PSM1", "PSM2", "ECM"), t.arms,
-                                                                               strict=False)
-                                                       if int(line.flags) & 4) or "none active"),
-                }
-            fields["video"] = "video age " + ("—" if age is None else f"{age:.0f} ms") + f" · {fps:.0f} fps"
-            fields["scale"] = ""
-            fields["presence"] = ""
-            warn = {"link": Severity.CRITICAL if "telemetry" in crit else Severity.INFO,
-                    "video": Severity.CRITICAL if "video" in crit else Severity.INFO,
-                    "session": Severity.CRITICAL if crit & {"estop", "link", "fault"} else Severity.INFO}
-            if self.hud.set_fields(fields, warn) | self.hud.set_arms(monitor_arm_lines(t)):
+            src = self.source
+            view = src.view
+            video = VideoStatus(src.stale, src.stale_text, None if view is None else view.age_ms, src.fps or 0)
+            shown = self.model.refresh(time.monotonic_ns(), video)
+            self.banner.show_alarms(list(shown.alarms))
+            for line in shown.log:
+                self.log.add(line.text, line.severity)
+            if self.hud.set_fields(shown.fields, shown.warn) | self.hud.set_arms(list(shown.arms)):
                 self.pane.update()
 
         def closeEvent(self, event) -> None:
@@ -252,6 +191,7 @@ def run_monitor(args: argparse.Namespace) -> int:
         span = time.monotonic() - t0
         write_json(args.stats, {"seconds": round(span, 1), "painted_frames": win.source.painted_frames,
                                 "painted_fps": round(win.source.painted_frames / span, 1) if span else None,
-                                "receiver": win.source.receiver.stats(), "telemetry_hz": round(win.telemetry_hz(), 1),
+                                "receiver": win.source.receiver.stats(),
+                                "telemetry_hz": round(win.model.telemetry_hz(time.monotonic_ns()), 1),
                                 "alarms": [a.title for a in win.banner.alarms]})
     return 0

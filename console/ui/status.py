@@ -1,6 +1,6 @@
-"""What the HUD and the alarm banner say, from the engine's state (console window) or the bedside's
-telemetry (monitor). Pure: plain dicts and numbers in, plain data out, so every wording and every alarm
-rule is unit-tested without Qt.
+"""What the console window's HUD and alarm banner say, from the engine's state. Pure: plain dicts and
+numbers in, plain data out, so every wording and every alarm rule is unit-tested without Qt. The monitor's
+equivalent, from the bedside's telemetry, is console/monitor_model.py; both speak console/indicators.py.
 
 The window decides nothing about safety: every alarm here restates a verdict the engine or the bedside
 already acted on (the engine holds the arms), or says that the window itself has no current information.
@@ -8,30 +8,16 @@ already acted on (the engine holds the arms), or says that the window itself has
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
+
+from console.indicators import Alarm, ArmLine, Severity
+from transport.messages import ARM_NAMES
 
 ENGINE_SILENT_S = 0.5
 """No state from the engine for this long: the indicators are not current (the engine publishes at 30 Hz)."""
 ENGINE_START_S = 3.0
 """Before the first state, this long is "starting" (a warning), not a dead engine (a critical alarm)."""
-ARM_ORDER = ("PSM1", "PSM2", "ECM")
 ARM_ROLE = {"PSM1": "right hand", "PSM2": "left hand", "ECM": "hands (camera)"}
-
-
-class Severity(IntEnum):
-    INFO = 0
-    WARNING = 1
-    CRITICAL = 2
-
-
-@dataclass(frozen=True, slots=True)
-class Alarm:
-    key: str  # stable id: "link", "video", "latency", "estop", "engine", "gui", "fault", "telemetry"
-    severity: Severity
-    title: str  # short, upper case, for the banner
-    text: str  # one sentence: what it means and what to do
 
 
 def _fmt_ms(v: float | None, digits: int = 1) -> str:
@@ -88,20 +74,12 @@ def console_alarms(state: dict[str, Any] | None, state_age_s: float, picture_sta
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class ArmLine:
-    name: str
-    state: str  # FOLLOWING / CLUTCHED / CAMERA / ALIGNING / HELD / DISABLED (monitor: bedside modes)
-    text: str  # what the surgeon reads
-    severity: Severity
-
-
 def arm_lines(teleop: dict[str, Any] | None) -> list[ArmLine]:
     """Per-arm engagement, from the controller's snapshot: following / clutched / aligning with guidance /
     held with reason."""
     arms = (teleop or {}).get("arms") or {}
     out = []
-    for name in ARM_ORDER:
+    for name in ARM_NAMES:
         a = arms.get(name)
         if a is None:
             continue
@@ -167,54 +145,6 @@ def console_fields(state: dict[str, Any] | None, frame_age_ms: float | None, fps
         "presence": "operator present" if t.get("operator_present") else "operator ABSENT",
         "limits": "limits: " + (", ".join(limits) if limits else "none active"),
     }
-
-
-# ----------------------------------------------------------------------------- monitor (from telemetry)
-
-ARM_MODES = {0: "DISABLED", 1: "HOLDING", 2: "FOLLOWING"}
-
-
-def monitor_alarms(telemetry: Any | None, silence_s: float, timeout_s: float, picture_stale: bool,
-                   picture_reason: str = "") -> list[Alarm]:
-    """Alarms for the on-site team, from the bedside's own telemetry (transport.messages.Telemetry)."""
-    out: list[Alarm] = []
-    if telemetry is None or silence_s > timeout_s:
-        out.append(Alarm("telemetry", Severity.CRITICAL, "NO TELEMETRY",
-                         "nothing from the bedside" + ("" if telemetry is None else f" for {silence_s:.1f} s")
-                         + ": this monitor does not show the current state"))
-    else:
-        if telemetry.estop:
-            out.append(Alarm("estop", Severity.CRITICAL, "E-STOP", "emergency stop latched at the bedside"))
-        st, reason = telemetry.operating_state.name, telemetry.reason.name
-        if st == "FAULT":
-            out.append(Alarm("fault", Severity.CRITICAL, "BEDSIDE FAULT", f"bedside fault: {reason}"))
-        elif st == "PAUSED" and reason == "LINK_LOST":
-            out.append(Alarm("link", Severity.CRITICAL, "LINK LOST",
-                             "the surgeon's console went silent: the bedside holds every arm"))
-        elif st == "PAUSED":
-            out.append(Alarm("paused", Severity.WARNING, "ARMS HELD", f"bedside paused: {reason}"))
-    if picture_stale:
-        out.append(Alarm("video", Severity.CRITICAL, "VIDEO STALE", picture_reason or "the picture is not live"))
-    out.sort(key=lambda a: -a.severity)
-    return out
-
-
-def monitor_arm_lines(telemetry: Any | None) -> list[ArmLine]:
-    if telemetry is None:
-        return []
-    out = []
-    for name, arm in zip(ARM_ORDER, telemetry.arms, strict=False):
-        mode = ARM_MODES.get(int(arm.mode), str(arm.mode))
-        text = mode.lower()
-        sev = Severity.INFO
-        if int(arm.flags) & 4:  # ArmFlags.LIMIT
-            text += " · at a limit"
-            sev = Severity.WARNING
-        if mode == "HOLDING" and telemetry.operating_state.name == "PAUSED":
-            text = f"held: {telemetry.reason.name}"
-            sev = Severity.CRITICAL
-        out.append(ArmLine(name, mode, text, sev))
-    return out
 
 
 def sparkline_points(history: list[float | None], width: float, height: float,

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _setup(cfg, n: int) -> tuple[BedsideAgent, list[bytes]]:
-    agent = BedsideAgent(cfg.bedside, 0, first_epoch=100)
+    agent = BedsideAgent(cfg.bedside, 0, first_epoch=100, teleop=cfg.teleop)
     ack = codec.decode(agent.on_message(1000, PEER, codec.encode(Enable(0, 1, 1000)), USER)[0].data)
     home = [a.measured for a in agent.arms]
     frames = []

@@ -19,13 +19,12 @@ import time
 import zmq
 
 from base.runtime import normal_scheduling, realtime_scheduling
+from transport.zmqlink import bare, tcp
 
 
 def echo_server(port: int, priority: int = 0) -> None:
     ctx = zmq.Context.instance()
-    s = ctx.socket(zmq.ROUTER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.bind(f"tcp://127.0.0.1:{port}")
+    s = bare(ctx, zmq.ROUTER, tcp("127.0.0.1", port), bind=True)
     realtime_scheduling(priority, "raw echo")
     print("READY raw-echo", flush=True)
     while True:
@@ -40,9 +39,7 @@ def ping_pong(port: int, payload_size: int, rate_hz: int, seconds: float, warmup
     """RTTs in ns of `rate_hz`-paced round trips of `payload_size`-byte messages, the calling thread at
     SCHED_FIFO `priority` (0: unchanged) for the duration, then back to normal scheduling."""
     ctx = zmq.Context.instance()
-    s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.connect(f"tcp://127.0.0.1:{port}")
+    s = bare(ctx, zmq.DEALER, tcp("127.0.0.1", port), bind=False)
     if priority > 0:
         realtime_scheduling(priority, "raw ping")
     try:

@@ -1,0 +1,30 @@
+"""atheris harness: the console's receive path (ack, telemetry, event, counters frames off the bedside's
+control and telemetry sockets) on arbitrary and mutated valid input.
+
+The rig and its invariants are tests/receivers.py `ConsoleRig`: nothing escapes, an undecodable frame changes
+nothing, every frame the console sends decodes, an idle console never commands an arm.
+Run: nice -n 10 python tests/fuzz_console.py -runs=100000 (exit status 0 = no crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from base.config import load_config
+    from receivers import ConsoleRig, from_fuzzer
+
+logging.disable(logging.CRITICAL)
+_rig = ConsoleRig(load_config(None, ["security.insecure=true"]))
+
+
+def one_input(data: bytes) -> None:
+    _rig.feed(from_fuzzer(_rig.seeds, data))
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()

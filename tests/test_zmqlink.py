@@ -1,0 +1,67 @@
+"""Every socket factory of transport/zmqlink.py sets the options its docstring table states (read back from
+libzmq). A changed queue length or linger changes behaviour on a bad link, so it must change here too."""
+
+from __future__ import annotations
+
+import pytest
+import zmq
+
+from transport import zmqlink as z
+
+LINK = {zmq.LINGER: 0, zmq.HEARTBEAT_IVL: 200, zmq.HEARTBEAT_TIMEOUT: 600, zmq.RECONNECT_IVL: 20,
+        zmq.RECONNECT_IVL_MAX: 200}
+VIDEO = {zmq.LINGER: 0, zmq.HEARTBEAT_IVL: 500, zmq.HEARTBEAT_TIMEOUT: 1500}
+KIB = 1024
+BIND = "tcp://127.0.0.1:*"
+PEER = "tcp://127.0.0.1:9"  # connect is asynchronous: nothing needs to listen there
+
+CASES = {
+    "control_server": (lambda c: z.control_server(c, BIND, None), zmq.ROUTER,
+                       {**LINK, zmq.SNDHWM: 64, zmq.RCVHWM: 64, zmq.SNDBUF: 32 * KIB, zmq.RCVBUF: 32 * KIB}),
+    "control_client": (lambda c: z.control_client(c, PEER, None), zmq.DEALER,
+                       {**LINK, zmq.SNDHWM: 16, zmq.RCVHWM: 64, zmq.IMMEDIATE: 1, zmq.SNDBUF: 32 * KIB,
+                        zmq.RCVBUF: 32 * KIB}),
+    "telemetry_publisher": (lambda c: z.telemetry_publisher(c, BIND, None), zmq.PUB, {**LINK, zmq.SNDHWM: 256}),
+    "telemetry_subscriber": (lambda c: z.telemetry_subscriber(c, PEER, None), zmq.SUB, {**LINK, zmq.RCVHWM: 1024}),
+    "video_server": (lambda c: z.video_server(c, BIND, None), zmq.ROUTER,
+                     {**VIDEO, zmq.SNDHWM: 2, zmq.RCVHWM: 256, zmq.SNDBUF: 128 * KIB}),
+    "video_client": (lambda c: z.video_client(c, PEER, None), zmq.DEALER,
+                     {**VIDEO, zmq.RCVHWM: 2, zmq.SNDHWM: 16, zmq.RCVBUF: 128 * KIB}),
+    "ui_intent_server": (lambda c: z.ui_intent_server(c, BIND), zmq.PULL, {zmq.LINGER: 0, zmq.RCVHWM: 1000}),
+    "ui_state_publisher": (lambda c: z.ui_state_publisher(c, BIND), zmq.PUB, {zmq.LINGER: 0, zmq.SNDHWM: 100}),
+    "ui_intent_client": (lambda c: z.ui_intent_client(c, PEER), zmq.PUSH, {zmq.LINGER: 0, zmq.SNDHWM: 200}),
+    "ui_state_subscriber": (lambda c: z.ui_state_subscriber(c, PEER), zmq.SUB, {zmq.LINGER: 0, zmq.RCVHWM: 200}),
+    "master_publisher": (lambda c: z.master_publisher(c, PEER), zmq.PUB, {zmq.LINGER: 0, zmq.SNDHWM: 4}),
+    "master_subscriber": (lambda c: z.master_subscriber(c, BIND), zmq.SUB, {zmq.LINGER: 0, zmq.CONFLATE: 1}),
+    "recording_tap": (lambda c: z.recording_tap(c, PEER, 400), zmq.PUSH, {zmq.LINGER: 2000, zmq.SNDHWM: 400}),
+    "recording_sink": (lambda c: z.recording_sink(c, BIND, 120), zmq.PULL, {zmq.LINGER: 0, zmq.RCVHWM: 120}),
+    "bare": (lambda c: z.bare(c, zmq.DEALER, PEER, bind=False), zmq.DEALER, {zmq.LINGER: 0, zmq.SNDHWM: 1000}),
+}
+
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.term()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_factory_sets_its_options(ctx, name: str) -> None:
+    make, kind, options = CASES[name]
+    s = make(ctx)
+    try:
+        assert s.type == kind
+        assert {o: s.getsockopt(o) for o in options} == options
+    finally:
+        s.close(0)
+
+
+def test_a_socket_that_cannot_bind_is_closed_and_the_error_raised(ctx) -> None:
+    first = z.ui_intent_server(ctx, BIND)
+    try:
+        with pytest.raises(zmq.ZMQError):
+            z.ui_intent_server(ctx, first.getsockopt_string(zmq.LAST_ENDPOINT))
+    finally:
+        first.close(0)
+    # ctx.term() in the fixture would block on a socket left open by the failed factory
