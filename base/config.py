@@ -11,6 +11,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from base.errors import UserError
@@ -173,20 +174,6 @@ class TeleopConfig:
     presence_on_ms: float = _f(200.0, "presence must be seen this long before it counts", 0.0, 5000.0)
     presence_off_ms: float = _f(30.0, "absence must last this long before the arms hold", 0.0, 1000.0)
 
-    def __post_init__(self) -> None:
-        if not self.scale_min <= self.motion_scale <= self.scale_max:
-            raise ConfigError(
-                f"teleop.motion_scale {self.motion_scale} must lie in [scale_min, scale_max] = "
-                f"[{self.scale_min}, {self.scale_max}]"
-            )
-        if self.tremor_band_lo_hz >= self.tremor_band_hi_hz:
-            raise ConfigError("teleop.tremor_band_lo_hz must be below teleop.tremor_band_hi_hz")
-        if self.latency_warn_ms >= self.latency_hard_ms:
-            raise ConfigError("teleop.latency_warn_ms must be below teleop.latency_hard_ms")
-        for axis in "xyz":
-            if getattr(self, f"workspace_{axis}_min_mm") >= getattr(self, f"workspace_{axis}_max_mm"):
-                raise ConfigError(f"teleop.workspace_{axis}_min_mm must be below workspace_{axis}_max_mm")
-
 
 @dataclass(frozen=True)
 class SecurityConfig:
@@ -223,9 +210,6 @@ class RecordingConfig:
                           1, 10000)
 
     def __post_init__(self) -> None:
-        if self.retention_mb < self.max_file_mb:
-            raise ConfigError(f"recording.retention_mb {self.retention_mb} is below recording.max_file_mb "
-                              f"{self.max_file_mb}: the current file alone would exceed it")
         if not self.dir.strip():
             raise ConfigError("recording.dir must not be empty")
 
@@ -247,23 +231,57 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
 
     def __post_init__(self) -> None:
-        # The console clamps before the bedside checks (safety/limits.py, the same code, these numbers and the
-        # same workspace box): a console step the bedside refuses would pause it.
-        t, b = self.teleop, self.bedside
-        if t.max_step_mm > b.max_step_mm:
-            raise ConfigError(f"teleop.max_step_mm {t.max_step_mm} exceeds bedside.max_step_mm "
-                              f"{b.max_step_mm}")
-        if t.max_rot_step_deg > b.max_rot_step_deg:
-            raise ConfigError(f"teleop.max_rot_step_deg {t.max_rot_step_deg} exceeds "
-                              f"bedside.max_rot_step_deg {b.max_rot_step_deg}")
-        for tkey, bkey in (("max_speed_mm_s", "max_speed_mm_s"), ("max_rot_speed_deg_s", "max_rot_speed_deg_s"),
-                           ("jaw_rate_rad_s", "max_jaw_speed_rad_s")):
-            if getattr(t, tkey) > getattr(b, bkey):
-                raise ConfigError(f"teleop.{tkey} {getattr(t, tkey)} exceeds bedside.{bkey} {getattr(b, bkey)}: the "
-                                  f"bedside would refuse what the console sends; lower the first or raise the second")
+        errors = relation_errors(self)
+        if errors:
+            raise ConfigError("\n".join(errors))
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
+
+
+RELATIONS: tuple[tuple[str, str, bool, str], ...] = (
+    ("teleop.scale_min", "teleop.motion_scale", False, "the starting scale lies in the scale range"),
+    ("teleop.motion_scale", "teleop.scale_max", False, "the starting scale lies in the scale range"),
+    ("teleop.tremor_band_lo_hz", "teleop.tremor_band_hi_hz", True, "the tremor band needs a width"),
+    ("teleop.latency_warn_ms", "teleop.latency_hard_ms", True, "the latency warning comes before the hold"),
+    *((f"teleop.workspace_{a}_min_mm", f"teleop.workspace_{a}_max_mm", True, "the workspace box needs a size")
+      for a in "xyz"),
+    ("recording.max_file_mb", "recording.retention_mb", False, "the current file alone would exceed the retention"),
+    # The console clamps before the bedside checks (safety/limits.py, the same code, these numbers and the same
+    # workspace box): a console allowed more than the bedside would be refused by it, and pause.
+    *((f"teleop.{t}", f"bedside.{b}", False, "the bedside refuses what goes beyond it, so the console must not")
+      for t, b in (("max_step_mm", "max_step_mm"), ("max_rot_step_deg", "max_rot_step_deg"),
+                   ("max_speed_mm_s", "max_speed_mm_s"), ("max_rot_speed_deg_s", "max_rot_speed_deg_s"),
+                   ("jaw_rate_rad_s", "max_jaw_speed_rad_s"))),
+)
+"""Every rule between two keys, as (lower key, higher key, strictly below?, why): one table, so every message
+is worded the same way and leads with the key the user set (`relation_errors`)."""
+
+
+def _value(cfg: Any, key: str) -> Any:
+    section, name = key.split(".", 1)
+    return getattr(getattr(cfg, section), name)
+
+
+def relation_errors(cfg: Any, given: frozenset[str] | set[str] = frozenset(),
+                    unknown: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """One line per broken rule of RELATIONS. Each names first the key the user set (`given`: keys from the
+    file or --set), so that the fix points at what they typed, not at a default they never saw. Rules on a key
+    in `unknown` (its value was refused, so the default stands in) are not judged."""
+    out = []
+    for lo, hi, strict, why in RELATIONS:
+        if lo in unknown or hi in unknown:
+            continue
+        vl, vh = _value(cfg, lo), _value(cfg, hi)
+        if vl < vh or (not strict and vl == vh):
+            continue
+        if hi in given and lo not in given:
+            out.append(f"{hi}: {vh} is {'not above' if strict else 'below'} {lo} ({vl}); {why}: raise {hi} or "
+                       f"lower {lo}")
+        else:
+            out.append(f"{lo}: {vl} is {'not below' if strict else 'above'} {hi} ({vh}); {why}: lower {lo} or "
+                       f"raise {hi}")
+    return out
 
 
 def _check_value(section: str, f: dataclasses.Field, value: Any) -> Any:
@@ -286,21 +304,41 @@ def _check_value(section: str, f: dataclasses.Field, value: Any) -> Any:
 
 
 def _build(data: dict[str, Any]) -> Config:
+    """Validate everything and report every problem at once (a line each, each naming its key): a file with
+    three mistakes should cost one round trip, not three."""
     sections = {f.name: f for f in dataclasses.fields(Config)}
-    built = {}
+    errors: list[str] = []
     for name, value in data.items():
         if name not in sections:
-            raise ConfigError(f"unknown section [{name}]; known: {', '.join(sections)}")
-        if not isinstance(value, dict):
-            raise ConfigError(f"[{name}] must be a table")
+            errors.append(f"unknown section [{name}]; known: {', '.join(sections)}")
+        elif not isinstance(value, dict):
+            errors.append(f"[{name}] must be a table")
+    built = {}
+    given: set[str] = set()
+    refused: set[str] = set()
     for name, sf in sections.items():
         cls = sf.default_factory  # type: ignore[misc]
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        given = data.get(name, {})
-        for key in given:
+        raw = data.get(name, {})
+        values = {}
+        for key, value in (raw.items() if isinstance(raw, dict) else ()):
             if key not in fields:
-                raise ConfigError(f"unknown key {name}.{key}; known: {', '.join(fields)}")
-        built[name] = cls(**{k: _check_value(name, fields[k], v) for k, v in given.items()})
+                errors.append(f"unknown key {name}.{key}; known: {', '.join(fields)}")
+                continue
+            try:
+                values[key] = _check_value(name, fields[key], value)
+                given.add(f"{name}.{key}")
+            except ConfigError as exc:
+                errors.append(str(exc))
+                refused.add(f"{name}.{key}")
+        try:
+            built[name] = cls(**values)
+        except ConfigError as exc:
+            errors.append(str(exc))
+            built[name] = cls()
+    errors += relation_errors(SimpleNamespace(**built), given, refused)
+    if errors:
+        raise ConfigError("\n".join(errors))
     return Config(**built)
 
 

@@ -309,12 +309,14 @@ class BedsideAgent:
             self._rate_limited_event(now_ns, None, Reason.NONE, f"malformed frame from {user} dropped: {exc}")
             return []
         role = user.partition(":")[0]
+        # Who, before anything is judged: only the connection and key that enabled may touch the controller's state.
+        from_controller = peer == self.controller and user == self.controller_user
         if role != "surgeon" and not (role == "monitor" and (isinstance(msg, Ping)
                                                               or (isinstance(msg, EStop) and msg.engage))):
             self.counters["forged_role"] += 1
             status = AckStatus.REJECTED_ROLE
         elif isinstance(msg, ServoCp):
-            status = self._servo(now_ns, peer, msg)
+            status = self._servo(now_ns, from_controller, msg)
             if self._frozen_at_ns is not None:
                 # Between a freeze and the next ENABLE nothing may move. Same-host runs share one monotonic
                 # clock, so send_ns <= freeze time identifies commands queued before the freeze (backlog).
@@ -324,18 +326,16 @@ class BedsideAgent:
                 if status is AckStatus.APPLIED:
                     self.counters["backlog_executed"] += 1
         elif isinstance(msg, Enable):
-            status = self._enable(now_ns, peer, user)
+            status = self._enable(now_ns, peer, user, msg)
         elif isinstance(msg, Disable):
             status = self._disable(now_ns, peer, user)
-        elif isinstance(msg, EStop):
-            self.gate.observe(now_ns, msg)
+        elif isinstance(msg, EStop):  # latches whoever sends it (a surgeon or a monitor); judges nobody
             source = "local" if role == "monitor" else "console"  # the on-site team's remote button
             if msg.engage:
                 status = self.raise_estop(now_ns, f"{source} ({user})" if source == "console" else "local", user)
             else:
                 status = self.reset_estop(now_ns, "console")
-        elif isinstance(msg, Ping):
-            self.gate.observe(now_ns, msg)
+        elif isinstance(msg, Ping):  # changes nothing: not even the controller's pings feed its transit baseline
             status = AckStatus.PONG
         else:  # ACK, TELEMETRY, EVENT, COUNTERS: the bedside sends these, it never acts on one (no ack either)
             self.counters["unexpected_type"] += 1
@@ -345,8 +345,9 @@ class BedsideAgent:
         if status.rejected:
             self.counters["rejected"] += 1
             self.counters[f"rejected_{status.name.lower()}"] += 1
-            self._last_rejection = status
-            self._last_rejection_ns = now_ns
+            if from_controller and isinstance(msg, ServoCp):  # only its own refusals may explain its watchdog's trip
+                self._last_rejection = status
+                self._last_rejection_ns = now_ns
             self._rate_limited_event(now_ns, status, _REJECTION_REASON.get(status, Reason.NONE),
                                      f"{type(msg).__name__} seq {msg.seq} from {user} refused: {status.name}")
         return [Outgoing(peer, self._ack(now_ns, msg, now_ns, status))]
@@ -375,7 +376,7 @@ class BedsideAgent:
         log.warning("control: %s", text)
         self._emit(now_ns, EventKind.INFO, Reason.HANDOVER, text, self.state)
 
-    def _enable(self, now_ns: int, peer: bytes, user: str) -> AckStatus:
+    def _enable(self, now_ns: int, peer: bytes, user: str, msg: Enable) -> AckStatus:
         if self.estop:
             return AckStatus.REJECTED_ESTOP
         if self.state is OperatingState.FAULT:
@@ -389,11 +390,12 @@ class BedsideAgent:
         if self.controller_user != user:
             self._audit(now_ns, f"control granted to {user}" + (
                 f" (was {self.controller_user}, {self.state.name} {self.reason.name})" if self.controller_user else ""))
+        new_controller = (peer, user) != (self.controller, self.controller_user)
         self.controller_user = user
         epoch = self._next_epoch
         self._next_epoch = self._next_epoch % (2**32 - 1) + 1
         self._enable_arms()
-        self.gate.open(epoch)
+        self.gate.open(epoch, now_ns, msg, new_controller=new_controller)
         self.controller = peer
         self.watchdog.arm(now_ns, self.cfg.first_command_ms * 1_000_000)
         self.last_valid_ns = now_ns
@@ -416,12 +418,14 @@ class BedsideAgent:
         self._transition(now_ns, SessionTrigger.DISABLE, Reason.CONSOLE_REQUEST, "console released control")
         return AckStatus.DISABLED
 
-    def _servo(self, now_ns: int, peer: bytes, msg: ServoCp) -> AckStatus:
-        status = self.gate.check(now_ns, msg)
+    def _servo(self, now_ns: int, from_controller: bool, msg: ServoCp) -> AckStatus:
+        """Judge, apply, then accept (docs/protocol.md, "Check order at the bedside"): the gate, the watchdog and
+        `last_valid_ns` learn only from the controller's applied commands, never from a refused frame or a peer."""
+        if self.gate.epoch != NO_EPOCH and not from_controller:
+            return AckStatus.REJECTED_EPOCH  # the session is the enabling connection's: judged no further
+        status = self.gate.judge(now_ns, msg)
         if status is not AckStatus.APPLIED:
             return AckStatus.REJECTED_ESTOP if self.estop else status
-        if peer != self.controller:
-            return AckStatus.REJECTED_EPOCH
         if msg.arm_mask and not int(msg.flags) & _OPERATOR_PRESENT:  # int: IntFlag's own & builds a flag
             return AckStatus.REJECTED_OPERATOR_ABSENT
         for i in range(len(self.arms)):
@@ -440,6 +444,7 @@ class BedsideAgent:
                 c.limit_hit = False
             elif c.mode is ArmMode.FOLLOWING:
                 self._hold(i)
+        self.gate.accept(now_ns, msg)
         self.watchdog.feed(now_ns)
         self.last_valid_ns = now_ns
         self.last_applied_seq = msg.seq

@@ -18,6 +18,7 @@ import time
 import zmq
 
 from base.config import Config
+from base.errors import UserError
 from base.runtime import JsonLines, StopFlag, announce_ready, realtime_gc, realtime_scheduling
 from bedside.agent import BedsideAgent
 from recording.convert import K_BEDSIDE, K_COMMAND, event_json
@@ -29,6 +30,10 @@ from transport.zmqlink import control_server, tcp, telemetry_publisher
 log = logging.getLogger("bedside")
 
 VIDEO_NICE = 5
+
+
+class VideoStartError(UserError):
+    label = "video error"
 
 
 class VideoChild:
@@ -54,7 +59,11 @@ class VideoChild:
         if kind == "ready":
             self.endpoint = value
         else:
-            log.error("no video: %s (arms are unaffected; the console will show NO VIDEO)", value)
+            # A bedside asked for video that runs without it would show the surgeon NO VIDEO and hold every
+            # arm: better one line now, before anything binds, than a silent start.
+            self.close()
+            raise VideoStartError(f"the video sender could not start: {value}; fix that, or start the bedside "
+                                  "with --no-video to run without video")
 
     def alive(self) -> bool:
         return self.proc.is_alive()
@@ -96,9 +105,21 @@ class BedsideServer:
         ctx = zmq.Context.instance()
         self.sec = security.for_server(cfg, ctx)  # the ZAP handler runs before anything binds
         self.tap = recorder.control_tap() if recorder is not None else NullTap()
-        self.video = VideoChild(cfg, recorder.video_endpoint if recorder is not None else None) if video else None
-        self.ctrl = control_server(ctx, tcp(cfg.link.bind_host, cfg.link.control_port), self.sec)
-        self.pub = telemetry_publisher(ctx, tcp(cfg.link.bind_host, cfg.link.telemetry_port), self.sec)
+        # Our own ports first: one in use is one line before any child process starts.
+        self.ctrl = control_server(ctx, tcp(cfg.link.bind_host, cfg.link.control_port), self.sec,
+                                   key="link.control_port")
+        try:
+            self.pub = telemetry_publisher(ctx, tcp(cfg.link.bind_host, cfg.link.telemetry_port), self.sec,
+                                           key="link.telemetry_port")
+        except BaseException:
+            self.ctrl.close(0)
+            raise
+        try:
+            self.video = VideoChild(cfg, recorder.video_endpoint if recorder is not None else None) if video else None
+        except BaseException:
+            self.ctrl.close(0)
+            self.pub.close(0)
+            raise
         self.events = JsonLines(event_log)
         self.agent = BedsideAgent(cfg.bedside, time.monotonic_ns(), teleop=cfg.teleop)  # the box both ends share
         self.local_estop = LocalEStop()

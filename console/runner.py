@@ -80,8 +80,8 @@ class ConsoleRunner:
             master = master or NetworkMaster(tcp("127.0.0.1", c.master_port), bind=True,
                                              timeout_ms=c.master_timeout_ms)
             self.ui = UiSupervisor(controller, c.gui_timeout_ms, cfg.video.stale_ms, cfg.video.stuck_ms)
-            self.ui_pull = ui_intent_server(ctx, tcp("127.0.0.1", c.ui_intent_port))
-            self.ui_pub = ui_state_publisher(ctx, tcp("127.0.0.1", c.ui_state_port))
+            self.ui_pull = ui_intent_server(ctx, tcp("127.0.0.1", c.ui_intent_port), key="console.ui_intent_port")
+            self.ui_pub = ui_state_publisher(ctx, tcp("127.0.0.1", c.ui_state_port), key="console.ui_state_port")
             self._inbound.append(self.ui_pull)
             self._events_published = 0
             self._rtt_history: deque[float | None] = deque(maxlen=90)

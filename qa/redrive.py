@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from qa.session import Session
+from qa.session import RecordingError, Session
 from recording.catalog import BEDSIDE, CONSOLE, Topics
 from transport import codec
 from transport.messages import (
@@ -89,9 +89,11 @@ def plan(session: Session) -> Plan:
     cmd = session.commands(role)
     tel = session.telemetry(role)
     if not (cmd["type"] == 0).any() if len(cmd) else True:
-        raise ValueError(f"the recording has no command stream ({BEDSIDE.command} or {CONSOLE.command})")
+        raise RecordingError(f"{', '.join(str(f.path) for f in session.files)}: no servo_cp in {BEDSIDE.command} or "
+                             f"{CONSOLE.command}, nothing to re-drive: give a recording of a teleoperated session")
     if not len(tel):
-        raise ValueError(f"the recording has no {Topics(role).telemetry} to compare with")
+        raise RecordingError(f"{session.names(role)}: no {Topics(role).telemetry} to compare the re-drive with: "
+                             "give a recording that has it")
     # host-clock times of that role (the table is on the session timeline; a constant shift cancels, but
     # a varying clock offset must not enter the comparison)
     t_cmd = session.from_timeline(role, cmd["t"])

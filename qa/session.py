@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import struct
 from collections.abc import Callable, Iterable
@@ -29,7 +30,9 @@ from mcap.stream_reader import StreamReader
 
 from base.errors import UserError
 from recording.catalog import BEDSIDE, CONSOLE, Topics
+from recording.writer import MAX_CHUNK_BYTES
 from transport.messages import ARM_NAMES
+from transport.video_wire import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger("qa.session")
 
@@ -81,6 +84,44 @@ class Raw:
         self.data: list[bytes] = []
 
 
+_SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError)
+"""What building a table from well-formed JSON of the wrong shape raises (a string where a list belongs…)."""
+_TELEOP_PREFIXES = (f"{CONSOLE.prefix}/", f"{BEDSIDE.prefix}/")
+_I64_MAX = 2**63 - 1
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _text(row: dict, key: str) -> str:
+    """A field shown as text: what was recorded, as a string whatever its JSON type."""
+    v = row.get(key, "")
+    return v if isinstance(v, str) else "" if v is None else json.dumps(v)[:200]
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_file(info: FileInfo, raws: dict[str, Raw]) -> None:
+    """A file with nothing to show, or with times no clock can have, is refused by name: an empty window or
+    report would say nothing about why."""
+    if not info.messages:
+        why = f" ({info.error})" if info.error else ""
+        raise RecordingError(_one_line(f"{info.path}: no message could be read{why}: the file is damaged or was "
+                                       "cut off before its first chunk; give another recording"))
+    if not any(topic.startswith(_TELEOP_PREFIXES) for topic in raws):
+        found = ", ".join(sorted(raws)[:3])
+        raise RecordingError(_one_line(f"{info.path}: none of its topics ({found}) is a teleop one (/console/… or "
+                                       "/bedside/…): give a recording made by teleop"))
+    for topic, r in raws.items():
+        if r.t and max(r.t) > _I64_MAX:
+            raise RecordingError(_one_line(f"{info.path}: a message on {topic} has a publish time beyond 2^63 ns: "
+                                           "the file is damaged; give another recording"))
+
+
 def _role_of(path: Path, topics: Iterable[str], meta: dict[str, str]) -> str:
     if meta.get("role") in ("bedside", "console"):
         return meta["role"]
@@ -98,13 +139,29 @@ _REC = struct.Struct("<BQ")  # opcode, record length
 _OP_CHANNEL, _OP_MESSAGE = 0x04, 0x05
 
 
+MAX_CHUNK_READ = MAX_CHUNK_BYTES + 2 * MAX_PAYLOAD_BYTES
+"""The most a chunk may hold uncompressed: the recorder closes one at MAX_CHUNK_BYTES plus the message that
+crossed it, at most a 16 MiB video payload in base64 JSON. Bigger is a decompression bomb, not a recording:
+a 4 MB lz4 chunk can expand to 1 GB, and zstd trusts the size its frame header declares over any limit."""
+
+
 def _decompress(chunk: Chunk) -> bytes:
+    size = chunk.uncompressed_size
+    if size > MAX_CHUNK_READ:
+        raise ValueError(f"a chunk declares {size} bytes uncompressed, over the {MAX_CHUNK_READ}-byte limit")
     if chunk.compression == "zstd":
-        return zstandard.ZstdDecompressor().decompress(chunk.data, max_output_size=chunk.uncompressed_size)
+        declared = zstandard.frame_content_size(chunk.data)  # -1: the frame does not say
+        if declared > size:
+            raise ValueError(f"a zstd chunk expands to {declared} bytes, its record declares {size}")
+        return zstandard.ZstdDecompressor().decompress(chunk.data, max_output_size=size)
     if chunk.compression == "lz4":
         import lz4.frame
 
-        return lz4.frame.decompress(chunk.data)
+        d = lz4.frame.LZ4FrameDecompressor()
+        out = d.decompress(chunk.data, max_length=size)
+        if not d.eof and d.decompress(b"", max_length=1):
+            raise ValueError(f"an lz4 chunk expands beyond the {size} bytes its record declares")
+        return out
     if chunk.compression == "":
         return chunk.data
     raise ValueError(f"unsupported chunk compression {chunk.compression!r}")
@@ -229,6 +286,7 @@ class Session:
             sub = (lambda f, w, d=done, s=size: progress((d + f * s) / total, w)) if progress else None
             tmp: dict[str, Raw] = {}
             info = read_mcap(p, tmp, sub)
+            _check_file(info, tmp)
             self.files.append(info)
             dest = self.raw[info.role]
             for topic, r in tmp.items():
@@ -258,12 +316,16 @@ class Session:
             r = self.raw["console"].get(CONSOLE.link)
             ts, offs = [], []
             if r is not None:
-                for t, d in zip(r.t, r.data, strict=True):
-                    off = json.loads(d).get("clock_offset_ns")
+                for t, row in zip(r.t, self._rows("console", CONSOLE.link), strict=True):
+                    off = row.get("clock_offset_ns")
                     if off is not None:
                         ts.append(t)
                         offs.append(off)
-            self._offsets = (np.asarray(ts, np.int64), np.asarray(offs, np.int64))
+            try:
+                self._offsets = (np.asarray(ts, np.int64), np.asarray(offs, np.int64))
+            except _SHAPE_ERRORS as exc:
+                raise self._error("console", f"a clock_offset_ns on {CONSOLE.link} is not an integer "
+                                             f"({type(exc).__name__}: {exc})") from None
         return self._offsets
 
     def to_timeline(self, role: str, t_ns: np.ndarray | int) -> np.ndarray:
@@ -320,9 +382,13 @@ class Session:
         key = (role, topic)
         if key not in self._cache:
             r = self.raw.get(role, {}).get(topic)
-            rows = [json.loads(d) for d in r.data] if r else []
-            cols = build(rows) if rows else {}
-            tab = Table({k: np.asarray(v) for k, v in cols.items()})
+            rows = self._rows(role, topic)
+            try:
+                cols = build(rows) if rows else {}
+                tab = Table({k: np.asarray(v) for k, v in cols.items()})
+            except _SHAPE_ERRORS as exc:
+                raise self._error(role, f"a message on {topic} does not have the recorded shape "
+                                        f"({type(exc).__name__}: {exc})") from None
             if not rows and topic == Topics(role).command:
                 tab["type"] = np.zeros(0, np.int8)
             tab["pub_ns"] = np.asarray(r.t if r else [], np.int64)
@@ -461,7 +527,29 @@ class Session:
         if not r:
             return []
         ts = self.to_timeline(role, np.asarray(r.t, np.int64))
-        return [(int(t), json.loads(d)) for t, d in zip(ts, r.data, strict=True)]
+        return [(int(t), row) for t, row in zip(ts, self._rows(role, topic), strict=True)]
+
+    def names(self, role: str) -> str:
+        """The files a role's messages came from, for messages that point at them."""
+        return ", ".join(str(f.path) for f in self.files if f.role == role) or f"(no {role} recording)"
+
+    def _error(self, role: str, what: str) -> RecordingError:
+        return RecordingError(_one_line(f"{self.names(role)}: {what}: the file is damaged or was not written by "
+                                        "teleop; give another recording"))
+
+    def _rows(self, role: str, topic: str) -> list[dict]:
+        """Every message of `topic` parsed; one that is not a JSON object is a RecordingError naming its file."""
+        r = self.raw.get(role, {}).get(topic)
+        rows: list[dict] = []
+        for i, d in enumerate(r.data if r else ()):
+            try:
+                row = json.loads(d)
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                raise self._error(role, f"message {i} on {topic} is not JSON ({type(exc).__name__}: {exc})") from None
+            if not isinstance(row, dict):
+                raise self._error(role, f"message {i} on {topic} is not a JSON object")
+            rows.append(row)
+        return rows
 
     # ------------------------------------------------------------------ events
 
@@ -473,17 +561,18 @@ class Session:
         out: list[QaEvent] = []
         have_bedside = self.has("bedside", BEDSIDE.event)
         for t, e in self.json_rows("bedside", BEDSIDE.event):
-            out.append(QaEvent(t, classify_bedside(e), "bedside", _bedside_name(e), e.get("reason", ""),
-                               e.get("text", "")))
+            out.append(QaEvent(t, classify_bedside(e), "bedside", _bedside_name(e), _text(e, "reason"),
+                               _text(e, "text")))
         for t, e in self.json_rows("bedside", BEDSIDE.freeze):
-            out.append(QaEvent(t, "freeze", "bedside", f"freeze {e.get('reason', '')}", e.get("reason", ""),
-                               e.get("text", ""), e.get("latency_ms")))
+            lat = e.get("latency_ms")
+            out.append(QaEvent(t, "freeze", "bedside", f"freeze {_text(e, 'reason')}", _text(e, "reason"),
+                               _text(e, "text"), float(lat) if _is_number(lat) else None))
         for t, e in self.json_rows("console", CONSOLE.event):
             if e.get("source") == "bedside" and have_bedside:
                 continue  # the bedside's own record of it is on the timeline already
             kind = classify_console(e)
-            out.append(QaEvent(t, kind, "console", f"{e.get('source', '')}: {e.get('name', '')}",
-                               e.get("reason", ""), e.get("text", "")))
+            out.append(QaEvent(t, kind, "console", f"{_text(e, 'source')}: {_text(e, 'name')}",
+                               _text(e, "reason"), _text(e, "text")))
         if not any(ev.kind == "clutch" for ev in out):
             out += self._clutches_from_commands()
         out.sort(key=lambda ev: ev.t_ns)
@@ -537,7 +626,7 @@ def _bedside_name(e: dict) -> str:
 
 def classify_console(e: dict) -> str:
     """Console engine events (console/engine.py, console/controller.py names) into marker kinds."""
-    src, name, reason = e.get("source", ""), e.get("name", ""), e.get("reason", "")
+    src, name, reason = _text(e, "source"), _text(e, "name"), _text(e, "reason")
     low = name.lower()
     if src == "ui":
         return "alarm"

@@ -12,6 +12,7 @@ only for the frames actually decoded.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 from collections import OrderedDict
@@ -35,6 +36,11 @@ def layout_of(value: object) -> Layout:
         return Layout[str(value).upper().replace("-", "_")]
     except KeyError:
         return Layout.SIDE_BY_SIDE
+
+
+_UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
+"""What a recorded video message that is not what the recorder wrote raises on the way to its bytes (bad JSON,
+bad base64 — binascii.Error is a ValueError —, no "data"): that frame is shown as missing."""
 
 
 def _nal_types(data: bytes, limit: int = 8) -> list[int]:
@@ -83,15 +89,17 @@ class VideoTrack:
 
     def _refresh_from_config(self) -> int | None:
         for _t, body in self.session.json_rows(self.role, Topics(self.role).config):
-            v = (body.get("video") or {}).get("refresh_frames")
-            if v:
-                return int(v)
+            video = body.get("video")
+            v = video.get("refresh_frames") if isinstance(video, dict) else None
+            if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100_000:
+                return v
         return None
 
     def _format(self) -> str:
         for i in self.raw_index[:1]:
             if i >= 0:
-                return str(json.loads(self._raw_data[i]).get("format", "h264")).lower()
+                with contextlib.suppress(*_UNREADABLE):
+                    return str(json.loads(self._raw_data[i]).get("format", "h264")).lower()
         return "h264"
 
     def layout(self, i: int) -> Layout:
@@ -105,7 +113,10 @@ class VideoTrack:
         j = int(self.raw_index[i])
         if j < 0:
             return None
-        return base64.b64decode(json.loads(self._raw_data[j])["data"])
+        try:
+            return base64.b64decode(json.loads(self._raw_data[j])["data"])
+        except _UNREADABLE:
+            return None
 
     def _is_entry(self, i: int) -> bool:
         if self._entry[i] < 0:
@@ -116,8 +127,8 @@ class VideoTrack:
                 k = d.find(b'"data"')
                 if k >= 0:  # only the first bytes of the payload: no full base64 decode
                     q = d.find(b'"', k + 6) + 1
-                    head = base64.b64decode(d[q : q + 64])
-                    ok = 7 in _nal_types(head)
+                    with contextlib.suppress(ValueError):
+                        ok = 7 in _nal_types(base64.b64decode(d[q : q + 64]))
             self._entry[i] = 1 if ok else 0
         return bool(self._entry[i])
 

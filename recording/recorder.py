@@ -32,7 +32,7 @@ from base.runtime import StopFlag, die_with_parent
 from recording.catalog import Topics
 from recording.convert import Item, ItemError, Translator, split_items
 from recording.tap import ControlTap, NullTap, VideoTap
-from transport.zmqlink import recording_sink
+from transport.zmqlink import recording_control_sink, recording_video_sink
 
 log = logging.getLogger("recording")
 
@@ -141,8 +141,8 @@ class RecorderLoop:
         self.ctx = ctx or zmq.Context.instance()
         self.control_endpoint = f"ipc://{ipc_dir}/control"
         self.video_endpoint = f"ipc://{ipc_dir}/video"
-        self.control = recording_sink(self.ctx, self.control_endpoint, rc.control_queue)
-        self.video = recording_sink(self.ctx, self.video_endpoint, rc.video_queue)
+        self.control = recording_control_sink(self.ctx, self.control_endpoint, rc.control_queue)
+        self.video = recording_video_sink(self.ctx, self.video_endpoint, rc.video_queue)
         self.poller = zmq.Poller()
         self.poller.register(self.control, zmq.POLLIN)
         self.poller.register(self.video, zmq.POLLIN)
@@ -332,8 +332,10 @@ class RecorderChild:
         self._taps.append(t)
         return t
 
-    def close(self, timeout_s: float = 5.0) -> dict[str, Any] | None:
-        """Close our taps (their lingering sends complete), stop the recorder, wait for its file to close."""
+    def close(self, timeout_s: float = 5.0, discard: bool = False) -> dict[str, Any] | None:
+        """Close our taps (their lingering sends complete), stop the recorder, wait for its file to close.
+        `discard`: the role never started (a key or port error), so its file records nothing: delete it rather
+        than leave an empty recording for QA to find."""
         for t in self._taps:
             t.close()
         self._taps = []
@@ -352,6 +354,10 @@ class RecorderChild:
             self.proc.terminate()
             self.proc.join(2)
         shutil.rmtree(self.ipc_dir, ignore_errors=True)
+        if discard and self.summary is not None:
+            for path in self.summary.get("files", []):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         return self.summary
 
 

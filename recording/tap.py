@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 
 from recording.convert import DROPS, K_DROPS, K_JSON, K_VIDEO, VIDEO_RX, head
-from transport.zmqlink import recording_tap
+from transport.zmqlink import RECORDING_CONTROL_MAX_BYTES, recording_tap
 
 RECORDER_VIDEO_ENV = "TELEOP_RECORDER_VIDEO"
 """The console window learns its engine's recorder video endpoint through this variable (console/ui/app.py)."""
@@ -49,7 +49,13 @@ class ControlTap:
         self.parts.append(payload)
 
     def add_json(self, topic_suffix: str, t_ns: int, obj: dict[str, Any]) -> None:
-        self.add(K_JSON, t_ns, json.dumps(obj, separators=(",", ":")).encode(), topic_suffix.encode())
+        """A record over the recorder's frame limit is a counted drop here: sent, it would cost this tap its
+        connection and the batch with it (transport/zmqlink.py, RECORDING_CONTROL_MAX_BYTES)."""
+        payload = json.dumps(obj, separators=(",", ":")).encode()
+        if len(payload) > RECORDING_CONTROL_MAX_BYTES:
+            self.dropped += 1
+            return
+        self.add(K_JSON, t_ns, payload, topic_suffix.encode())
 
     def flush(self, now_ns: int | None = None) -> None:
         """One multipart send of everything added since the last send, if `batch_ns` has passed since then (or

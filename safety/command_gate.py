@@ -28,16 +28,19 @@ class CommandGate:
         self.last_seq = -1
         self.baseline = DelayBaseline()
 
-    def open(self, epoch: int, *, new_controller: bool) -> None:
-        """A new session. `new_controller`: another connection now controls; the transit baseline belongs to the
-        old one's clock and link, so it starts empty and the new controller's first accepted command sets it
-        (that command carries an epoch granted after it connected, so it cannot be an old backlog)."""
+    def open(self, epoch: int, rx_ns: int, enable: Message, *, new_controller: bool) -> None:
+        """A new session, granted by the controller's `enable` received at `rx_ns`. `new_controller`: another
+        connection now controls; the baseline held the old one's clock and link, so it starts again. Either way
+        the granted ENABLE is the session's first accepted frame and its transit the first sample: the session's
+        first command, sent only after the grant reached the console, is judged against it, so a link that
+        stalls right after the grant and then delivers its queue is refused as stale."""
         if epoch == NO_EPOCH:
             raise ValueError("epoch 0 means 'no session' and cannot be granted")
         self.epoch = epoch
         self.last_seq = -1
         if new_controller:
             self.baseline = DelayBaseline()
+        self.baseline.add(rx_ns, enable.send_ns)
 
     def close(self) -> None:
         self.epoch = NO_EPOCH

@@ -28,11 +28,14 @@ def run(args: argparse.Namespace) -> int:
     recorder = start_recorder(args.cfg, "bedside")
     try:
         server = BedsideServer(args.cfg, recorder, args.event_log, video=not args.no_video)
-        try:
-            server.run(StopFlag(), args.seconds)
-        finally:
-            server.finish()
+    except BaseException:
+        if recorder is not None:
+            recorder.close(discard=True)  # nothing ran: leave no empty recording behind
+        raise
+    try:
+        server.run(StopFlag(), args.seconds)
     finally:
+        server.finish()
         if recorder is not None:
             recorder.close()
     if args.summary:

@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 "patient.")
         return int(args._module.run(args) or 0)
     except UserError as exc:
-        print(f"teleop: {exc.label}: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # several problems (a configuration file): one line each
+            print(f"teleop: {exc.label}: {line}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (`teleop config | head`): nothing is wrong and nothing more can be said.

@@ -8,6 +8,7 @@ from base.runtime import StopFlag, realtime_scheduling, write_json
 from console.runner import ConsoleRunner
 from recording.recorder import start_recorder
 from teleop.args import positive_seconds, require_display
+from transport import security
 from transport.zmqlink import start_io_thread
 
 
@@ -25,13 +26,19 @@ def run(args: argparse.Namespace) -> int:
         from console.ui.app import run_window
 
         return run_window(args)
+    security.for_client(args.cfg)  # a key error is one line before the recorder starts
     recorder = start_recorder(args.cfg, "console")
     # Real-time for this process, not in ConsoleRunner.run (in-process test consoles run that in a pytest
     # thread), and before the runner's clock starts (finding zmq's I/O thread may take a few ms). Start that
     # thread first so it is made real-time too.
     start_io_thread()
     realtime_scheduling(args.cfg.console.realtime_priority, "console")
-    runner = ConsoleRunner(args.cfg, ui=args.ui, recorder=recorder)
+    try:
+        runner = ConsoleRunner(args.cfg, ui=args.ui, recorder=recorder)
+    except BaseException:
+        if recorder is not None:
+            recorder.close(discard=True)  # nothing ran: leave no empty recording behind
+        raise
     try:
         runner.run(StopFlag(), args.seconds)
     finally:

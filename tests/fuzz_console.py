@@ -14,8 +14,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from base.config import load_config
     from receivers import ConsoleRig, from_fuzzer
+
+    from base.config import load_config
 
 logging.disable(logging.CRITICAL)
 _rig = ConsoleRig(load_config(None, ["security.insecure=true"]))

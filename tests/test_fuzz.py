@@ -42,7 +42,8 @@ def _valid_servo(epoch: int, seq: int, t: int) -> bytes:
 @given(st.data())
 def test_mutated_commands_never_crash_and_never_move_without_an_applied_ack(cfg, data):
     agent = BedsideAgent(cfg.bedside, 0, first_epoch=5)
-    ack = codec.decode(agent.on_message(0, b"c", codec.encode(Enable(0, 1, 0)))[0].data)
+    # enabled by the connection the frames come from, as surgeon:a: only its frames may ever apply
+    ack = codec.decode(agent.on_message(0, b"c", codec.encode(Enable(0, 1, 0)), "surgeon:a")[0].data)
     raw = bytearray(_valid_servo(ack.epoch, 2, 1000))
     for _ in range(data.draw(st.integers(0, 6))):
         raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))

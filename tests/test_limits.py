@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from base.config import ConfigError, TeleopConfig, load_config
+from base.config import BedsideConfig, ConfigError, TeleopConfig, load_config
 from base.geometry import IDENTITY_Q, q_angle, q_from_axis_angle, q_mul, v_dist
 from safety.limits import LimitKind, RateWindow, SetpointLimits, WorkspaceBox, limits_from_config
 from transport.messages import CartesianSetpoint as Sp
@@ -103,8 +103,10 @@ def test_both_ends_build_their_limits_with_one_function_from_their_keys(cfg) -> 
 def test_a_console_step_limit_above_the_bedsides_is_refused(key) -> None:
     """The limits the bedside checks: a console allowed more would be refused by it, and pause."""
     low = getattr(TeleopConfig(), key)
-    with pytest.raises(ConfigError, match=rf"^teleop\.{key} .* exceeds bedside\.{key} "):
-        load_config(None, [f"bedside.{key}={low * 0.9}"])
+    with pytest.raises(ConfigError, match=rf"^bedside\.{key}: .* is below teleop\.{key} "):
+        load_config(None, [f"bedside.{key}={low * 0.9}"])  # the message leads with the key the user set
+    with pytest.raises(ConfigError, match=rf"^teleop\.{key}: .* is above bedside\.{key} "):
+        load_config(None, [f"teleop.{key}={getattr(BedsideConfig(), key) * 1.1}"])
     load_config(None, [f"bedside.{key}={low}"])  # equal is allowed
 
 

@@ -88,3 +88,91 @@ def test_a_reader_that_goes_away_is_not_a_traceback() -> None:
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) in (0, 141)
     assert "Traceback" not in err
+
+
+def last_line(stderr: str) -> str:
+    """The error line; log lines of a role that had started (the recorder's INFO line) may come before it."""
+    assert "Traceback" not in stderr, stderr
+    return [ln for ln in stderr.splitlines() if ln.strip()][-1]
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    d = tmp_path / "keys"
+    assert teleop("keys", "init", "--dir", str(d))[0] == 0
+    assert teleop("keys", "add", "s1", "--role", "surgeon", "--dir", str(d))[0] == 0
+    return d
+
+
+@pytest.fixture
+def busy_port():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    yield s.getsockname()[1]
+    s.close()
+
+
+@pytest.mark.parametrize("key", ["link.control_port", "link.telemetry_port", "link.video_port"])
+def test_a_bedside_port_in_use_names_the_key_and_leaves_no_recording(key: str, keys: Path, busy_port: int,
+                                                                    tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+    rc, err = teleop("bedside", "--seconds", "5", "--set", f"security.keys_dir={keys}", "--set",
+                     f"recording.dir={rec}", "--set", f"{key}={busy_port}")
+    line = last_line(err)
+    assert rc == 2
+    assert f"--set {key}=PORT" in line and str(busy_port) in line
+    assert key != "link.video_port" or "--no-video" in line  # never a bedside running silently without video
+    assert not list(rec.glob("*.mcap")), "a bedside that never ran leaves no recording"
+
+
+def test_a_console_port_in_use_names_the_key_and_leaves_no_recording(keys: Path, busy_port: int,
+                                                                    tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+    rc, err = teleop("console", "--ui", "--seconds", "5", "--set", f"security.keys_dir={keys}", "--set",
+                     "security.identity=s1", "--set", f"recording.dir={rec}", "--set",
+                     f"console.ui_intent_port={busy_port}")
+    line = last_line(err)
+    assert rc == 2 and "--set console.ui_intent_port=PORT" in line
+    assert not list(rec.glob("*.mcap"))
+
+
+def test_an_unknown_identity_names_the_keys_there_and_the_command_that_makes_one(keys: Path,
+                                                                                tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+    rc, err = teleop("console", "--headless", "--seconds", "5", "--set", f"security.keys_dir={keys}", "--set",
+                     "security.identity=nobody", "--set", f"recording.dir={rec}")
+    line = one_line(err)
+    assert rc == 2
+    assert "'nobody'" in line and "s1" in line and "teleop keys add nobody" in line
+    assert not rec.exists() or not list(rec.glob("*.mcap")), "a console that never ran leaves no recording"
+
+
+def test_a_missing_or_malformed_bedside_key_names_the_file_and_the_command(keys: Path) -> None:
+    secret = keys / "bedside.key_secret"
+    secret.write_text("garbage\n")
+    rc, err = teleop("bedside", "--seconds", "5", "--set", f"security.keys_dir={keys}")
+    line = one_line(err)
+    assert rc == 2 and str(secret) in line and f"teleop keys init --dir {keys}" in line
+    secret.unlink()
+    rc, err = teleop("bedside", "--seconds", "5", "--set", f"security.keys_dir={keys}")
+    line = one_line(err)
+    assert rc == 2 and "does not exist" in line and f"teleop keys init --dir {keys}" in line
+
+
+def test_a_configuration_file_with_several_mistakes_names_each_with_its_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[link]\ncontrol_port = 99999\ntelemetry_port = "x"\n[bedside]\nwatchdog_ms = -5\nnope = 1\n'
+                   '[teleop]\nscale_max = 0.1\n[nosuch]\n')
+    rc, err = teleop("config", "--config", str(cfg))
+    assert rc == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert all(ln.startswith("teleop: configuration error: ") for ln in lines), err
+    for key in ("link.control_port", "link.telemetry_port", "bedside.watchdog_ms", "bedside.nope", "[nosuch]"):
+        assert sum(key in ln for ln in lines) == 1, (key, err)
+    # the scale range the user narrowed is named first, not the starting scale they never set
+    assert any(ln.startswith("teleop: configuration error: teleop.scale_max: 0.1 is below teleop.motion_scale")
+               for ln in lines), err
+    assert len(lines) == 6, err

@@ -7,6 +7,7 @@ import pytest
 import zmq
 
 from transport import zmqlink as z
+from transport.security import ClientSecurity, ServerSecurity
 
 LINK = {zmq.LINGER: 0, zmq.HEARTBEAT_IVL: 200, zmq.HEARTBEAT_TIMEOUT: 600, zmq.RECONNECT_IVL: 20,
         zmq.RECONNECT_IVL_MAX: 200}
@@ -15,27 +16,58 @@ KIB = 1024
 BIND = "tcp://127.0.0.1:*"
 PEER = "tcp://127.0.0.1:9"  # connect is asynchronous: nothing needs to listen there
 
+MAX = zmq.MAXMSGSIZE
+FLOOR = 1024  # the handshake floor: sockets that hear only handshakes and subscriptions
+MIB = 1024 * KIB
+CURVE = 33  # what CURVE adds to each frame on the wire
+
 CASES = {
     "control_server": (lambda c: z.control_server(c, BIND, None), zmq.ROUTER,
-                       {**LINK, zmq.SNDHWM: 64, zmq.RCVHWM: 64, zmq.SNDBUF: 32 * KIB, zmq.RCVBUF: 32 * KIB}),
+                       {**LINK, zmq.SNDHWM: 64, zmq.RCVHWM: 64, zmq.SNDBUF: 32 * KIB, zmq.RCVBUF: 32 * KIB,
+                        MAX: 4096}),
     "control_client": (lambda c: z.control_client(c, PEER, None), zmq.DEALER,
                        {**LINK, zmq.SNDHWM: 16, zmq.RCVHWM: 64, zmq.IMMEDIATE: 1, zmq.SNDBUF: 32 * KIB,
-                        zmq.RCVBUF: 32 * KIB}),
-    "telemetry_publisher": (lambda c: z.telemetry_publisher(c, BIND, None), zmq.PUB, {**LINK, zmq.SNDHWM: 256}),
-    "telemetry_subscriber": (lambda c: z.telemetry_subscriber(c, PEER, None), zmq.SUB, {**LINK, zmq.RCVHWM: 1024}),
+                        zmq.RCVBUF: 32 * KIB, MAX: 4096}),
+    "telemetry_publisher": (lambda c: z.telemetry_publisher(c, BIND, None), zmq.PUB,
+                            {**LINK, zmq.SNDHWM: 256, MAX: FLOOR}),
+    "telemetry_subscriber": (lambda c: z.telemetry_subscriber(c, PEER, None), zmq.SUB,
+                             {**LINK, zmq.RCVHWM: 1024, MAX: 4096}),
     "video_server": (lambda c: z.video_server(c, BIND, None), zmq.ROUTER,
-                     {**VIDEO, zmq.SNDHWM: 2, zmq.RCVHWM: 256, zmq.SNDBUF: 128 * KIB}),
+                     {**VIDEO, zmq.SNDHWM: 2, zmq.RCVHWM: 256, zmq.SNDBUF: 128 * KIB, MAX: FLOOR}),
     "video_client": (lambda c: z.video_client(c, PEER, None), zmq.DEALER,
-                     {**VIDEO, zmq.RCVHWM: 2, zmq.SNDHWM: 16, zmq.RCVBUF: 128 * KIB}),
-    "ui_intent_server": (lambda c: z.ui_intent_server(c, BIND), zmq.PULL, {zmq.LINGER: 0, zmq.RCVHWM: 1000}),
-    "ui_state_publisher": (lambda c: z.ui_state_publisher(c, BIND), zmq.PUB, {zmq.LINGER: 0, zmq.SNDHWM: 100}),
-    "ui_intent_client": (lambda c: z.ui_intent_client(c, PEER), zmq.PUSH, {zmq.LINGER: 0, zmq.SNDHWM: 200}),
-    "ui_state_subscriber": (lambda c: z.ui_state_subscriber(c, PEER), zmq.SUB, {zmq.LINGER: 0, zmq.RCVHWM: 200}),
-    "master_publisher": (lambda c: z.master_publisher(c, PEER), zmq.PUB, {zmq.LINGER: 0, zmq.SNDHWM: 4}),
-    "master_subscriber": (lambda c: z.master_subscriber(c, BIND), zmq.SUB, {zmq.LINGER: 0, zmq.CONFLATE: 1}),
-    "recording_tap": (lambda c: z.recording_tap(c, PEER, 400), zmq.PUSH, {zmq.LINGER: 2000, zmq.SNDHWM: 400}),
-    "recording_sink": (lambda c: z.recording_sink(c, BIND, 120), zmq.PULL, {zmq.LINGER: 0, zmq.RCVHWM: 120}),
-    "bare": (lambda c: z.bare(c, zmq.DEALER, PEER, bind=False), zmq.DEALER, {zmq.LINGER: 0, zmq.SNDHWM: 1000}),
+                     {**VIDEO, zmq.RCVHWM: 2, zmq.SNDHWM: 16, zmq.RCVBUF: 128 * KIB, MAX: 64 + 96 * MIB}),
+    "ui_intent_server": (lambda c: z.ui_intent_server(c, BIND), zmq.PULL,
+                         {zmq.LINGER: 0, zmq.RCVHWM: 1000, MAX: 4096}),
+    "ui_state_publisher": (lambda c: z.ui_state_publisher(c, BIND), zmq.PUB,
+                           {zmq.LINGER: 0, zmq.SNDHWM: 100, MAX: FLOOR}),
+    "ui_intent_client": (lambda c: z.ui_intent_client(c, PEER), zmq.PUSH, {zmq.LINGER: 0, zmq.SNDHWM: 200, MAX: FLOOR}),
+    "ui_state_subscriber": (lambda c: z.ui_state_subscriber(c, PEER), zmq.SUB,
+                            {zmq.LINGER: 0, zmq.RCVHWM: 200, MAX: 64 * KIB}),
+    "master_publisher": (lambda c: z.master_publisher(c, PEER), zmq.PUB, {zmq.LINGER: 0, zmq.SNDHWM: 4, MAX: FLOOR}),
+    "master_subscriber": (lambda c: z.master_subscriber(c, BIND), zmq.SUB,
+                          {zmq.LINGER: 0, zmq.CONFLATE: 1, MAX: FLOOR}),
+    "recording_tap": (lambda c: z.recording_tap(c, PEER, 400), zmq.PUSH,
+                      {zmq.LINGER: 2000, zmq.SNDHWM: 400, MAX: FLOOR}),
+    "recording_control_sink": (lambda c: z.recording_control_sink(c, BIND, 120), zmq.PULL,
+                               {zmq.LINGER: 0, zmq.RCVHWM: 120, MAX: 64 * KIB}),
+    "recording_video_sink": (lambda c: z.recording_video_sink(c, BIND, 120), zmq.PULL,
+                             {zmq.LINGER: 0, zmq.RCVHWM: 120, MAX: 64 + 96 * MIB}),
+    "bare": (lambda c: z.bare(c, zmq.DEALER, PEER, bind=False), zmq.DEALER,
+             {zmq.LINGER: 0, zmq.SNDHWM: 1000, MAX: -1}),
+}
+
+SERVER_KEYS = zmq.curve_keypair()
+CLIENT_KEYS = zmq.curve_keypair()
+SERVER = ServerSecurity(*SERVER_KEYS, auth=None)  # type: ignore[arg-type]  # no handshake here: no ZAP needed
+CLIENT = ClientSecurity(*CLIENT_KEYS, server_public=SERVER_KEYS[0], name="test")
+
+CURVE_CASES = {
+    "control_server": (lambda c: z.control_server(c, BIND, SERVER), 4096 + CURVE),
+    "control_client": (lambda c: z.control_client(c, PEER, CLIENT), 4096 + CURVE),
+    "telemetry_publisher": (lambda c: z.telemetry_publisher(c, BIND, SERVER), FLOOR),
+    "telemetry_subscriber": (lambda c: z.telemetry_subscriber(c, PEER, CLIENT), 4096 + CURVE),
+    "video_server": (lambda c: z.video_server(c, BIND, SERVER), FLOOR),
+    "video_client": (lambda c: z.video_client(c, PEER, CLIENT), 64 + 96 * MIB + CURVE),
 }
 
 
@@ -53,6 +85,18 @@ def test_factory_sets_its_options(ctx, name: str) -> None:
     try:
         assert s.type == kind
         assert {o: s.getsockopt(o) for o in options} == options
+    finally:
+        s.close(0)
+
+
+@pytest.mark.parametrize("name", sorted(CURVE_CASES))
+def test_a_curve_socket_s_limit_counts_the_encrypted_frame(ctx, name: str) -> None:
+    """libzmq compares MAXMSGSIZE with the frame as it arrives, before decrypting: CURVE's 33 bytes are added."""
+    make, limit = CURVE_CASES[name]
+    s = make(ctx)
+    try:
+        assert s.getsockopt(zmq.CURVE_SERVER) == (name.endswith(("_server", "_publisher")))
+        assert s.getsockopt(zmq.MAXMSGSIZE) == limit
     finally:
         s.close(0)
 

@@ -76,18 +76,20 @@ def load_public(path: str | Path) -> bytes:
     return public
 
 
-def load_pair(path: str | Path) -> tuple[bytes, bytes]:
-    """(public, secret) from a `.key_secret` file, refusing one that others can read."""
+def load_pair(path: str | Path, make: str = "`teleop keys`") -> tuple[bytes, bytes]:
+    """(public, secret) from a `.key_secret` file, refusing one that others can read. `make` is the command
+    that (re)creates this file, for the message."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise KeyFileError(f"secret key {p} does not exist (make keys with `teleop keys`)")
+        raise KeyFileError(f"secret key {p} does not exist: make it with {make}")
     _check_private(p)
     try:
         public, secret = zmq.auth.load_certificate(p)
     except (OSError, ValueError) as exc:
-        raise KeyFileError(f"secret key {p} is unreadable or malformed: {exc}") from None
+        raise KeyFileError(f"secret key {p} is unreadable or malformed ({exc}): make a new one with {make}") from None
     if not secret or len(secret) != 40 or not public or len(public) != 40:
-        raise KeyFileError(f"{p} holds no valid secret key (is it the .key file instead of .key_secret?)")
+        raise KeyFileError(f"{p} holds no valid secret key (is it the .key file instead of .key_secret?): "
+                           f"make a new one with {make}")
     return public, secret
 
 
@@ -320,7 +322,8 @@ class ClientSecurity:
 def server_security(keys_dir: str, ctx: zmq.Context) -> ServerSecurity:
     """Load the bedside identity and registry, and start the ZAP handler (before any bind)."""
     store = KeyStore(keys_dir)
-    public, secret = load_pair(store.server_secret)
+    public, secret = load_pair(store.server_secret, f"`teleop keys init --dir {store.root}` (or set "
+                               "security.keys_dir to this bedside's keys directory)")
     auth = RoleAuthenticator(ctx, Registry(store.registry_path))
     auth.start()
     return ServerSecurity(public, secret, auth)
@@ -329,7 +332,14 @@ def server_security(keys_dir: str, ctx: zmq.Context) -> ServerSecurity:
 def client_security(keys_dir: str, identity: str, server_key: str = "") -> ClientSecurity:
     """Load this station's key pair and the pinned bedside public key."""
     store = KeyStore(keys_dir)
-    public, secret = load_pair(store.client_secret(identity))
+    path = store.client_secret(identity)
+    if not path.expanduser().exists():
+        known = sorted(p.name.removesuffix(".key_secret") for p in path.expanduser().parent.glob("*.key_secret"))
+        have = f"this directory has keys for {', '.join(known)}" if known else "this directory has no station keys"
+        raise KeyFileError(f"no key for identity {identity!r} ({path} does not exist; {have}): set "
+                           f"security.identity to one of them, or make one on the bedside with `teleop keys add "
+                           f"{identity} --role surgeon|monitor|qa --dir DIR` and copy it here")
+    public, secret = load_pair(path, f"`teleop keys add {identity} --role ROLE --dir DIR` on the bedside")
     server_public = load_public(server_key or store.server_public)
     return ClientSecurity(public, secret, server_public, identity)
 

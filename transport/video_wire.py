@@ -26,7 +26,11 @@ _FRAME = struct.Struct("<4sBBBBBBHIQqqQIHHII")
 _REPORT = struct.Struct("<4sBBBBIIQqqqIIQ")
 FRAME_HEADER_SIZE = _FRAME.size  # 64
 REPORT_SIZE = _REPORT.size  # 64
-MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+MAX_PAYLOAD_BYTES = 96 * 1024 * 1024
+"""The largest encoded picture: the raw size (3 bytes a pixel) of the largest stereo picture the configuration
+allows, two 4096x4096 eyes (base/config.py `video.width`/`height`). The largest encoded frame is JPEG at
+quality 100 of the worst content found (binary noise): 2.3 bytes a pixel, 77 MB at that size (margin 31 %);
+H.264 at the largest bitrate and VBV is capped at 12.5 MB a frame. tests/test_bounded_frames.py checks both."""
 MAX_DIMENSION = 8192
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1

@@ -21,30 +21,38 @@ Why these patterns (docs/architecture.md, "Socket patterns and options, and why"
   the arms (tens of ms, not seconds).
 * loopback and ipc sockets (window <-> engine, master bridge, recorder taps) carry no key: they never leave
   the host.
+* MAXMSGSIZE on every socket: the largest frame a legitimate peer sends it (the receiving decoder's own cap),
+  plus CURVE's 33 bytes where CURVE is on, never below the 1 KiB handshake floor (constants below). libzmq
+  checks it as each frame comes off the wire, before CURVE decrypts it or Python sees it; an oversized frame
+  is a protocol error that closes that one peer's connection (docs/architecture.md, "Bounded frames").
 
 Every socket, its pattern and its options (the factories below are the truth; tests/test_zmqlink.py reads
 them back):
 
-factory               type    end      options
-control_server        ROUTER  bind     link*, CURVE `control`, SNDHWM/RCVHWM 64, SNDBUF/RCVBUF 32 KiB
-control_client        DEALER  connect  link*, CURVE, SNDHWM 16, RCVHWM 64, IMMEDIATE, SNDBUF/RCVBUF 32 KiB
-telemetry_publisher   PUB     bind     link*, CURVE `monitoring`, SNDHWM 256
-telemetry_subscriber  SUB     connect  link*, CURVE, RCVHWM 1024, subscribe all
-video_server          ROUTER  bind     video*, CURVE `monitoring`, ROUTER_MANDATORY, SNDHWM 2, RCVHWM 256,
-                                       SNDBUF 128 KiB
-video_client          DEALER  connect  video*, CURVE, RCVHWM 2, SNDHWM 16, RCVBUF 128 KiB
-ui_intent_server      PULL    bind     LINGER 0, RCVHWM 1000 (engine: the window's intents, heartbeats)
-ui_state_publisher    PUB     bind     LINGER 0, SNDHWM 100 (engine: state and events to the windows)
-ui_intent_client      PUSH    connect  LINGER 0, SNDHWM 200 (window)
-ui_state_subscriber   SUB     connect  LINGER 0, RCVHWM 200, subscribe all (window)
-master_publisher      PUB     connect  LINGER 0, SNDHWM 4 (the window's keyboard/mouse master, bridges)
-master_subscriber     SUB     either   CONFLATE (newest sample wins), LINGER 0, subscribe all
-recording_tap         PUSH    connect  SNDHWM from config, LINGER 2 s (what was handed over reaches the file)
-recording_sink        PULL    bind     RCVHWM from config, LINGER 0 (the recorder)
-bare                  any     either   LINGER 0 only (the benchmarks' raw floor)
+factory                 type    end      options
+control_server          ROUTER  bind     link*, CURVE `control`, SNDHWM/RCVHWM 64, SNDBUF/RCVBUF 32 KiB, max CONTROL
+control_client          DEALER  connect  link*, CURVE, SNDHWM 16, RCVHWM 64, IMMEDIATE, SNDBUF/RCVBUF 32 KiB,
+                                         max CONTROL
+telemetry_publisher     PUB     bind     link*, CURVE `monitoring`, SNDHWM 256, max floor (subscriptions only)
+telemetry_subscriber    SUB     connect  link*, CURVE, RCVHWM 1024, subscribe all, max TELEMETRY
+video_server            ROUTER  bind     video*, CURVE `monitoring`, ROUTER_MANDATORY, SNDHWM 2, RCVHWM 256,
+                                         SNDBUF 128 KiB, max VIDEO_REPORT
+video_client            DEALER  connect  video*, CURVE, RCVHWM 2, SNDHWM 16, RCVBUF 128 KiB, max VIDEO_FRAME
+ui_intent_server        PULL    bind     LINGER 0, RCVHWM 1000, max UI_INTENT (engine: the window's intents)
+ui_state_publisher      PUB     bind     LINGER 0, SNDHWM 100, max floor (engine: state and events to the windows)
+ui_intent_client        PUSH    connect  LINGER 0, SNDHWM 200, max floor (window)
+ui_state_subscriber     SUB     connect  LINGER 0, RCVHWM 200, subscribe all, max UI_STATE (window)
+master_publisher        PUB     connect  LINGER 0, SNDHWM 4, max floor (the window's keyboard/mouse master, bridges)
+master_subscriber       SUB     either   CONFLATE (newest sample wins), LINGER 0, subscribe all, max MASTER
+recording_tap           PUSH    connect  SNDHWM from config, LINGER 2 s (what was handed over reaches the file),
+                                         max floor
+recording_control_sink  PULL    bind     RCVHWM from config, LINGER 0, max RECORDING_CONTROL (the recorder)
+recording_video_sink    PULL    bind     RCVHWM from config, LINGER 0, max RECORDING_VIDEO (the recorder)
+bare                    any     either   LINGER 0 only (the benchmarks' raw floor)
 
 link*: LINGER 0, HEARTBEAT_IVL 200 ms, HEARTBEAT_TIMEOUT 600 ms, RECONNECT_IVL 20 ms, RECONNECT_IVL_MAX 200 ms.
 video*: LINGER 0, HEARTBEAT_IVL 500 ms, HEARTBEAT_TIMEOUT 1500 ms.
+max X: MAXMSGSIZE = `max_msg_size(X_MAX_BYTES, curve)`; max floor: `HANDSHAKE_FLOOR_BYTES` (1 KiB).
 
 `wait_readable` waits on several sockets with microsecond resolution: zmq_poll's timeout is whole
 milliseconds, too coarse to pace a 1 kHz loop, so it selects on the sockets' ZMQ_FD (edge-triggered:
@@ -53,10 +61,13 @@ always check ZMQ_EVENTS before sleeping, which this does).
 
 from __future__ import annotations
 
+import errno
 import select
 
 import zmq
 
+from base.errors import UserError
+from transport import codec, video_wire
 from transport.security import ClientSecurity, ServerSecurity
 
 CONTROL_HWM = 16
@@ -71,16 +82,78 @@ ZMQ_DEFAULT_HWM = 1000
 """libzmq's own high-water mark, for a caller that wants zmq's default stated rather than implied."""
 RECORDING_LINGER_MS = 2000
 
+# ----------------------------------------------------------------------------------- bounded frames
+# Each *_MAX_BYTES is the largest frame a legitimate peer sends that socket (docs/protocol.md, "Sockets", has
+# the table with the figures): at most this much is ever allocated for one frame, and nothing larger is
+# decrypted or copied into Python. The limit is per frame (libzmq checks each frame of a multipart message
+# on its own), so the recorder's batches are bounded by their largest part, not by their length.
 
-def _open(sock: zmq.Socket, endpoint: str, bind: bool) -> zmq.Socket:
-    """Bind or connect; a socket that cannot is closed before the error reaches the caller."""
+CURVE_FRAME_OVERHEAD = 33
+"""What CURVE adds to each frame on the wire (the MESSAGE command: name 8, nonce 8, MAC 16, flags 1 bytes).
+libzmq compares MAXMSGSIZE with the frame as it arrives, still encrypted, so a CURVE socket's limit adds it."""
+HANDSHAKE_FLOOR_BYTES = 1024
+"""No limit is set below this: libzmq applies MAXMSGSIZE to the handshake's commands too (a limit under 292
+bytes fails every CURVE handshake of a DEALER). The largest command a peer sends is CURVE INITIATE: 292 bytes
+from our DEALERs, 547 from a peer that sets the longest routing id (255 bytes). Margin: 1.9x that."""
+CONTROL_MAX_BYTES = codec.MAX_MESSAGE_BYTES
+"""4096, the control codec's own cap (`decode` refuses more). Largest frames: servo_cp 228 (to the bedside),
+ack 60 (to the console); the largest the codec defines is COUNTERS, 3104. The margin up to the codec's cap
+keeps a message sent the wrong way a counted refusal (docs/protocol.md) instead of a dropped connection."""
+TELEMETRY_MAX_BYTES = codec.MAX_MESSAGE_BYTES
+"""4096, the codec's cap: COUNTERS ≤ 3104 (its JSON ≤ codec.MAX_COUNTERS_BYTES), EVENT ≤ 1062, TELEMETRY
+608. Margin 992 bytes (32 %) over COUNTERS."""
+VIDEO_FRAME_MAX_BYTES = video_wire.FRAME_HEADER_SIZE + video_wire.MAX_PAYLOAD_BYTES
+"""64 + 96 MiB, the video wire's own cap: the raw size of the largest stereo picture the configuration allows
+(its margin over the largest encoded frame: `video_wire.MAX_PAYLOAD_BYTES`)."""
+VIDEO_REPORT_MAX_BYTES = video_wire.REPORT_SIZE
+"""64 (every report): the socket's limit is the handshake floor, 1024."""
+UI_INTENT_MAX_BYTES = 4096
+"""The window's JSON messages: console.uilink.MAX_UI_BYTES, which both ends enforce (transport may not import
+console; tests/test_bounded_frames.py holds the two equal). Heartbeats and reports are under 150 bytes."""
+UI_STATE_MAX_BYTES = 64 * 1024
+"""The engine's JSON state and events: the state measured 1.7 KiB (90 RTT samples, the counters, three arms),
+events under 1.2 KiB (a bedside event's text is at most 1 KiB). Margin 38x the measured state: it grows with
+counters, never with time."""
+MASTER_SAMPLE_BYTES = 148
+"""console.masters.network.SIZE (every sample; held equal by a test): the socket's limit is the handshake
+floor, 1024."""
+RECORDING_CONTROL_MAX_BYTES = 64 * 1024
+"""The largest part of a control tap's batch: a codec frame (≤ 4096), a head (9 bytes + a peer or topic name)
+or a JSON record (link status 1-2 KiB, events and freezes < 1 KiB). ControlTap refuses a bigger JSON record as
+a counted drop, so a real producer never sends more. Margin: 16x the codec's cap."""
+RECORDING_VIDEO_MAX_BYTES = VIDEO_FRAME_MAX_BYTES
+"""A video tap's parts: the FRAME as sent or received (≤ VIDEO_FRAME_MAX_BYTES) and a 35-byte head."""
+
+
+def max_msg_size(largest: int, curve: bool) -> int:
+    """MAXMSGSIZE for a socket whose peers send frames of at most `largest` bytes (plaintext)."""
+    return max(HANDSHAKE_FLOOR_BYTES, largest + (CURVE_FRAME_OVERHEAD if curve else 0))
+
+
+def _bound(sock: zmq.Socket, largest: int, curve: bool) -> None:
+    sock.setsockopt(zmq.MAXMSGSIZE, max_msg_size(largest, curve))
+
+
+class AddressInUse(UserError):
+    """A port another process holds: the message names the configuration key that moves ours."""
+
+    label = "port in use"
+
+
+def _open(sock: zmq.Socket, endpoint: str, bind: bool, key: str = "") -> zmq.Socket:
+    """Bind or connect; a socket that cannot is closed before the error reaches the caller. `key` names the
+    configuration key of a bound port, so that a port in use is one line saying which key to change."""
     try:
         if bind:
             sock.bind(endpoint)
         else:
             sock.connect(endpoint)
-    except zmq.ZMQError:
+    except zmq.ZMQError as exc:
         sock.close(0)
+        if bind and exc.errno == errno.EADDRINUSE:
+            fix = f"set another port with --set {key}=PORT" if key else "choose another port"
+            raise AddressInUse(f"{endpoint} is already in use (another bedside or console on this host?): stop "
+                               f"that process, or {fix}") from None
         raise
     return sock
 
@@ -97,16 +170,17 @@ def _common(sock: zmq.Socket) -> zmq.Socket:
     return sock
 
 
-def control_server(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None) -> zmq.Socket:
+def control_server(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None, key: str = "") -> zmq.Socket:
     """Bedside end of the command link (ROUTER). Replies to a vanished console are dropped, not queued."""
     s = _common(ctx.socket(zmq.ROUTER))
     if sec is not None:
         sec.apply(s, "control")
+    _bound(s, CONTROL_MAX_BYTES, sec is not None)
     s.setsockopt(zmq.SNDHWM, CONTROL_HWM * 4)
     s.setsockopt(zmq.RCVHWM, CONTROL_HWM * 4)
     s.setsockopt(zmq.SNDBUF, SOCKET_BUFFER_BYTES)
     s.setsockopt(zmq.RCVBUF, SOCKET_BUFFER_BYTES)
-    return _open(s, endpoint, bind=True)
+    return _open(s, endpoint, bind=True, key=key)
 
 
 def control_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) -> zmq.Socket:
@@ -114,6 +188,7 @@ def control_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) 
     s = _common(ctx.socket(zmq.DEALER))
     if sec is not None:
         sec.apply(s)
+    _bound(s, CONTROL_MAX_BYTES, sec is not None)
     s.setsockopt(zmq.SNDHWM, CONTROL_HWM)
     s.setsockopt(zmq.RCVHWM, CONTROL_HWM * 4)
     s.setsockopt(zmq.IMMEDIATE, 1)
@@ -122,13 +197,14 @@ def control_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) 
     return _open(s, endpoint, bind=False)
 
 
-def telemetry_publisher(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None) -> zmq.Socket:
+def telemetry_publisher(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None, key: str = "") -> zmq.Socket:
     """Bedside telemetry and events (PUB): drops per subscriber, never waits for one."""
     s = _common(ctx.socket(zmq.PUB))
     if sec is not None:
         sec.apply(s, "monitoring")
+    _bound(s, 0, sec is not None)  # it hears only subscriptions (one byte: everything)
     s.setsockopt(zmq.SNDHWM, TELEMETRY_HWM)
-    return _open(s, endpoint, bind=True)
+    return _open(s, endpoint, bind=True, key=key)
 
 
 def telemetry_subscriber(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) -> zmq.Socket:
@@ -136,6 +212,7 @@ def telemetry_subscriber(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | 
     s = _common(ctx.socket(zmq.SUB))
     if sec is not None:
         sec.apply(s)
+    _bound(s, TELEMETRY_MAX_BYTES, sec is not None)
     s.setsockopt(zmq.RCVHWM, TELEMETRY_HWM * 4)
     s.setsockopt(zmq.SUBSCRIBE, b"")
     return _open(s, endpoint, bind=False)
@@ -151,17 +228,18 @@ def _video_common(sock: zmq.Socket) -> zmq.Socket:
     return sock
 
 
-def video_server(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None) -> zmq.Socket:
+def video_server(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None, key: str = "") -> zmq.Socket:
     """Bedside video sender (ROUTER, `monitoring` domain): a full viewer queue is EAGAIN, not a silent drop;
     SNDHWM 2 and a small SNDBUF keep frames from queueing ahead of the picture."""
     s = ctx.socket(zmq.ROUTER)
     if sec is not None:
         sec.apply(s, "monitoring")
+    _bound(s, VIDEO_REPORT_MAX_BYTES, sec is not None)
     s.setsockopt(zmq.ROUTER_MANDATORY, 1)
     s.setsockopt(zmq.SNDHWM, 2)
     s.setsockopt(zmq.RCVHWM, 256)
     s.setsockopt(zmq.SNDBUF, VIDEO_BUFFER_BYTES)
-    return _open(_video_common(s), endpoint, bind=True)
+    return _open(_video_common(s), endpoint, bind=True, key=key)
 
 
 def video_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) -> zmq.Socket:
@@ -169,6 +247,7 @@ def video_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) ->
     s = ctx.socket(zmq.DEALER)
     if sec is not None:
         sec.apply(s)
+    _bound(s, VIDEO_FRAME_MAX_BYTES, sec is not None)
     s.setsockopt(zmq.RCVHWM, 2)
     s.setsockopt(zmq.SNDHWM, 16)
     s.setsockopt(zmq.RCVBUF, VIDEO_BUFFER_BYTES)
@@ -178,20 +257,22 @@ def video_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) ->
 # ------------------------------------------------------------------ console engine <-> window (loopback)
 
 
-def ui_intent_server(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def ui_intent_server(ctx: zmq.Context, endpoint: str, key: str = "") -> zmq.Socket:
     """Engine end of the window's intents, heartbeats and video reports (PULL, console/uilink.py)."""
     s = ctx.socket(zmq.PULL)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.RCVHWM, UI_INTENT_HWM)
-    return _open(s, endpoint, bind=True)
+    _bound(s, UI_INTENT_MAX_BYTES, curve=False)
+    return _open(s, endpoint, bind=True, key=key)
 
 
-def ui_state_publisher(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def ui_state_publisher(ctx: zmq.Context, endpoint: str, key: str = "") -> zmq.Socket:
     """Engine state and events for the window(s) (PUB): a slow window drops, the engine never waits."""
     s = ctx.socket(zmq.PUB)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.SNDHWM, UI_STATE_HWM)
-    return _open(s, endpoint, bind=True)
+    _bound(s, 0, curve=False)
+    return _open(s, endpoint, bind=True, key=key)
 
 
 def ui_intent_client(ctx: zmq.Context, endpoint: str, hwm: int = UI_WINDOW_HWM) -> zmq.Socket:
@@ -199,6 +280,7 @@ def ui_intent_client(ctx: zmq.Context, endpoint: str, hwm: int = UI_WINDOW_HWM) 
     s = ctx.socket(zmq.PUSH)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.SNDHWM, hwm)
+    _bound(s, 0, curve=False)
     return _open(s, endpoint, bind=False)
 
 
@@ -207,6 +289,7 @@ def ui_state_subscriber(ctx: zmq.Context, endpoint: str, hwm: int = UI_WINDOW_HW
     s = ctx.socket(zmq.SUB)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.RCVHWM, hwm)
+    _bound(s, UI_STATE_MAX_BYTES, curve=False)
     s.setsockopt(zmq.SUBSCRIBE, b"")
     return _open(s, endpoint, bind=False)
 
@@ -219,16 +302,18 @@ def master_publisher(ctx: zmq.Context, endpoint: str, hwm: int = MASTER_HWM) -> 
     s = ctx.socket(zmq.PUB)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.SNDHWM, hwm)
+    _bound(s, 0, curve=False)
     return _open(s, endpoint, bind=False)
 
 
-def master_subscriber(ctx: zmq.Context, endpoint: str, bind: bool = True) -> zmq.Socket:
+def master_subscriber(ctx: zmq.Context, endpoint: str, bind: bool = True, key: str = "") -> zmq.Socket:
     """The engine's network master (SUB, CONFLATE): newest sample wins, a late burst is never replayed."""
     s = ctx.socket(zmq.SUB)
     s.setsockopt(zmq.CONFLATE, 1)
     s.setsockopt(zmq.LINGER, 0)
+    _bound(s, MASTER_SAMPLE_BYTES, curve=False)
     s.setsockopt(zmq.SUBSCRIBE, b"")
-    return _open(s, endpoint, bind)
+    return _open(s, endpoint, bind, key)
 
 
 # ------------------------------------------------------------------------------ recorder (ipc, per role)
@@ -240,15 +325,26 @@ def recording_tap(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
     s = ctx.socket(zmq.PUSH)
     s.setsockopt(zmq.SNDHWM, hwm)
     s.setsockopt(zmq.LINGER, RECORDING_LINGER_MS)
+    _bound(s, 0, curve=False)
     return _open(s, endpoint, bind=False)
 
 
-def recording_sink(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
-    """The recorder's end of a tap (PULL)."""
+def _recording_sink(ctx: zmq.Context, endpoint: str, hwm: int, largest: int) -> zmq.Socket:
     s = ctx.socket(zmq.PULL)
     s.setsockopt(zmq.RCVHWM, hwm)
     s.setsockopt(zmq.LINGER, 0)
+    _bound(s, largest, curve=False)
     return _open(s, endpoint, bind=True)
+
+
+def recording_control_sink(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
+    """The recorder's end of the control taps (PULL): batches of codec frames, heads and JSON records."""
+    return _recording_sink(ctx, endpoint, hwm, RECORDING_CONTROL_MAX_BYTES)
+
+
+def recording_video_sink(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
+    """The recorder's end of the video taps (PULL): one encoded frame per message."""
+    return _recording_sink(ctx, endpoint, hwm, RECORDING_VIDEO_MAX_BYTES)
 
 
 # ------------------------------------------------------------------------------------------------ misc

@@ -26,6 +26,7 @@ import cv2
 import zmq
 
 from base.config import Config
+from base.errors import UserError
 from base.runtime import StopFlag, die_with_parent
 from transport import security
 from transport.video_wire import Codec, FrameHeader, Report, VideoWireError, decode, encode_frame
@@ -64,7 +65,7 @@ class VideoSender:
         self.ctx = ctx or zmq.Context.instance()
         sec = security.for_server(cfg, self.ctx)  # ZAP handler up before the bind (transport/security.py)
         self.endpoint = endpoint or video_endpoint(cfg, bind=True)
-        s = video_server(self.ctx, self.endpoint, sec)
+        s = video_server(self.ctx, self.endpoint, sec, key="link.video_port")
         self.endpoint = s.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sock = s
         self.encoder: Encoder | None = None
@@ -230,7 +231,7 @@ def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = Non
         if report is not None:
             report.put(("ready", sender.endpoint))
         sender.run(lambda: bool(flag) or (stop is not None and stop.is_set()))
-    except (VideoSourceError, CodecError, zmq.ZMQError, security.KeyFileError) as exc:
+    except (VideoSourceError, CodecError, zmq.ZMQError, UserError) as exc:
         log.error("video sender stopped: %s", exc)
         if report is not None:
             report.put(("error", str(exc)))

@@ -129,7 +129,7 @@ class NetworkMaster:
         self.state = NetworkMasterState(timeout_ms)
         self._ctx = ctx or zmq.Context.instance()
         try:
-            self.sock = master_subscriber(self._ctx, endpoint, bind)  # closed again if it cannot bind/connect
+            self.sock = master_subscriber(self._ctx, endpoint, bind, key="console.master_port")  # closed on failure
         except zmq.ZMQError as exc:
             raise MasterError(f"network master cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from None
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT) if bind else endpoint

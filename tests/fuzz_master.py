@@ -1,0 +1,30 @@
+"""atheris harness: the master bridge (console/masters/network.py: decode, ordering, staleness)
+and the controller that reads its sample, on arbitrary input and on valid bridge messages, mutated.
+
+The rig and its invariants are tests/receivers.py `MasterRig`.
+Run: nice -n 10 python tests/fuzz_master.py -runs=100000 (exit status 0 = no crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from receivers import MasterRig, from_fuzzer
+
+    from base.config import load_config
+
+logging.disable(logging.CRITICAL)
+_rig = MasterRig(load_config(None, ["security.insecure=true"]))
+
+
+def one_input(data: bytes) -> None:
+    _rig.feed(from_fuzzer(_rig.seeds, data))
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()

@@ -1,0 +1,33 @@
+"""atheris harness: what `teleop report` and `teleop replay` do with a recording (qa/session.py
+loading, every table, event, video frame and re-drive plan), on mutated files: a small synthesised recording
+written zstd-, lz4- and un-compressed and unchunked, with bytes overwritten or cut, or one message's JSON
+mutated.
+
+The rig and its invariants are tests/receivers.py `RecordingRig`. Writes one file per input into a
+temporary directory (tmpfs is faster: TMPDIR=/dev/shm).
+Run: nice -n 10 python tests/fuzz_recording.py -runs=100000 (exit status 0 = no crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import atheris
+
+with atheris.instrument_imports():
+    from receivers import RecordingRig
+
+logging.disable(logging.CRITICAL)
+_rig = RecordingRig(Path(tempfile.mkdtemp(prefix="fuzz-recording-")))
+
+
+def one_input(data: bytes) -> None:
+    _rig.feed(_rig.from_fuzzer(data))
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()

@@ -1,0 +1,31 @@
+"""atheris harness: the console's video receiver (transport/video_wire.py decode, VideoReceiver._step:
+admission, H.264/JPEG decoding, stale guard, reports) and the recorder's translation of a received frame, on
+arbitrary input and on valid frames from the real encoders, mutated.
+
+The rig and its invariants are tests/receivers.py `VideoRig`.
+Run: nice -n 10 python tests/fuzz_video.py -runs=100000 (exit status 0 = no crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from receivers import VideoRig, from_fuzzer
+
+    from base.config import load_config
+
+logging.disable(logging.CRITICAL)
+_rig = VideoRig(load_config(None, ["security.insecure=true"]))
+
+
+def one_input(data: bytes) -> None:
+    _rig.feed(from_fuzzer(_rig.seeds, data))
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()

@@ -1,0 +1,384 @@
+"""Peer isolation at the bedside (docs/protocol.md, "Check order at the bedside"): what other authenticated peers
+send, and what the controller's own connection sends that is refused, changes nothing of how the controller's
+commands are judged.
+
+The stateful test runs two pure agents on one injected clock. The twin is fed the controller's stream only; the
+agent under test gets the same stream with frames from a second surgeon, a monitor and a QA station (ENABLE,
+DISABLE, SERVO_CP with replayed, future or arbitrary epochs, sequence numbers and ages, PING, bedside-to-console
+types, malformed bytes) and refused frames on the controller's own connection (bad epoch, stale, out of order,
+operator absent, and its pings) interleaved. After every step both must agree on every arm (telemetry), the
+session, the sequence mark, the transit baseline, the watchdog and every ack the controller gets.
+
+What the model delivers to both, because it is meant to act: a genuine e-stop (a surgeon's raise or reset, a
+monitor's raise: it latches whoever sends it) and the controller's own over-limit setpoints (a refused arm
+holds where it is, docs/safety.md: the controller's own doing, and its next command is judged from the held
+pose). Time advances only with the controller's commands (0-10 ms apart), so its watchdog never trips: a trip
+would let the second surgeon take control (a handover, docs/security.md), not a disturbance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from conftest import ms
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from base.config import load_config
+from bedside.agent import BedsideAgent
+from transport import codec
+from transport.messages import (
+    N_ARMS,
+    AckStatus,
+    CartesianSetpoint,
+    ConsoleFlags,
+    Disable,
+    Enable,
+    EStop,
+    Message,
+    OperatingState,
+    Ping,
+    Reason,
+    ServoCp,
+)
+
+CFG = load_config(None, ["security.insecure=true"]).bedside
+MAX_AGE_NS = int(CFG.max_command_age_ms * 1e6)
+CTL = (b"ctl", "surgeon:surgeon")
+SECOND = (b"s2", "surgeon:surgeon-2")
+MONITOR = (b"mon", "monitor:monitor")
+QA = (b"qa", "qa:qa")
+OTHERS = (SECOND, MONITOR, QA)
+OFFSET = 7_000_000_123  # the controller's monotonic clock is this far behind the bedside's
+PRESENT = ConsoleFlags.OPERATOR_PRESENT
+BOX_M = 0.003  # the valid stream stays within 3 mm of where the session started
+SPEED_M_PER_NS = 0.1e-9  # 100 mm/s: within the bedside's step and speed limits
+U32, U64 = 2**32 - 1, 2**64 - 1
+I64 = (-(2**63), 2**63 - 1)
+
+transits = st.integers(ms(0.1), ms(3))
+
+
+def _moved(sp: CartesianSetpoint, d: tuple[float, float, float]) -> CartesianSetpoint:
+    return CartesianSetpoint(tuple(p + x for p, x in zip(sp.position, d, strict=True)), sp.orientation, sp.jaw)
+
+
+class PeerIsolation(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = 0
+        self.twin = BedsideAgent(CFG, 0, first_epoch=100)  # the controller's stream (and genuine e-stops) only
+        self.agent = BedsideAgent(CFG, 0, first_epoch=100)  # the same, with everything else interleaved
+        self.seq = 0
+        self.epoch = 0
+        self.applied_in_epoch = False
+        self.home: list[CartesianSetpoint] = []
+        self.sent: list[bytes] = []  # every frame the controller sent, for replays
+
+    # ------------------------------------------------------------------ delivery
+
+    def _both(self, sender: tuple[bytes, str], frame: bytes) -> AckStatus:
+        """Deliver to both agents: they must answer the same, to the sender."""
+        acks = []
+        for a in (self.twin, self.agent):
+            out = a.on_message(self.t, sender[0], frame, sender[1])
+            assert len(out) == 1 and out[0].peer == sender[0]
+            acks.append(codec.decode(out[0].data))
+        assert (acks[0].status, acks[0].epoch) == (acks[1].status, acks[1].epoch)
+        return acks[0].status
+
+    def _agent_only(self, sender: tuple[bytes, str], frame: bytes) -> AckStatus | None:
+        """Deliver to the agent under test only; returns the ack status (None: no ack, as for malformed bytes)."""
+        out = self.agent.on_message(self.t, sender[0], frame, sender[1])
+        assert all(o.peer == sender[0] for o in out)  # an answer goes to whoever asked, nobody else
+        return codec.decode(out[0].data).status if out else None
+
+    def _genuine_estop(self, sender: tuple[bytes, str], msg: Message) -> bool:
+        """An ESTOP its sender may send (a surgeon's raise or reset, a monitor's raise) acts on both agents."""
+        role = sender[1].partition(":")[0]
+        return isinstance(msg, EStop) and (role == "surgeon" or (role == "monitor" and msg.engage))
+
+    def _from_other(self, sender: tuple[bytes, str], frame: bytes) -> None:
+        try:
+            msg = codec.decode(frame)
+        except codec.ProtocolError:
+            msg = None
+        if msg is not None and self._genuine_estop(sender, msg):
+            self._both(sender, frame)
+            return
+        status = self._agent_only(sender, frame)
+        if isinstance(msg, Ping) and sender[1].partition(":")[0] in ("surgeon", "monitor"):
+            assert status is AckStatus.PONG
+        elif status is not None:
+            assert status.rejected, (sender, msg, status)
+
+    def _send_ns(self, transit_ns: int) -> int:
+        return self.t - OFFSET - transit_ns
+
+    def _advance(self, dt_ns: int) -> None:
+        end = self.t + dt_ns
+        while self.t < end:
+            self.t = min(end, self.t + ms(1))
+            self.twin.tick(self.t)
+            self.agent.tick(self.t)
+
+    def _setpoints(self) -> list[CartesianSetpoint]:
+        return [a.setpoint_cp() for a in self.twin.arms]
+
+    def _servo(self, seq: int, send_ns: int, setpoints, mask: int = 0b111, flags=PRESENT, epoch=None) -> bytes:
+        return codec.encode(ServoCp(self.epoch if epoch is None else epoch, seq, send_ns, flags, mask,
+                                    tuple(setpoints)))
+
+    def _ctl(self, frame: bytes) -> AckStatus:
+        self.sent.append(frame)
+        return self._both(CTL, frame)
+
+    @property
+    def _engaged(self) -> bool:
+        return self.twin.state is OperatingState.ENABLED
+
+    # ------------------------------------------------------------------ the controller
+
+    @initialize(transit=transits)
+    def engage(self, transit: int) -> None:
+        self._reengage(transit)
+
+    def _reengage(self, transit: int) -> None:
+        if self.twin.estop_local:  # the on-site team's reset (SIGUSR2)
+            self.twin.reset_estop(self.t, "local")
+            self.agent.reset_estop(self.t, "local")
+        self.seq += 1
+        self._ctl(codec.encode(EStop(self.epoch, self.seq, self._send_ns(transit), False)))
+        self.seq += 1
+        assert self._ctl(codec.encode(Enable(self.epoch, self.seq, self._send_ns(transit)))) is AckStatus.ENABLED
+        self.epoch = self.twin.epoch
+        self.applied_in_epoch = False
+        self.home = self._setpoints()
+
+    @precondition(lambda self: not self._engaged)
+    @rule(transit=transits)
+    def reengage_after_an_estop(self, transit: int) -> None:
+        self._reengage(transit)
+
+    @rule(dt=st.integers(0, ms(10)), transit=transits, mask=st.integers(0, 0b111),
+          pull=st.lists(st.tuples(*[st.floats(-1, 1)] * 3), min_size=N_ARMS, max_size=N_ARMS))
+    def controller_commands(self, dt: int, transit: int, mask: int, pull) -> None:
+        """The valid stream: small moves within 3 mm of the session's start, slower than every limit."""
+        self._advance(dt)
+        reach = min(dt * SPEED_M_PER_NS, 0.001)
+        sps = []
+        for cur, home, d in zip(self._setpoints(), self.home, pull, strict=True):
+            p = [min(max(c + x * reach, h - BOX_M), h + BOX_M) for c, x, h in zip(cur.position, d, home.position,
+                                                                                   strict=True)]
+            sps.append(CartesianSetpoint(tuple(p), cur.orientation, cur.jaw))
+        self.seq += 1
+        status = self._ctl(self._servo(self.seq, self._send_ns(transit), sps, mask))
+        if self._engaged:
+            assert status is AckStatus.APPLIED  # the model's stream is valid: the test is not vacuous
+            self.applied_in_epoch = True
+        else:
+            assert status is AckStatus.REJECTED_ESTOP
+
+    @precondition(lambda self: self._engaged)
+    @rule(arm=st.integers(0, N_ARMS - 1), mm=st.floats(6, 50), transit=transits)
+    def controller_oversteps(self, arm: int, mm: float, transit: int) -> None:
+        """Refused for a limit: the arm holds in both agents. The next valid command reuses the sequence number."""
+        sps = self._setpoints()
+        sps[arm] = _moved(sps[arm], (mm / 1000, 0.0, 0.0))
+        assert self._ctl(self._servo(self.seq + 1, self._send_ns(transit), sps)).rejected
+
+    # ------------------------------------------------------------------ refused on the controller's connection
+
+    @rule(bad=st.sampled_from(["epoch", "stale", "absent"]), transit=transits, extra=st.integers(ms(1), ms(5000)),
+          epoch=st.integers(0, U32))
+    def controller_refused(self, bad: str, transit: int, extra: int, epoch: int) -> None:
+        """Refused before anything is applied: never seen by the twin. Reuses the next sequence number."""
+        sps, send_ns, flags, e = self._setpoints(), self._send_ns(transit), PRESENT, self.epoch
+        if bad == "epoch":
+            e = epoch if epoch != self.epoch else self.epoch + 1
+        elif bad == "stale":  # beyond every transit the stream had, by more than the allowed queueing
+            send_ns = self._send_ns(ms(3) + MAX_AGE_NS + extra)
+        else:
+            flags = ConsoleFlags.NONE
+        frame = self._servo(self.seq + 1, send_ns, sps, flags=flags, epoch=e)
+        status = self._agent_only(CTL, frame)
+        expected = {"epoch": AckStatus.REJECTED_EPOCH, "stale": AckStatus.REJECTED_STALE,
+                    "absent": AckStatus.REJECTED_OPERATOR_ABSENT}[bad]
+        assert status is (expected if self._engaged else AckStatus.REJECTED_ESTOP)
+
+    @precondition(lambda self: self.applied_in_epoch)
+    @rule(data=st.data())
+    def controller_out_of_order(self, data) -> None:
+        """A duplicate or reordered command of this session: its sequence number was passed already."""
+        seq = data.draw(st.integers(0, self.twin.gate.last_seq))
+        status = self._agent_only(CTL, self._servo(seq, self._send_ns(ms(1)), self._setpoints()))
+        assert status is (AckStatus.REJECTED_SEQUENCE if self._engaged else AckStatus.REJECTED_ESTOP)
+
+    @precondition(lambda self: self.sent)
+    @rule(data=st.data())
+    def controller_replayed(self, data) -> None:
+        frame = data.draw(st.sampled_from(self.sent))
+        if isinstance(codec.decode(frame), ServoCp):  # an ENABLE or e-stop replayed by the controller is its own act
+            assert self._agent_only(CTL, frame).rejected
+
+    @rule(transit=st.integers(-(10**12), 10**12))
+    def controller_pings(self, transit: int) -> None:
+        """Pings (any send time: from the future, long past) feed nothing, the controller's own included."""
+        self.seq += 1
+        assert self._agent_only(CTL, codec.encode(Ping(self.epoch, self.seq, self._send_ns(transit)))) \
+            is AckStatus.PONG
+
+    # ------------------------------------------------------------------ genuine e-stops
+
+    @rule(sender=st.sampled_from([CTL, SECOND, MONITOR]), engage=st.booleans(), transit=transits)
+    def estop(self, sender, engage: bool, transit: int) -> None:
+        self._both(sender, codec.encode(EStop(self.epoch, 1, self._send_ns(transit), engage)))
+
+    # ------------------------------------------------------------------ other peers
+
+    @rule(sender=st.sampled_from(OTHERS), kind=st.sampled_from([Enable, Disable, Ping, ServoCp]), data=st.data())
+    def other_request(self, sender, kind, data) -> None:
+        epoch = data.draw(st.one_of(st.just(self.epoch), st.just(self.epoch + 1), st.just(0),
+                                    st.integers(0, U32)).filter(lambda e: e <= U32))
+        seq = data.draw(st.one_of(st.just(self.seq), st.just(self.seq + 1), st.integers(self.seq, U64),
+                                  st.integers(0, U64)).filter(lambda s: s <= U64))
+        send_ns = data.draw(st.one_of(st.integers(-(10**10), 10**10).map(lambda d: self._send_ns(0) + d),
+                                      st.integers(*I64)))
+        if kind is ServoCp:
+            d = st.tuples(*[st.floats(-0.01, 0.01)] * 3)
+            sps = [_moved(sp, data.draw(d)) for sp in self._setpoints()]
+            flags = data.draw(st.sampled_from([PRESENT, ConsoleFlags.NONE]))
+            frame = self._servo(seq, send_ns, sps, data.draw(st.integers(0, 0b111)), flags, epoch)
+        else:
+            frame = codec.encode(kind(epoch, seq, send_ns))
+        self._from_other(sender, frame)
+
+    @precondition(lambda self: self.sent)
+    @rule(sender=st.sampled_from(OTHERS), data=st.data())
+    def other_replays_the_controller(self, sender, data) -> None:
+        self._from_other(sender, data.draw(st.sampled_from(self.sent)))
+
+    @rule(sender=st.sampled_from([*OTHERS, CTL]), data=st.data())
+    def malformed(self, sender, data) -> None:
+        """Random bytes, or a controller frame cut or with bytes flipped; from the controller only what does not
+        decode (what decodes from it is a command of its own)."""
+        if self.sent and data.draw(st.booleans()):
+            raw = bytearray(data.draw(st.sampled_from(self.sent)))
+            for _ in range(data.draw(st.integers(1, 4))):
+                raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+            frame = bytes(raw[:data.draw(st.integers(0, len(raw)))])
+        else:
+            frame = data.draw(st.binary(max_size=400))
+        if sender is CTL:
+            try:
+                codec.decode(frame)
+                return
+            except codec.ProtocolError:
+                assert self._agent_only(CTL, frame) is None
+        else:
+            self._from_other(sender, frame)
+
+    @rule(sender=st.sampled_from(OTHERS))
+    def other_sends_a_bedside_type(self, sender) -> None:
+        assert self._agent_only(sender, self.agent.telemetry(self.t)) in (None, AckStatus.REJECTED_ROLE)
+
+    # ------------------------------------------------------------------ the property
+
+    @invariant()
+    def the_controller_is_judged_as_if_alone(self) -> None:
+        a, b = self.agent, self.twin
+        ta, tb = codec.decode(a.telemetry(self.t)), codec.decode(b.telemetry(self.t))
+        # every arm's mode, flags, setpoint, measured pose and joints; the session, its reason, the e-stop
+        assert dataclasses.replace(ta, seq=0) == dataclasses.replace(tb, seq=0)
+        assert (a.gate.epoch, a.gate.last_seq, a.last_applied_seq, a.last_valid_ns) == \
+               (b.gate.epoch, b.gate.last_seq, b.last_applied_seq, b.last_valid_ns)
+        probe = self.t - 10**15  # a transit far above any: its queueing delay reveals the baseline's best transit
+        assert a.gate.baseline.queued_ns(self.t, probe) == b.gate.baseline.queued_ns(self.t, probe)
+        assert a.watchdog.deadline_ns() == b.watchdog.deadline_ns()
+        assert [(f.reason, f.at_ns) for f in a.freezes] == [(f.reason, f.at_ns) for f in b.freezes]
+        assert a.counters["applied"] == b.counters["applied"]
+        assert a.controller_user == b.controller_user == CTL[1]
+
+
+PeerIsolation.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None,
+                                           suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.filter_too_much])
+test_other_peers_and_refused_frames_never_change_how_the_controller_is_judged = PeerIsolation.TestCase
+
+
+# ---------------------------------------------------------------------- the attacks, one by one
+
+
+def _agent() -> BedsideAgent:
+    a = BedsideAgent(CFG, 0, first_epoch=100)
+    out = a.on_message(0, CTL[0], codec.encode(Enable(0, 1, -OFFSET)), CTL[1])
+    assert codec.decode(out[0].data).status is AckStatus.ENABLED
+    return a
+
+
+def _send(a: BedsideAgent, t: int, who: tuple[bytes, str], msg: Message) -> AckStatus:
+    return codec.decode(a.on_message(t, who[0], codec.encode(msg), who[1])[0].data).status
+
+
+def _home(a: BedsideAgent) -> tuple[CartesianSetpoint, ...]:
+    return tuple(arm.setpoint_cp() for arm in a.arms)
+
+
+@pytest.mark.parametrize("who", [SECOND, (b"ctl-2", CTL[1]), (CTL[0], SECOND[1])], ids=["second-surgeon",
+                                                                                        "other-connection",
+                                                                                        "other-key"])
+def test_a_servo_from_anyone_but_the_enabling_connection_and_key_is_refused_unjudged(who):
+    """With the session's epoch, a sequence number far ahead and a send time from the future, it would once have
+    raised the sequence mark and lowered the transit baseline, refusing every later command of the controller."""
+    a = _agent()
+    status = _send(a, ms(1), who, ServoCp(a.epoch, 2**63, ms(1) + 10**12, PRESENT, 0b111, _home(a)))
+    assert status is AckStatus.REJECTED_EPOCH
+    assert _send(a, ms(2), CTL, ServoCp(a.epoch, 2, ms(2) - OFFSET, PRESENT, 0b111, _home(a))) is AckStatus.APPLIED
+
+
+def test_pings_and_estop_resets_feed_no_baseline():
+    """A ping sent 'from the future' (send time far ahead of the transit) once set the baseline so low that every
+    command of the controller after it was refused as stale."""
+    a = _agent()
+    for who in (MONITOR, SECOND, CTL):
+        assert _send(a, ms(1), who, Ping(0, 5, ms(1) + 10**12)) is AckStatus.PONG
+    assert _send(a, ms(1), SECOND, EStop(0, 6, ms(1) + 10**12, False)) is AckStatus.DISABLED  # nothing latched
+    assert _send(a, ms(2), CTL, ServoCp(a.epoch, 2, ms(2) - OFFSET, PRESENT, 0b111, _home(a))) is AckStatus.APPLIED
+    assert a.state is OperatingState.ENABLED and not a.freezes
+
+
+def test_a_freeze_is_blamed_only_on_the_controllers_own_refusals():
+    """The controller's commands go stale, then silence: STALE_COMMAND, however the second surgeon's refused
+    ENABLEs and servos interleave (they once overwrote the reason, and with it who may take control)."""
+    a = _agent()
+    t = ms(1)
+    assert _send(a, t, CTL, ServoCp(a.epoch, 2, t - OFFSET, PRESENT, 0, _home(a))) is AckStatus.APPLIED
+    for i in range(3, 30):
+        t += ms(1)
+        a.tick(t)
+        assert _send(a, t, CTL, ServoCp(a.epoch, i, t - OFFSET - ms(500), PRESENT, 0, _home(a))) \
+            is AckStatus.REJECTED_STALE
+        assert _send(a, t, SECOND, Enable(0, i, t)) is AckStatus.REJECTED_NOT_CONTROLLER
+        assert _send(a, t, SECOND, ServoCp(a.epoch, i, t, PRESENT, 0, _home(a))) is AckStatus.REJECTED_EPOCH
+    while a.state is OperatingState.ENABLED:
+        t += ms(1)
+        a.tick(t)
+    assert a.reason is Reason.STALE_COMMAND and a.freezes[-1].reason is Reason.STALE_COMMAND
+
+
+def test_refused_commands_of_the_controller_move_neither_the_mark_nor_the_baseline():
+    """Stale, operator-absent and over-limit commands are refused; the next valid one, with the very sequence
+    number they carried, is applied, and its age is judged against the accepted commands only."""
+    a = _agent()
+    home = _home(a)
+    assert _send(a, ms(1), CTL, ServoCp(a.epoch, 5, ms(1) - OFFSET - ms(400), PRESENT, 0, home)) \
+        is AckStatus.REJECTED_STALE
+    assert _send(a, ms(2), CTL, ServoCp(a.epoch, 5, ms(2) - OFFSET, ConsoleFlags.NONE, 0b1, home)) \
+        is AckStatus.REJECTED_OPERATOR_ABSENT
+    far = (_moved(home[0], (0.02, 0, 0)), *home[1:])
+    assert _send(a, ms(3), CTL, ServoCp(a.epoch, 5, ms(3) - OFFSET + ms(900), PRESENT, 0b1, far)).rejected
+    assert (a.gate.last_seq, a.counters["applied"]) == (-1, 0)
+    assert _send(a, ms(4), CTL, ServoCp(a.epoch, 5, ms(4) - OFFSET - ms(100), PRESENT, 0, home)) \
+        is AckStatus.APPLIED  # 100 ms behind the granted ENABLE: within the 150 ms allowed
