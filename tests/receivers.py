@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import math
 import pickle
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from mcap.reader import make_reader
+from mcap.writer import CompressionType, Writer
 
 from base.config import Config
 from bedside.agent import BedsideAgent
@@ -30,6 +33,11 @@ from console.engine import ConsoleEngine
 from console.master import MasterButtons, MasterHand, MasterSample, ScriptedMaster
 from console.masters.network import MessageError, NetworkMasterState, decode_master_message, encode_master_message
 from console.uilink import UiMessageError, UiSupervisor, decode_ui_message
+from qa.redrive import plan
+from qa.session import RecordingError, Session
+from qa.synth import synthesize
+from qa.video import VideoTrack
+from recording.catalog import Topics
 from recording.convert import K_BEDSIDE, K_VIDEO, VIDEO_RX, Item, Translator
 from transport import codec
 from transport import video_wire as wire
@@ -43,6 +51,9 @@ from transport.messages import (
     Reason,
     ServoCp,
 )
+from video.codecs import H264Encoder, JpegEncoder
+from video.receiver import VideoReceiver
+from video.synthetic import SyntheticStereo
 
 MS = 1_000_000
 _EDIT = struct.Struct("<HB")
@@ -64,16 +75,15 @@ def edit(seed: bytes, edits: Sequence[tuple[int, int]] = (), cut: int | None = N
 
 def from_fuzzer(seeds: Sequence[bytes], data: bytes) -> bytes:
     """atheris' bytes as one input. data[0] even: data[1:] as they are. Odd: seed data[1] (modulo the count),
-    data[2:4] a cut length (u16; beyond the seed: no cut), then (position u16, value u8) overwrites; a final
-    odd byte is appended."""
-    if len(data) < 4 or not data[0] & 1 or not seeds:
+    cut to data[2:4] bytes (u16; beyond the seed: no cut), with data[4] % 16 overwrites of 3 bytes each
+    (position u16, value) that follow; whatever bytes remain are appended."""
+    if len(data) < 5 or not data[0] & 1 or not seeds:
         return data[1:]
     seed = seeds[data[1] % len(seeds)]
     cut = int.from_bytes(data[2:4], "little")
-    body = data[4:]
-    n = len(body) // _EDIT.size
-    edits = [_EDIT.unpack_from(body, i * _EDIT.size) for i in range(n)]
-    return edit(seed, edits, cut if cut < len(seed) else None, body[n * _EDIT.size:])
+    n = min(data[4] % 16, (len(data) - 5) // _EDIT.size)
+    edits = [_EDIT.unpack_from(data, 5 + i * _EDIT.size) for i in range(n)]
+    return edit(seed, edits, cut if cut < len(seed) else None, data[5 + n * _EDIT.size:])
 
 
 def _fingerprint(obj: object, skip: tuple[str, ...] = ("counters",)) -> bytes:
@@ -188,9 +198,6 @@ class _Frame:
 def video_seeds(n_h264: int = 4) -> list[bytes]:
     """Valid FRAME messages from the real encoders (H.264 IDR then P frames, JPEG, a second stream, a mono
     layout) of a small synthetic stereo picture, and one REPORT."""
-    from video.codecs import H264Encoder, JpegEncoder
-    from video.synthetic import SyntheticStereo
-
     src = SyntheticStereo(160, 96, paced=False)
     w, h = 2 * src.w, src.h
     h264, jpeg = H264Encoder(w, h, 30, 300, refresh_frames=4), JpegEncoder(w, h, 60)
@@ -217,8 +224,6 @@ class VideoRig:
     every report sent back decodes; the guard's verdict can always be read."""
 
     def __init__(self, cfg: Config) -> None:
-        from video.receiver import VideoReceiver
-
         self.rx = VideoReceiver(cfg, endpoint="tcp://127.0.0.1:9")
         self.rx.close()  # the worker thread ends; `feed` drives `_step` itself, on this thread
         self.sock = _FakeDealer()
@@ -387,8 +392,6 @@ class UiRig:
 
 def _records(path: Path) -> tuple[dict[str, str], list[tuple[str, str, int, int, bytes]]]:
     """A recording's session metadata and its messages as (topic, schema name, log_time, publish_time, data)."""
-    from mcap.reader import make_reader
-
     with open(path, "rb") as f:
         reader = make_reader(f)
         meta = next((dict(m.metadata) for m in reader.iter_metadata() if m.name == "teleop.session"), {})
@@ -399,10 +402,6 @@ def _records(path: Path) -> tuple[dict[str, str], list[tuple[str, str, int, int,
 def write_recording(meta: dict[str, str], messages: Sequence[tuple[str, str, int, int, bytes]],
                     compression: str = "none", chunked: bool = True) -> bytes:
     """An MCAP file as the recorder lays it out (teleop.session metadata, JSON channels), in memory."""
-    import io
-
-    from mcap.writer import CompressionType, Writer
-
     out = io.BytesIO()
     w = Writer(out, chunk_size=16 * 1024, compression=CompressionType[compression.upper()], use_chunking=chunked)
     w.start(profile="", library="tests/receivers.py")
@@ -428,8 +427,6 @@ class RecordingRig:
     says, on one line, which file is wrong."""
 
     def __init__(self, directory: Path, per_topic: int = 3) -> None:
-        from qa.synth import synthesize
-
         self.dir = Path(directory)
         res = synthesize(self.dir / "synth", seconds=0.25, video="h264", eye_w=160, eye_h=96, fps=12)
         self.meta: dict[str, dict[str, str]] = {}
@@ -476,8 +473,6 @@ class RecordingRig:
         return self.with_message(data[1], data[2], from_fuzzer([seed], b"\x01\x00" + data[3:]))
 
     def feed(self, data: bytes) -> None:
-        from qa.session import RecordingError, Session
-
         role = "bedside" if data.find(b"bedside", 0, 400) >= 0 else "console"
         path = self.dir / f"{role}-fuzzed.mcap"
         path.write_bytes(data)
@@ -493,11 +488,6 @@ class RecordingRig:
 
 def use_session(session) -> None:
     """Everything the report, the replay window and the re-drive read from a loaded session."""
-    from qa.redrive import plan
-    from qa.session import RecordingError
-    from qa.video import VideoTrack
-    from recording.catalog import Topics
-
     session.summary()
     for e in session.events():
         assert isinstance(e.name, str) and isinstance(e.text, str) and isinstance(e.reason, str)
