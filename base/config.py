@@ -27,6 +27,14 @@ def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None
     return field(default=default, metadata={"help": help, "min": lo, "max": hi, "choices": choices})
 
 
+def _bound_above_period(section: str, bound_ms: float, rate_key: str, hz: int) -> None:
+    """A tick bound at or below the tick period would call every tick a stall."""
+    if bound_ms <= 1000 / hz:
+        raise ConfigError(f"{section}.tick_bound_ms ({bound_ms:g} ms) is not above the tick period of "
+                          f"{section}.{rate_key} = {hz} ({1000 / hz:g} ms): every tick would be over the bound; "
+                          f"raise {section}.tick_bound_ms or {section}.{rate_key}")
+
+
 @dataclass(frozen=True)
 class LinkConfig:
     bedside_host: str = _f("127.0.0.1", "address the console connects to")
@@ -49,6 +57,9 @@ class BedsideConfig:
     first_command_ms: int = _f(
         2000, "after ENABLE (arms held), how long the first servo_cp may take: at least one round trip", 50, 10000
     )
+    driver_watchdog_ms: float = _f(
+        60.0, "each arm driver holds on its own if the bedside loop does not service it for this long (a stalled "
+        "loop; docs/architecture.md, the arm driver contract; >= bedside.watchdog_ms)", 10.0, 1000.0)
     tick_hz: int = _f(1000, "arm simulation and watchdog rate", 100, 2000)
     telemetry_hz: int = _f(200, "measured_cp/measured_js/operating_state publish rate", 100, 1000)
     arm_driver: str = _f(
@@ -77,6 +88,13 @@ class BedsideConfig:
         10, "SCHED_FIFO priority of the control loop and its zmq I/O thread (0 = normal scheduling; not "
         "permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
     )
+    tick_bound_ms: float = _f(
+        10.0, "a loop iteration starting later than this after the previous one is over the bound: counted "
+        "(COUNTERS loop_over_bound), a LOOP_OVERRUN event (<= 1/s), every thread's stack captured in "
+        "logging.stall_dir (above the tick period 1000/tick_hz; docs/architecture.md, loop health)", 1.0, 1000.0)
+
+    def __post_init__(self) -> None:
+        _bound_above_period("bedside", self.tick_bound_ms, "tick_hz", self.tick_hz)
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,13 @@ class ConsoleConfig:
         10, "SCHED_FIFO priority of the 1 kHz engine loop and its zmq I/O thread (0 = normal scheduling; not "
         "permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
     )
+    tick_bound_ms: float = _f(
+        10.0, "an engine tick starting later than this after the previous one is over the bound: counted, a "
+        "LOOP_OVERRUN event (<= 1/s), every thread's stack captured in logging.stall_dir (above the period "
+        "1000/rate_hz; docs/architecture.md, loop health)", 1.0, 1000.0)
+
+    def __post_init__(self) -> None:
+        _bound_above_period("console", self.tick_bound_ms, "rate_hz", self.rate_hz)
 
 
 @dataclass(frozen=True)
@@ -217,6 +242,9 @@ class RecordingConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = _f("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    stall_dir: str = _f(str(Path(os.environ.get("XDG_STATE_HOME") or "~/.local/state") / "teleop" / "stalls"),
+                        "directory for the stacks of every thread captured when a control loop overran its "
+                        "tick bound (<role>-<date>-<pid>-<n>.txt; default: the XDG state directory)")
 
 
 @dataclass(frozen=True)
@@ -247,6 +275,8 @@ RELATIONS: tuple[tuple[str, str, bool, str], ...] = (
     *((f"teleop.workspace_{a}_min_mm", f"teleop.workspace_{a}_max_mm", True, "the workspace box needs a size")
       for a in "xyz"),
     ("recording.max_file_mb", "recording.retention_mb", False, "the current file alone would exceed the retention"),
+    ("bedside.watchdog_ms", "bedside.driver_watchdog_ms", False,
+     "a driver holding on its own must not end a session the bedside's own watchdog would keep"),
     # The console clamps before the bedside checks (safety/limits.py, the same code, these numbers and the same
     # workspace box): a console allowed more than the bedside would be refused by it, and pause.
     *((f"teleop.{t}", f"bedside.{b}", False, "the bedside refuses what goes beyond it, so the console must not")

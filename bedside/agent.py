@@ -11,8 +11,9 @@ States (CRTK operating_state) and what moves them, all in `SESSION` (the one mec
 
 * ENABLE grants a new session epoch and holds every arm where it is: the first servo_cp of the session is
   checked against the pose the arm actually has, so re-engaging cannot make an instrument jump.
-* servo_cp moves arms only in ENABLED, from the peer that enabled, with the current epoch, a sequence
-  number above the last one, and no more than `max_command_age_ms` of queueing (safety.command_gate).
+* servo_cp moves arms only in ENABLED, from the controller (the connection and key that enabled), with the
+  current epoch, a sequence number above the last one applied, and no more than `max_command_age_ms` of
+  queueing (safety.command_gate).
   Each arm's setpoint is then checked against the limits the console clamps to (safety.limits, the same
   code with the bedside's numbers: step and orientation step from the arm's current setpoint, the workspace
   box; speed, orientation rate and jaw rate over a window of send times, `RateWindow`, which allows the
@@ -21,10 +22,14 @@ States (CRTK operating_state) and what moves them, all in `SESSION` (the one mec
   The driver never moves a tool faster than the speed limits either.
 * Arms are driven through `ArmDriver` (enable, hold, servo_cp, measured_cp/js, operating_state), of the kind
   `bedside.arm_driver` names (bedside/drivers.py). A driver reporting FAULT holds every arm and makes the
-  agent FAULT: ENABLE is refused until the bedside is restarted.
-* The watchdog is fed by valid commands only. When it trips, every arm holds, the epoch is withdrawn
-  and the agent goes PAUSED with the reason; a backlog that arrives later carries the withdrawn epoch
-  and is refused. Only a fresh ENABLE (new epoch) resumes.
+  agent FAULT: ENABLE is refused until the bedside is restarted. Each driver also holds on its own when this
+  loop stops servicing it (its watchdog, `bedside.driver_watchdog_ms`); the agent then reports the stall and
+  ends the session (PAUSED, Reason.FAULT): the surgeon engages again.
+* The watchdog, the sequence mark and the transit baseline are fed by the controller's applied commands
+  only (judge, apply, then accept; docs/protocol.md "Check order at the bedside"): no other peer's frame,
+  no ping or e-stop, and no refused frame changes how its next command is judged. When the watchdog trips,
+  every arm holds, the epoch is withdrawn and the agent goes PAUSED with the reason; a backlog that arrives
+  later carries the withdrawn epoch and is refused. Only a fresh ENABLE (new epoch) resumes.
 * Every transition is logged with its reason, published as an Event and kept in `freezes`/`counters`.
 
 Roles and control (docs/security.md). Every frame arrives with its sender's `role:name` (the CURVE key's
@@ -40,7 +45,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -160,11 +165,13 @@ is REJECTED_WORKSPACE too."""
 class _Commanded:
     """What the agent last asked of one arm; the driver reports the rest (telemetry: mode and LIMIT flag)."""
 
-    __slots__ = ("limit_hit", "mode")
+    __slots__ = ("held_reported", "limit_hit", "mode")
 
     def __init__(self) -> None:
         self.mode = ArmMode.DISABLED
         self.limit_hit = False
+        self.held_reported = ""
+        """The driver's own hold (ArmOperatingState.held) last reported: each one is reported once."""
 
 
 _ACK_COUNTER = {s: f"ack_{s.name.lower()}" for s in AckStatus}
@@ -181,13 +188,17 @@ class BedsideAgent:
         arms: tuple[ArmModel, ...] = DEFAULT_ARMS,
         first_epoch: int | None = None,
         teleop: TeleopConfig | None = None,
+        driver_clock: Callable[[], int] | None = None,
     ) -> None:
         """`teleop`: the [teleop] section whose workspace box the bedside shares with the console (the bedside
-        process passes its configuration's; None = the default box). ConfigError for an unknown arm driver."""
+        process passes its configuration's; None = the default box). `driver_clock`: the clock the arm drivers'
+        own watchdogs run on (the bedside process passes `time.monotonic_ns`; None = no driver watchdog, for
+        tests that invent the time). ConfigError for an unknown arm driver."""
         self.cfg = cfg
         self.limits = limits_from_config(teleop if teleop is not None else TeleopConfig(), cfg)
         """The console's limits with the bedside's numbers (safety/limits.py): every commanded setpoint passes."""
-        self.arms: list[ArmDriver] = build_arms(cfg, arms, self.limits)
+        self.arms: list[ArmDriver] = build_arms(cfg, arms, self.limits, driver_clock)
+        self._driver_bound_ns = None if driver_clock is None else int(cfg.driver_watchdog_ms * 1e6)
         self._commanded = [_Commanded() for _ in self.arms]
         self._rates = [rate_window(self.limits, cfg) for _ in self.arms]
         """Each arm's speed over a window of send times (safety/limits.py RateWindow); reset when it holds."""
@@ -477,8 +488,13 @@ class BedsideAgent:
     # ------------------------------------------------------------------ time
 
     def next_deadline_ns(self) -> int | None:
-        """When `tick` must run at the latest so the watchdog fires on time."""
-        return self.watchdog.deadline_ns()
+        """When `check_watchdog` must run at the latest: the watchdog's deadline or, with drivers that watch their
+        own service, the moment they would hold on their own (the loop stalled), whichever comes first."""
+        dl = self.watchdog.deadline_ns()
+        if self._driver_bound_ns is None:
+            return dl
+        held_at = self._last_tick_ns + self._driver_bound_ns
+        return held_at if dl is None else min(dl, held_at)
 
     def tick(self, now_ns: int) -> None:
         """Watchdog first (so a stalled bedside freezes before it reads a backlog), then arm motion."""
@@ -486,7 +502,10 @@ class BedsideAgent:
         self.advance(now_ns)
 
     def check_watchdog(self, now_ns: int) -> None:
-        """Hold everything if the session went quiet. Must run before the frames that piled up are read."""
+        """Hold everything if an arm's driver held on its own or failed, or the session went quiet. Must run before
+        the frames that piled up are read. The drivers first: after a stall of the loop, the cause is the stall,
+        not the silence it made."""
+        self._check_drivers(now_ns, now_ns - self._last_tick_ns)
         trip = self.watchdog.check(now_ns)
         if trip is not None and self.state is OperatingState.ENABLED:
             # Blame refused commands only if they were still arriving in the last fifth of the window; a refusal
@@ -501,19 +520,43 @@ class BedsideAgent:
             self._transition(now_ns, SessionTrigger.PAUSE, reason, text)
 
     def advance(self, now_ns: int) -> None:
-        """Integrate the arms' motion up to `now_ns`; an arm whose driver reports FAULT holds them all."""
-        dt = (now_ns - self._last_tick_ns) / 1e9
+        """Integrate the arms' motion up to `now_ns` (this services their drivers' watchdogs), then act on what the
+        drivers report."""
+        gap = now_ns - self._last_tick_ns
         self._last_tick_ns = now_ns
+        dt = min(gap / 1e9, 0.01)
         for arm in self.arms:
-            arm.advance(min(dt, 0.01))
-        if self.state is not OperatingState.FAULT:
-            for arm in self.arms:
-                st = arm.operating_state()
-                if st.state is OperatingState.FAULT:
-                    text = f"{arm.name} arm driver fault: {st.fault or 'no cause given'}; every arm held"
-                    self._freeze(now_ns, Reason.FAULT, text)
-                    self._transition(now_ns, SessionTrigger.FAULT, Reason.FAULT, text)
-                    break
+            arm.advance(dt)
+        self._check_drivers(now_ns, gap)
+
+    def _check_drivers(self, now_ns: int, gap_ns: int) -> None:
+        """A driver reporting FAULT holds every arm and makes the agent FAULT. A driver that held on its own (its
+        watchdog: the loop did not service it in time, `gap_ns` since the last tick) holds every arm and ends an
+        ENABLED session (PAUSED, Reason.FAULT: the surgeon engages again); each such hold is reported once."""
+        if self.state is OperatingState.FAULT:
+            return
+        held = []
+        for arm, c in zip(self.arms, self._commanded, strict=True):
+            st = arm.operating_state()
+            if st.state is OperatingState.FAULT:
+                text = f"{arm.name} arm driver fault: {st.fault or 'no cause given'}; every arm held"
+                self._freeze(now_ns, Reason.FAULT, text)
+                self._transition(now_ns, SessionTrigger.FAULT, Reason.FAULT, text)
+                return
+            if st.held != c.held_reported:
+                c.held_reported = st.held
+                if st.held:
+                    held.append(f"{arm.name} {st.held}")
+        if not held:
+            return
+        self.counters["driver_holds"] += 1
+        text = f"bedside loop stalled ({gap_ns / 1e6:.1f} ms since its last tick): {'; '.join(held)}; every arm held"
+        if self.state is OperatingState.ENABLED:
+            self._freeze(now_ns, Reason.FAULT, text)
+            self._transition(now_ns, SessionTrigger.PAUSE, Reason.FAULT, text)
+        else:  # nothing was following: the stall is reported, the state stays
+            log.warning("%s", text)
+            self._emit(now_ns, EventKind.INFO, Reason.FAULT, text, self.state)
 
     def _arm_telemetry(self, arm: ArmDriver, c: _Commanded) -> ArmTelemetry:
         st = arm.operating_state()
@@ -576,6 +619,15 @@ class BedsideAgent:
             self.record_refusal(now_ns, r["domain"], r["why"], r["fingerprint"])
         for k, v in counters.items():
             self.counters[k] = v
+
+    def on_loop_health(self, now_ns: int, counters: Mapping[str, int], overrun: str | None = None) -> None:
+        """The server loop's health (safety/loop_health.py): its `loop_*` figures replace ours of the same name,
+        and an over-bound tick (`overrun`: its text, already logged there; at most one a second) becomes an
+        INFO event with reason LOOP_OVERRUN. Nothing else changes: the watchdog judges what a stall did."""
+        for k, v in counters.items():
+            self.counters[k] = v
+        if overrun is not None:
+            self._emit(now_ns, EventKind.INFO, Reason.LOOP_OVERRUN, overrun, self.state)
 
     def revocations_due(self, now_ns: int) -> bool:
         """The list of revoked keys is older than REVOCATION_REFRESH_NS: the socket layer reads the registry and

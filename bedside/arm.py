@@ -4,7 +4,8 @@ The tool shaft pivots about the RCM (the incision): outer yaw and pitch aim it, 
 wrist (roll, pitch, yaw) orients the tip. Position reachability is exact inverse kinematics of that
 chain; joint limits make the workspace a cone section. Motion toward a setpoint is rate-limited in
 position, orientation and jaw, so the simulated tip moves like a servoed arm, not a teleport.
-`SimulatedArm` is the `simulated` arm driver (bedside/arm_driver.py, bedside/drivers.py).
+`SimulatedArm` is the `simulated` arm driver (bedside/arm_driver.py, bedside/drivers.py); it honours the
+driver watchdog of the contract from its own clock and thread.
 
 Frames: the patient frame has x to the patient's left, y toward the head, z up; metres, radians.
 """
@@ -12,6 +13,8 @@ Frames: the patient frame has x to the patient's left, y toward the head, z up; 
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from dataclasses import dataclass
 
 from base.geometry import (
@@ -27,8 +30,9 @@ from base.geometry import (
     v_scale,
     v_sub,
 )
-from bedside.arm_driver import ArmOperatingState
+from bedside.arm_driver import ArmOperatingState, ServiceBound
 from safety.limits import SetpointLimits
+from safety.watchdog import Watchdog
 from transport.messages import CartesianSetpoint, OperatingState
 
 _DOWN: Vec3 = (0.0, 0.0, -1.0)
@@ -119,9 +123,15 @@ def home_setpoint(model: ArmModel) -> CartesianSetpoint:
 
 class SimulatedArm:
     """One simulated arm, an `ArmDriver` (bedside/arm_driver.py): servoes toward the accepted setpoint under its
-    rate limits; its own limits are the RCM chain's (`reachable`)."""
+    rate limits; its own limits are the RCM chain's (`reachable`).
 
-    def __init__(self, model: ArmModel, limits: SetpointLimits) -> None:
+    Its watchdog (with a `ServiceBound`): every command and `advance` service it; `_expire` holds the arm
+    (setpoint := measured, `held` set, motion and servo_cp refused until `enable`) once the bound has passed
+    since the last service. A thread of its own (`_watch`) runs `_expire` at each deadline, so the arm holds
+    during a stall of the bedside loop; each call runs it first too, so a stall that also starved that thread
+    (one holding the GIL) cannot move the arm when the loop resumes. One lock orders the two threads."""
+
+    def __init__(self, model: ArmModel, limits: SetpointLimits, service: ServiceBound | None = None) -> None:
         self.name = model.name
         self.model = model
         self.limits = limits
@@ -132,24 +142,85 @@ class SimulatedArm:
         assert isinstance(joints, JointSolution), joints
         self.joints: JointSolution = joints
         self._joints_of: CartesianSetpoint | None = self.measured
+        self._lock = threading.Lock()
+        self._clock = service.clock if service is not None else _no_clock
+        self._watchdog = Watchdog(service.timeout_ns) if service is not None else None
+        """Armed by the first service (nothing to watch before the loop runs), tripped = held until `enable`."""
+        self.held = ""
+        """Why the watchdog holds the arm (ArmOperatingState.held); empty when it does not."""
+        self._wake = threading.Event()
+        if service is not None and service.thread:
+            threading.Thread(target=_watch, args=(weakref.ref(self), self._wake), name=f"{self.name}-watchdog",
+                             daemon=True).start()
+
+    # ------------------------------------------------------------------ the driver's own watchdog
+
+    def _expire(self, now_ns: int) -> None:
+        """Under the lock: hold the arm if it went unserviced for the bound."""
+        wd = self._watchdog
+        trip = wd.check(now_ns) if wd is not None else None
+        if wd is not None and trip is not None:
+            self.setpoint = self.measured
+            self.held = (f"held on its own after {trip.silence_ns / 1e6:.1f} ms without service (driver watchdog "
+                         f"{wd.timeout_ns / 1e6:g} ms)")
+
+    def _serviced(self) -> bool:
+        """Under the lock, at each service: judge the gap since the last one, then restart the bound. False while
+        the watchdog holds the arm."""
+        wd = self._watchdog
+        if wd is None:
+            return True
+        now = self._clock()
+        self._expire(now)
+        if wd.tripped:
+            return False
+        if wd.armed:
+            wd.feed(now)
+        else:
+            wd.arm(now)
+            self._wake.set()
+        return True
+
+    def watch(self) -> int | None:
+        """Hold the arm if its bound has passed; the nanoseconds to its next deadline (None: nothing to watch).
+        What the watchdog thread runs; a test with its own clock may call it too."""
+        wd = self._watchdog
+        if wd is None:
+            return None
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            dl = wd.deadline_ns()
+        return None if dl is None else max(0, dl - now)
 
     # ------------------------------------------------------------------ commands
 
     def enable(self) -> None:
-        self.setpoint = self.measured
-        self.state = OperatingState.ENABLED
+        with self._lock:
+            self.setpoint = self.measured
+            self.state = OperatingState.ENABLED
+            if self._watchdog is not None:
+                self.held = ""
+                self._watchdog.arm(self._clock())
+                self._wake.set()
 
     def disable(self) -> None:
-        self.setpoint = self.measured
-        self.state = OperatingState.DISABLED
+        with self._lock:
+            self._serviced()
+            self.setpoint = self.measured
+            self.state = OperatingState.DISABLED
 
     def hold(self) -> None:
         """Stop where the tip is now: the setpoint becomes the measured pose."""
-        self.setpoint = self.measured
+        with self._lock:
+            self._serviced()
+            self.setpoint = self.measured
 
     def servo_cp(self, sp: CartesianSetpoint) -> None:
-        """Accept a checked setpoint; an arm without a jaw keeps it at 0."""
-        self.setpoint = sp if self.model.has_jaw else CartesianSetpoint(sp.position, sp.orientation, 0.0)
+        """Accept a checked setpoint; an arm without a jaw keeps it at 0. Ignored while held on its own."""
+        with self._lock:
+            if self._serviced():
+                self.setpoint = sp if self.model.has_jaw else CartesianSetpoint(sp.position, sp.orientation, 0.0)
 
     def reach_violation(self, sp: CartesianSetpoint) -> str | None:
         """`reachable(model, sp)`; runs for every commanded arm at 1 kHz, so the accepting case is `_within_reach`,
@@ -183,9 +254,13 @@ class SimulatedArm:
         return -1e-6 <= sp.jaw <= jaw_max + 1e-6
 
     def advance(self, dt_s: float) -> None:
-        """Servo toward the setpoint for `dt_s` seconds under the speed limits."""
-        if dt_s <= 0.0:
-            return
+        """Servo toward the setpoint for `dt_s` seconds under the speed limits (not at all while held on its own)."""
+        with self._lock:
+            if self._serviced() and dt_s > 0.0:
+                self._integrate(dt_s)
+
+    def _integrate(self, dt_s: float) -> None:
+        """Under the lock: `dt_s` seconds of servoing toward the setpoint under the speed limits."""
         m, sp, lim = self.measured, self.setpoint, self.limits
         if m is sp or m == sp:
             return
@@ -220,9 +295,30 @@ class SimulatedArm:
 
     def operating_state(self) -> ArmOperatingState:
         """Never FAULT: a simulated arm has no hardware to fail. Read every tick, so from prebuilt values."""
+        if self._watchdog is not None:
+            with self._lock:
+                self._expire(self._clock())
+            if self.held:
+                return ArmOperatingState(self.state, True, False, held=self.held)
         m, sp = self.measured, self.setpoint
         return _OPERATING_STATES[self.state, m is not sp and m != sp]
 
 
 _OPERATING_STATES = {(s, busy): ArmOperatingState(s, True, busy)
                      for s in (OperatingState.DISABLED, OperatingState.ENABLED) for busy in (False, True)}
+
+
+def _no_clock() -> int:
+    """The clock of an arm without a watchdog: never read for a decision."""
+    return 0
+
+
+def _watch(ref: weakref.ReferenceType[SimulatedArm], wake: threading.Event) -> None:
+    """The simulated arm's watchdog thread: sleeps until the arm's deadline (a service only moves it later, so
+    it wakes about once per bound), holds the arm if it passed; ends with the arm. Holds no reference between
+    wake-ups, so an arm nobody uses is collected."""
+    while (arm := ref()) is not None:
+        wake.clear()  # before `watch`: a re-arm after it is not missed
+        wait_ns = arm.watch()
+        del arm
+        wake.wait(1.0 if wait_ns is None else min(1.0, wait_ns / 1e9))

@@ -11,10 +11,15 @@ Names follow CRTK (the Collaborative Robotics Toolkit convention of dVRK, Raven 
 `enable`, `disable`, `hold`, `servo_cp`; queries `measured_cp`, `setpoint_cp`, `measured_js`,
 `operating_state` (with `is_homed`, `is_busy`). Poses are `CartesianSetpoint`s as on the wire (patient
 frame, metres, unit quaternion x y z w, jaw in radians).
+
+Every driver has its own watchdog, independent of the loop that calls it (`ServiceBound`): not serviced for
+`bedside.driver_watchdog_ms` (a stalled bedside loop), it holds its arm on its own and says so in
+`ArmOperatingState.held`, as the dVRK's FPGA boards cut power when the PC stops writing to them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +37,22 @@ class ArmOperatingState:
     """Still moving toward its setpoint."""
     fault: str = ""
     """With FAULT: one sentence naming the cause, published in the bedside's FAULT event."""
+    held: str = ""
+    """The driver's own watchdog held the arm (no service within its bound): one sentence saying how long it went
+    unserviced. Stays until the next `enable`; the agent ends the session on it (docs/architecture.md)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceBound:
+    """A driver's own watchdog: hold the arm if no call services it (`enable`, `disable`, `hold`, `servo_cp`,
+    `advance`) for `timeout_ns` by `clock`, which must keep running when the bedside loop does not."""
+
+    timeout_ns: int
+    clock: Callable[[], int]
+    """Monotonic nanoseconds (the bedside: `time.monotonic_ns`; tests: a clock they move)."""
+    thread: bool = True
+    """Watch from a thread of the driver's own, so the hold happens during the stall, not after it; False for tests
+    that drive the clock and every call themselves."""
 
 
 @runtime_checkable
@@ -45,7 +66,8 @@ class ArmDriver(Protocol):
     tool never moves faster than these, whatever it is sent."""
 
     def enable(self) -> None:
-        """Power on (if off) and hold where the tool is: the session's first setpoint is judged from there."""
+        """Power on (if off) and hold where the tool is: the session's first setpoint is judged from there. Clears
+        a hold of the driver's own watchdog (`held`) and restarts it."""
 
     def disable(self) -> None:
         """Hold where the tool is and report DISABLED; the next motion needs `enable`."""
@@ -54,13 +76,15 @@ class ArmDriver(Protocol):
         """Stop where the tool is now: from here `setpoint_cp` = `measured_cp` until the next `servo_cp`."""
 
     def servo_cp(self, sp: CartesianSetpoint) -> None:
-        """Servo toward `sp`, which the agent has checked (shared limits and `reach_violation`)."""
+        """Servo toward `sp`, which the agent has checked (shared limits and `reach_violation`); ignored while the
+        driver's watchdog holds the arm (`held`), until `enable`."""
 
     def reach_violation(self, sp: CartesianSetpoint) -> str | None:
         """None if the arm can take pose `sp`; else one sentence naming its own limit that `sp` breaks."""
 
     def advance(self, dt_s: float) -> None:
-        """Called every bedside tick with the time since the last call: integrate or collect new state."""
+        """Called every bedside tick with the time since the last call: integrate or collect new state. Also the
+        heartbeat of the driver's watchdog: a loop that stops calling it has stalled."""
 
     def measured_cp(self) -> CartesianSetpoint:
         """Where the tool is (with the jaw's measured angle)."""

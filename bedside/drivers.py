@@ -12,18 +12,23 @@ from collections.abc import Callable, Sequence
 
 from base.config import BedsideConfig, ConfigError
 from bedside.arm import ArmModel, SimulatedArm
-from bedside.arm_driver import ArmDriver
+from bedside.arm_driver import ArmDriver, ServiceBound
 from safety.limits import SetpointLimits
 
-ARM_DRIVERS: dict[str, Callable[[ArmModel, SetpointLimits], ArmDriver]] = {
+ARM_DRIVERS: dict[str, Callable[[ArmModel, SetpointLimits, ServiceBound | None], ArmDriver]] = {
     "simulated": SimulatedArm,
 }
-"""name -> factory(arm model: name and nominal geometry, the bedside's limits) -> driver of that arm."""
+"""name -> factory(arm model: name and nominal geometry, the bedside's limits, its own watchdog) -> driver of
+that arm."""
 
 
-def build_arms(cfg: BedsideConfig, models: Sequence[ArmModel], limits: SetpointLimits) -> list[ArmDriver]:
-    """One driver per arm model, of the kind `cfg.arm_driver` names; ConfigError (naming the key) if none."""
+def build_arms(cfg: BedsideConfig, models: Sequence[ArmModel], limits: SetpointLimits,
+               clock: Callable[[], int] | None = None) -> list[ArmDriver]:
+    """One driver per arm model, of the kind `cfg.arm_driver` names; ConfigError (naming the key) if none. With
+    `clock` (the bedside's: `time.monotonic_ns`) each driver watches its own service within
+    `bedside.driver_watchdog_ms`; without, it has no watchdog (unit tests that invent the time)."""
     factory = ARM_DRIVERS.get(cfg.arm_driver)
     if factory is None:
         raise ConfigError(f"bedside.arm_driver: {cfg.arm_driver!r} is not one of {', '.join(ARM_DRIVERS)}")
-    return [factory(m, limits) for m in models]
+    service = None if clock is None else ServiceBound(int(cfg.driver_watchdog_ms * 1e6), clock)
+    return [factory(m, limits, service) for m in models]

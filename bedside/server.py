@@ -121,7 +121,8 @@ class BedsideServer:
             self.pub.close(0)
             raise
         self.events = JsonLines(event_log)
-        self.agent = BedsideAgent(cfg.bedside, time.monotonic_ns(), teleop=cfg.teleop)  # the box both ends share
+        # the box both ends share; the drivers' own watchdogs on the host's clock, not the loop's
+        self.agent = BedsideAgent(cfg.bedside, time.monotonic_ns(), teleop=cfg.teleop, driver_clock=time.monotonic_ns)
         self.local_estop = LocalEStop()
 
     def _announce(self, sched: str) -> None:

@@ -13,12 +13,13 @@ display needed).
 from __future__ import annotations
 
 import html
+import shutil
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from qa.session import EVENT_KINDS, Session, envelope
+from qa.session import EVENT_KINDS, RecordingError, Session, envelope
 from recording.catalog import BEDSIDE, CONSOLE, Topics
 from transport.messages import ARM_NAMES
 
@@ -272,15 +273,21 @@ class Report:
 def make_report(files: list[str], out: str | Path, progress=None) -> Path:
     """Load `files`, write report.html and its PNGs into `out`; returns the HTML path."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     steps = ("overview", "commands", "latency", "frame_age", "freezes", "tool_paths", "limits")
     load = (lambda f, w: progress(0.5 * f, f"loading {w}")) if progress else None
-    s = Session(files, progress=load)
+    s = Session(files, progress=load)  # before the directory exists: a file it refuses leaves nothing behind
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     r = Report(s, out)
-    for i, name in enumerate(steps):
-        if progress:
-            progress(0.5 + 0.5 * i / len(steps), name)
-        getattr(r, name)()
+    try:
+        for i, name in enumerate(steps):
+            if progress:
+                progress(0.5 + 0.5 * i / len(steps), name)
+            getattr(r, name)()
+    except RecordingError:  # a damaged message found while plotting: no half report either
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     path = r.write_html()
     if progress:
         progress(1.0, "done")

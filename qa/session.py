@@ -88,6 +88,11 @@ _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, Ov
 """What building a table from well-formed JSON of the wrong shape raises (a string where a list belongs…)."""
 _TELEOP_PREFIXES = (f"{CONSOLE.prefix}/", f"{BEDSIDE.prefix}/")
 _I64_MAX = 2**63 - 1
+MAX_SPAN_NS = 7 * 86_400_000_000_000
+"""The longest a file or a session may span: a file rotates after at most a day (`recording.max_file_s`), a
+week of parts is still one session. Beyond it a time is damaged (one bit flipped high in a publish time
+stretches the timeline to 146 years) or the files are of different sessions; the replay window's slider
+(milliseconds in a 32-bit int) would overflow past 24 days."""
 
 
 def _one_line(text: str, limit: int = 400) -> str:
@@ -116,10 +121,14 @@ def _check_file(info: FileInfo, raws: dict[str, Raw]) -> None:
         found = ", ".join(sorted(raws)[:3])
         raise RecordingError(_one_line(f"{info.path}: none of its topics ({found}) is a teleop one (/console/… or "
                                        "/bedside/…): give a recording made by teleop"))
-    for topic, r in raws.items():
-        if r.t and max(r.t) > _I64_MAX:
-            raise RecordingError(_one_line(f"{info.path}: a message on {topic} has a publish time beyond 2^63 ns: "
-                                           "the file is damaged; give another recording"))
+    lo, hi = min(min(r.t) for r in raws.values() if r.t), max(max(r.t) for r in raws.values() if r.t)
+    if hi > _I64_MAX:
+        raise RecordingError(_one_line(f"{info.path}: a message has a publish time beyond 2^63 ns: the file is "
+                                       "damaged; give another recording"))
+    if hi - lo > MAX_SPAN_NS:
+        raise RecordingError(_one_line(f"{info.path}: its messages span {(hi - lo) / 86400e9:.0f} days, more than "
+                                       f"the {MAX_SPAN_NS // 86_400_000_000_000} a recording can: a publish time is "
+                                       "damaged; give another recording"))
 
 
 def _role_of(path: Path, topics: Iterable[str], meta: dict[str, str]) -> str:
@@ -307,6 +316,11 @@ class Session:
         self._cache: dict[tuple[str, str], Table] = {}
         self._offsets: tuple[np.ndarray, np.ndarray] | None = None
         self.t0_ns, self.t1_ns = self._span()
+        if self.t1_ns - self.t0_ns > MAX_SPAN_NS:
+            raise RecordingError(_one_line(
+                f"{', '.join(str(p) for p in self.paths)}: together they span {(self.t1_ns - self.t0_ns) / 86400e9:.0f} "
+                f"days, more than the {MAX_SPAN_NS // 86_400_000_000_000} a session can: give the files of one "
+                "session"))
 
     # ------------------------------------------------------------------ time
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from receivers import RecordingRig
+    from receivers import RecordingRig, with_seed_corpus
 
 logging.disable(logging.CRITICAL)
 _rig = RecordingRig(Path(tempfile.mkdtemp(prefix="fuzz-recording-")))
@@ -29,5 +29,5 @@ def one_input(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    atheris.Setup(sys.argv, one_input)
+    atheris.Setup(with_seed_corpus(sys.argv, _rig.seeds), one_input)
     atheris.Fuzz()

@@ -14,7 +14,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from receivers import UiRig, from_fuzzer
+    from receivers import UiRig, from_fuzzer, with_seed_corpus
 
     from base.config import load_config
 
@@ -27,5 +27,5 @@ def one_input(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    atheris.Setup(sys.argv, one_input)
+    atheris.Setup(with_seed_corpus(sys.argv, _rig.seeds), one_input)
     atheris.Fuzz()

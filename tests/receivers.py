@@ -510,3 +510,19 @@ def use_session(session) -> None:
     session.freezes()
     with contextlib.suppress(RecordingError):
         plan(session)
+
+
+# ----------------------------------------------------------------------------------------------- atheris
+
+
+def with_seed_corpus(argv: list[str], seeds: Sequence[bytes]) -> list[str]:
+    """libFuzzer's arguments, plus a corpus directory holding the seeds as raw inputs (b"\\0" + seed) when
+    none was given: coverage-guided mutation then starts from valid messages instead of the empty input."""
+    import tempfile
+
+    if any(not a.startswith("-") for a in argv[1:]):
+        return argv
+    corpus = Path(tempfile.mkdtemp(prefix="fuzz-corpus-"))
+    for i, seed in enumerate(seeds):
+        (corpus / f"seed-{i}").write_bytes(b"\0" + seed)
+    return [*argv, str(corpus)]

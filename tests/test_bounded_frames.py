@@ -33,7 +33,18 @@ from recording.tap import ControlTap, VideoTap
 from transport import codec, security
 from transport import video_wire as wire
 from transport import zmqlink as z
-from transport.messages import Ack, AckStatus, Enable, OperatingState, Ping, Reason
+from transport.messages import (
+    Ack,
+    AckStatus,
+    Counters,
+    Enable,
+    EStop,
+    Event,
+    EventKind,
+    OperatingState,
+    Ping,
+    Reason,
+)
 from video.codecs import JpegEncoder
 from video.receiver import VideoReceiver
 
@@ -106,6 +117,19 @@ def send_until_received(sender: zmq.Socket, parts: list, receiver: zmq.Socket,
     return False
 
 
+def send_when_connected(sender: zmq.Socket, parts: list) -> None:
+    """Send once, as soon as the socket takes it (a control DEALER refuses while it has no connection:
+    IMMEDIATE): for a message that must arrive exactly once."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            sender.send_multipart(parts, zmq.NOBLOCK)
+            return
+        except zmq.Again:
+            assert time.monotonic() < deadline, "the socket never connected"
+            sender.poll(20, zmq.POLLOUT)
+
+
 class Events:
     """A socket's libzmq monitor: connection events as they happen."""
 
@@ -149,20 +173,26 @@ def user(frame: zmq.Frame) -> str:
 # ------------------------------------------------------------------------------- the limits themselves
 
 
-def test_every_limit_covers_the_largest_legitimate_message() -> None:
-    """The figures docs/protocol.md ("Sockets") states, checked against the code that makes the messages."""
-    c = codec
-    assert z.CONTROL_MAX_BYTES == z.TELEMETRY_MAX_BYTES == c.MAX_MESSAGE_BYTES
-    largest_codec = max(c.SERVO_CP_SIZE, c.HEADER_SIZE + c._ACK.size, c.HEADER_SIZE + c._ESTOP.size,
-                        c.HEADER_SIZE + c._FIXED_PAYLOAD[c.MsgType.TELEMETRY],
-                        c.HEADER_SIZE + c._EVENT_HEAD.size + c.MAX_EVENT_TEXT_BYTES,
-                        c.HEADER_SIZE + c.MAX_COUNTERS_BYTES)
-    assert largest_codec == 3104 <= z.CONTROL_MAX_BYTES
+def test_every_limit_covers_the_largest_legitimate_message(cfg) -> None:
+    """The figures docs/protocol.md ("Maximum message size") states, from the code that makes the messages."""
+    agent = BedsideAgent(cfg.bedside, 0, teleop=cfg.teleop)
+    off = OperatingState.DISABLED
+    biggest_counters = codec.encode(Counters(0, 1, 1, {"k" * (codec.MAX_COUNTERS_BYTES - 6): 0}))
+    with pytest.raises(codec.InvalidField):
+        codec.encode(Counters(0, 1, 1, {"k" * (codec.MAX_COUNTERS_BYTES - 5): 0}))
+    sizes = {"servo_cp": codec.SERVO_CP_SIZE,
+             "ack": len(codec.encode_ack(1, 1, 1, 1, 1, 1, AckStatus.PONG, off, Reason.NONE)),
+             "estop": len(codec.encode(EStop(0, 1, 1, True))),
+             "telemetry": len(agent.telemetry(0)),
+             "event": len(codec.encode(Event(0, 1, 1, EventKind.INFO, Reason.NONE, off, off, "x" * 5000))),
+             "counters": len(biggest_counters)}
+    assert sizes == {"servo_cp": 228, "ack": 60, "estop": 36, "telemetry": 608, "event": 1062, "counters": 3104}
+    assert max(sizes.values()) <= z.CONTROL_MAX_BYTES == z.TELEMETRY_MAX_BYTES == codec.MAX_MESSAGE_BYTES
     assert z.VIDEO_REPORT_MAX_BYTES == wire.REPORT_SIZE
     assert z.VIDEO_FRAME_MAX_BYTES == wire.FRAME_HEADER_SIZE + wire.MAX_PAYLOAD_BYTES
     assert z.UI_INTENT_MAX_BYTES == uilink.MAX_UI_BYTES
     assert z.MASTER_SAMPLE_BYTES == MASTER_SIZE
-    assert z.RECORDING_CONTROL_MAX_BYTES >= c.MAX_MESSAGE_BYTES
+    assert z.RECORDING_CONTROL_MAX_BYTES >= codec.MAX_MESSAGE_BYTES
     assert z.RECORDING_VIDEO_MAX_BYTES == z.VIDEO_FRAME_MAX_BYTES
     # the handshake floor: CURVE INITIATE from a DEALER with the longest routing id (257 + metadata)
     assert z.HANDSHAKE_FLOOR_BYTES >= 547
@@ -207,15 +237,11 @@ def test_control_server_drops_a_monitor_s_oversized_frame_and_the_surgeon_s_sess
                 bed.send_multipart([out.peer, out.data])
 
     seq = iter(range(1, 10_000))
-    got: list = []
-    assert send_until_received(surgeon, [codec.encode(Enable(0, next(seq), 1))], bed,
-                               lambda m: user(m[1]) == "surgeon:surgeon", got)
-    serve(got)
-    got = []
-    assert send_until_received(monitor, [codec.encode(Ping(0, 1, 1))], bed,
-                               lambda m: user(m[1]) == "monitor:monitor", got)
-    serve(got)
-    surgeon_peer, monitor_peer = frames[0][0].bytes, frames[-1][0].bytes
+    send_when_connected(surgeon, [codec.encode(Enable(0, next(seq), 1))])
+    send_when_connected(monitor, [codec.encode(Ping(0, 1, 1))])
+    serve(receive(bed, lambda got: {user(m[1]) for m in got} == {"surgeon:surgeon", "monitor:monitor"}))
+    frames.sort(key=lambda m: user(m[1]) != "surgeon:surgeon")
+    surgeon_peer, monitor_peer = frames[0][0].bytes, frames[1][0].bytes
     assert agent.state is OperatingState.ENABLED and agent.controller == surgeon_peer
 
     monitor.send(oversized(plaintext_limit(bed, curve=True)))
@@ -270,15 +296,16 @@ def test_video_server_drops_a_monitor_s_oversized_report_and_the_surgeon_s_repor
     def report(frame_id: int) -> bytes:
         return wire.encode_report(wire.Report(wire.ReportFlags(0), 1, frame_id, 0, 0, 0, 0, frame_id))
 
-    got: list = []
-    assert send_until_received(monitor, [report(0)], bed, lambda m: user(m[1]) == "monitor:monitor", got)
+    monitor.send(report(0))  # a DEALER without IMMEDIATE queues until connected: each report is sent once
+    got = receive(bed, lambda got: bool(got))
     monitor_peer = got[-1][0].bytes
     monitor.send(oversized(plaintext_limit(bed, curve=True)))
     for i in range(1, 21):
         surgeon.send(report(i))
     got += receive(bed, lambda got: sum(user(m[1]) == "surgeon:surgeon" for m in got) == 20)
     assert monitor_events.wait(zmq.EVENT_DISCONNECTED)
-    assert send_until_received(monitor, [report(1)], bed, lambda m: user(m[1]) == "monitor:monitor", got)
+    monitor.send(report(1))  # queued while it reconnects
+    got += receive(bed, lambda got: any(user(m[1]) == "monitor:monitor" for m in got))
     assert got[-1][0].bytes != monitor_peer  # reconnected
 
     decoded = [(user(m[1]), wire.decode(m[1].bytes)) for m in got]  # raises if anything but a report came through
@@ -484,7 +511,10 @@ def test_video_client_drops_an_oversized_frame_and_the_other_viewer_s_video_goes
         assert monitor.wait_frame(0, WAIT_S) is not None
         bed.send_multipart([peers["monitor"], oversized(z.VIDEO_FRAME_MAX_BYTES)], copy=False)
 
-        def monitor_gone() -> bool:  # ROUTER_MANDATORY: a peer without a connection is EHOSTUNREACH
+        def monitor_gone() -> bool:
+            """ROUTER_MANDATORY: a peer without a connection is EHOSTUNREACH, once the ROUTER has read what was
+            left of it (as the sender does, draining reports at every frame)."""
+            receive(bed, lambda got: False, timeout=0.01)
             try:
                 bed.send_multipart([peers["monitor"], frame(2)], zmq.NOBLOCK)
             except zmq.ZMQError as exc:

@@ -14,14 +14,21 @@ monitor's raise: it latches whoever sends it) and the controller's own over-limi
 holds where it is, docs/safety.md: the controller's own doing, and its next command is judged from the held
 pose). Time advances only with the controller's commands (0-10 ms apart), so its watchdog never trips: a trip
 would let the second surgeon take control (a handover, docs/security.md), not a disturbance.
+
+Then each attack on its own, and the same over real CURVE sockets: a `teleop console` streams to a real
+`teleop bedside` while a second surgeon key and a monitor key send hostile frames on their own connections; the
+bedside's summary and event log must show one uninterrupted session with every command the console sent applied.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
+import zmq
 from conftest import ms
+from crossproc import Session, TelemetryTap
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -43,6 +50,8 @@ from transport.messages import (
     Reason,
     ServoCp,
 )
+from transport.security import client_security
+from transport.zmqlink import control_client, tcp
 
 CFG = load_config(None, ["security.insecure=true"]).bedside
 MAX_AGE_NS = int(CFG.max_command_age_ms * 1e6)
@@ -384,3 +393,102 @@ def test_refused_commands_of_the_controller_move_neither_the_mark_nor_the_baseli
     assert (a.gate.last_seq, a.counters["applied"]) == (-1, 0)
     assert _send(a, ms(4), CTL, ServoCp(a.epoch, 5, ms(4) - OFFSET - ms(100), PRESENT, 0, home)) \
         is AckStatus.APPLIED  # 100 ms behind the granted ENABLE: within the 150 ms allowed
+
+
+# ---------------------------------------------------------------------- the same over real CURVE sockets
+
+
+class Hostile:
+    """A peer on the control link with its own key and connection, sending whatever it likes and keeping the acks."""
+
+    def __init__(self, session: Session, identity: str) -> None:
+        keys_dir = session.key_overrides[0].split("=", 1)[1]
+        self.sock = control_client(zmq.Context.instance(), tcp("127.0.0.1", session.ports[0]),
+                                   client_security(keys_dir, identity))
+        self.acks: list[AckStatus] = []
+        self.sent = 0
+
+    def send(self, frame: bytes | Message) -> None:
+        try:
+            self.sock.send(frame if isinstance(frame, bytes) else codec.encode(frame), zmq.NOBLOCK)
+            self.sent += 1
+        except zmq.Again:  # not connected yet, or its queue is full: this peer's problem only
+            pass
+
+    def drain(self) -> None:
+        while self.sock.poll(0):
+            self.acks.append(codec.decode(self.sock.recv()).status)
+
+    def connected(self, timeout_s: float = 10.0) -> bool:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            self.send(Ping(0, 1, time.monotonic_ns()))
+            if self.sock.poll(100):
+                self.drain()
+                return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+@pytest.mark.fault
+def test_over_curve_a_second_surgeon_and_a_monitor_cannot_disturb_the_controllers_session(tmp_path):
+    """A console streams at 1 kHz while a second surgeon key and a monitor key, each on its own connection, send
+    what the controller would (its last command replayed, its next sequence numbers, sequence numbers far ahead,
+    send times from the future), ENABLE, DISABLE, pings and garbage. The bedside's summary and event log: one
+    session from engage to release, no hold, no freeze, every command the console sent applied."""
+    s = Session(tmp_path, con_extra=["console.engage_at_s=0.3"])
+    peers: list[Hostile] = []
+    tap = None
+    try:
+        s.start_bedside()
+        s.start_console()
+        s.wait_engaged()
+        tap = TelemetryTap("127.0.0.1", s.ports[1], s)
+        second, monitor = Hostile(s, "surgeon-2"), Hostile(s, "monitor")
+        peers += [second, monitor]
+        assert second.connected() and monitor.connected(), s.diagnostics()
+        rounds, end = 0, time.monotonic() + 1.5
+        while time.monotonic() < end:
+            tele = tap.latest()
+            e, last, sps = tele.epoch, tele.last_applied_seq, tuple(a.setpoint_cp for a in tele.arms)
+            now, later = time.monotonic_ns(), time.monotonic_ns() + 10**10
+            rounds += 1
+            for p in peers:
+                p.send(ServoCp(e, last, now, PRESENT, 0b111, sps))  # the controller's last command again
+                p.send(ServoCp(e, last + 1, later, PRESENT, 0b111, sps))  # its next number, sent "from the future"
+                p.send(ServoCp(e, 2**63 + rounds, now, PRESENT, 0, sps))  # far ahead of it
+                p.send(Enable(0, rounds, now))
+                p.send(Disable(e, rounds, now))
+                p.send(Ping(e, rounds, later))
+                p.send(b"SRGT\x01\x01garbage")
+                p.drain()
+            time.sleep(0.02)
+        time.sleep(0.3)  # the controller streams on after the last hostile frame
+        for p in peers:
+            p.drain()
+        con = s.console_summary()  # the console releases control (DISABLE) on the way out
+        assert s.wait_event(lambda r: "control released by surgeon:surgeon" in r.get("text", ""), 5.0), \
+            s.diagnostics()
+        bed = s.bedside_summary()
+        s.seen += s.events.new()
+    finally:
+        if tap is not None:
+            tap.close()
+        for p in peers:
+            p.close()
+        s.close()
+    assert rounds > 10 and second.sent > 50 and monitor.sent > 50
+    assert set(second.acks) <= {AckStatus.REJECTED_EPOCH, AckStatus.REJECTED_NOT_CONTROLLER, AckStatus.PONG}
+    assert AckStatus.REJECTED_EPOCH in second.acks and AckStatus.REJECTED_NOT_CONTROLLER in second.acks
+    assert set(monitor.acks) <= {AckStatus.REJECTED_ROLE, AckStatus.PONG} and AckStatus.REJECTED_ROLE in monitor.acks
+    changes = [(r["to"], r["reason"]) for r in s.seen if r.get("type") == "event" and r.get("kind") == "STATE_CHANGE"]
+    assert changes == [("ENABLED", "NONE"), ("DISABLED", "CONSOLE_REQUEST")], changes  # one session, no hold
+    assert bed["freezes"] == [] and not any(r.get("type") == "freeze" for r in s.seen)
+    assert not any("granted to surgeon:surgeon-2" in r.get("text", "") for r in s.seen)
+    c = bed["counters"]
+    assert c["ack_rejected_epoch"] > 0 and c["control_refused"] > 0 and c["forged_role"] > 0 and c["decode_errors"] > 0
+    assert con["commands_sent"] > 500, con  # ~1.8 s at 1 kHz; a starved host skips ticks, it never bursts
+    assert c["applied"] == con["commands_sent"] == con["commands_applied"], (c, con)
+    assert con["commands_rejected"] == 0 and con["lost"] == 0, con

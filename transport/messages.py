@@ -59,6 +59,8 @@ class Reason(IntEnum):
     HANDOVER = 12
     RESET = 13
     SECURITY = 14
+    LOOP_OVERRUN = 15
+    """The sender's own control loop took longer than its tick bound (safety/loop_health.py)."""
 
 
 class AckStatus(IntEnum):
