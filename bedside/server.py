@@ -14,6 +14,7 @@ import os
 import queue
 import signal
 import time
+from collections.abc import Callable
 
 import zmq
 
@@ -24,12 +25,16 @@ from bedside.agent import BedsideAgent
 from recording.convert import K_BEDSIDE, K_COMMAND, event_json
 from recording.recorder import RecorderChild
 from recording.tap import NullTap
+from safety.loop_watch import LoopWatch, Stall
 from transport import codec, security
 from transport.zmqlink import control_server, tcp, telemetry_publisher
 
 log = logging.getLogger("bedside")
 
 VIDEO_NICE = 5
+LOOP_STEPS = ("agent", "receive", "arms", "telemetry", "counters", "log", "tap")
+"""The loop's steps, in order, as loop health names them (docs/protocol.md, COUNTERS `loop_max_us_<step>`)."""
+_AGENT, _RECEIVE, _ARMS, _TELEMETRY, _COUNTERS, _LOG, _TAP = range(len(LOOP_STEPS))
 
 
 class VideoStartError(UserError):
@@ -99,8 +104,12 @@ class BedsideServer:
     revoked) is the agent's. The recorder is the caller's (started first: the video child records too)."""
 
     def __init__(self, cfg: Config, recorder: RecorderChild | None = None, event_log: str | None = None,
-                 video: bool = True) -> None:
+                 video: bool = True, step_hook: Callable[[int], None] | None = None) -> None:
+        """`step_hook`: for tests only, called with the time after the arms advanced in every iteration that
+        advances them (tests/test_loop_stall.py blocks it once to stall the loop on purpose)."""
         self.cfg = cfg
+        self.step_hook = step_hook
+        self.watch: LoopWatch | None = None
         self.recorder = recorder
         ctx = zmq.Context.instance()
         self.sec = security.for_server(cfg, ctx)  # the ZAP handler runs before anything binds
@@ -171,6 +180,8 @@ class BedsideServer:
         if sec is not None:
             refusals = [sec.auth.refusals.popleft() for _ in range(len(sec.auth.refusals))]  # appended by ZAP
             self.agent.on_auth_report(now, refusals, sec.auth.counters)
+        if self.watch is not None:
+            self.agent.on_loop_health(now, self.watch.health.counters())
         self._publish(now, self.agent.counters_message(now))
 
     def _log_events(self) -> None:
@@ -183,6 +194,16 @@ class BedsideServer:
             self.events.write({"type": "freeze", **rec})
             self.tap.add_json("freeze", f.at_ns, rec)
 
+    def _report_stall(self, stall: Stall, now: int) -> None:
+        """An over-bound tick, after the time-critical part: logged with its stacks saved (safety/loop_watch.py),
+        an EVENT (LOOP_OVERRUN), `/bedside/stall` in the recording, a `stall` line in the event log."""
+        assert self.watch is not None
+        stall = self.watch.report(stall, now)
+        self.agent.on_loop_health(now, {}, stall.text)
+        rec = stall.record()
+        self.events.write({"type": "stall", **rec})
+        self.tap.add_json("stall", stall.overrun.at_ns, rec)
+
     def run(self, stop: StopFlag, seconds: float | None = None) -> None:
         cfg, agent, ctrl = self.cfg, self.agent, self.ctrl
         now = time.monotonic_ns()
@@ -194,42 +215,65 @@ class BedsideServer:
         realtime_gc()
         # after the sockets: zmq's I/O thread too
         self._announce(realtime_scheduling(cfg.bedside.realtime_priority, "bedside"))
-        while not stop and (end is None or now < end):
-            now = time.monotonic_ns()
-            self.local_estop.apply(agent, now)
-            dl = agent.next_deadline_ns()
-            if dl is not None and now >= dl:
-                agent.check_watchdog(now)  # before reading anything that piled up
-            while True:
-                if waited is not None:
-                    frames, rx = waited
+        # Built here, in the loop's thread: a stall report quotes this thread's stack.
+        self.watch = watch = LoopWatch("bedside", LOOP_STEPS, cfg.bedside.tick_bound_ms, cfg.logging.stall_dir, log)
+        lap, clock, hook = watch.lap, time.monotonic_ns, self.step_hook
+        due: int | None = None  # when the wait was planned to end
+        try:
+            while not stop and (end is None or now < end):
+                now = clock()
+                stall = watch.tick(now, due)
+                self.local_estop.apply(agent, now)
+                dl = agent.next_deadline_ns()
+                if dl is not None and now >= dl:
+                    agent.check_watchdog(now)  # before reading anything that piled up
+                lap(_AGENT, clock())
+                while True:
+                    if waited is not None:
+                        frames, rx = waited
+                        waited = None
+                    else:
+                        try:
+                            frames = ctrl.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        rx = clock()
+                    self._receive(frames, rx)
+                lap(_RECEIVE, clock())
+                if now >= next_tick:  # after the acks: integrating the arms must not delay a reply
+                    agent.advance(now)
+                    if hook is not None:
+                        hook(now)
+                    next_tick = max(next_tick + tick_ns, now - tick_ns)
+                    lap(_ARMS, clock())
+                if now >= next_telem:
+                    self._publish(now, agent.telemetry(now))
+                    next_telem = max(next_telem + telem_ns, now - telem_ns)
+                    lap(_TELEMETRY, clock())
+                if now >= next_counters:
+                    self._report_counters(now)
+                    next_counters = now + 1_000_000_000
+                    lap(_COUNTERS, clock())
+                if stall is not None:
+                    self._report_stall(stall, now)
+                self._log_events()
+                lap(_LOG, clock())
+                self.tap.flush(now)  # one NOBLOCK send per batch, after everything time-critical
+                t = clock()
+                lap(_TAP, t)
+                # Wait inside a blocking receive, as the raw floor's echo server does: it wakes ~15 µs sooner than
+                # select() then recv. Millisecond resolution is enough here (the watchdog fires ≤ 1 ms late).
+                wake = min(next_tick, next_telem) if dl is None else min(next_tick, next_telem, dl)
+                timeout_ms = max(1, -(-(wake - t) // 1_000_000))
+                ctrl.rcvtimeo = timeout_ms
+                due = t + timeout_ms * 1_000_000
+                try:
+                    waited = (ctrl.recv_multipart(copy=False), clock())
+                except zmq.Again:
                     waited = None
-                else:
-                    try:
-                        frames = ctrl.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    rx = time.monotonic_ns()
-                self._receive(frames, rx)
-            if now >= next_tick:  # after the acks: integrating the arms must not delay a reply
-                agent.advance(now)
-                next_tick = max(next_tick + tick_ns, now - tick_ns)
-            if now >= next_telem:
-                self._publish(now, agent.telemetry(now))
-                next_telem = max(next_telem + telem_ns, now - telem_ns)
-            if now >= next_counters:
-                self._report_counters(now)
-                next_counters = now + 1_000_000_000
-            self._log_events()
-            self.tap.flush(now)  # one NOBLOCK send per batch, after everything time-critical
-            # Wait inside a blocking receive, as the raw floor's echo server does: it wakes ~15 µs sooner than
-            # select() then recv. Millisecond resolution is enough here (the watchdog fires ≤ 1 ms late).
-            wake = min(next_tick, next_telem) if dl is None else min(next_tick, next_telem, dl)
-            ctrl.rcvtimeo = max(1, -(-(wake - time.monotonic_ns()) // 1_000_000))
-            try:
-                waited = (ctrl.recv_multipart(copy=False), time.monotonic_ns())
-            except zmq.Again:
-                waited = None
+        finally:
+            agent.on_loop_health(clock(), watch.health.counters())  # the final figures for the summary
+            watch.close()
 
     def finish(self) -> None:
         """Close the event log with the final counters, the sockets and the video child; the caller then
@@ -244,4 +288,8 @@ class BedsideServer:
         security.stop_server_security(self.sec)
 
     def summary(self) -> dict:
-        return self.agent.summary()
+        """The agent's (counters, freezes, state) and, once the loop ran, its health (`loop`)."""
+        out = self.agent.summary()
+        if self.watch is not None:
+            out["loop"] = self.watch.summary()
+        return out

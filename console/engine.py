@@ -126,6 +126,12 @@ class ConsoleEngine:
         log.log(logging.WARNING if warn else logging.INFO, "%s %s (%s): %s", source, name, reason.name, text)
         self.events.append(EngineEvent(now_ns, source, name, reason, text))
 
+    def on_loop_overrun(self, now_ns: int, text: str) -> None:
+        """The runner's loop took longer than `console.tick_bound_ms` (logged there, with the stacks): an event
+        (source "loop", reason LOOP_OVERRUN) for the window, the recording and the summary. Nothing else: the
+        link watchdog and the bedside's judge what the stall did."""
+        self.events.append(EngineEvent(now_ns, "loop", "overrun", Reason.LOOP_OVERRUN, text))
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq

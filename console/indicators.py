@@ -43,3 +43,31 @@ def alarm_changes(before: Iterable[Alarm], now: Iterable[Alarm]) -> tuple[list[A
     raised = [a for k, a in new.items() if k not in old or old[k].severity < a.severity]
     cleared = [a for k, a in old.items() if k not in new]
     return raised, cleared
+
+
+def loop_figures(counters: dict[str, int], recent: bool) -> dict[str, float | int | bool] | None:
+    """One loop's health for an indicator, from its `loop_*` counters (safety/loop_health.py, µs): tick p99.9
+    and max in ms, ticks over the bound, the bound, and whether one was over it lately. None without figures."""
+    if "loop_ticks" not in counters:
+        return None
+    return {"p999_ms": counters.get("loop_tick_p999_us", 0) / 1e3, "max_ms": counters.get("loop_tick_max_us", 0) / 1e3,
+            "over_bound": counters.get("loop_over_bound", 0), "bound_ms": counters.get("loop_bound_us", 0) / 1e3,
+            "recent": recent}
+
+
+def loop_indicator(loops: dict[str, dict | None]) -> tuple[str, Severity]:
+    """The HUD's loop field, e.g. "tick p99.9 engine 1.1 ms · bedside 1.0 ms · over 10 ms: bedside 2", a warning
+    while a loop was over its bound in the last seconds (`recent`); ("", INFO) without figures."""
+    parts, over = [], []
+    recent = False
+    for name, f in loops.items():
+        if not f:
+            continue
+        parts.append(f"{name} {f['p999_ms']:.1f} ms")
+        if f.get("over_bound"):
+            over.append(f"{name} {f['over_bound']} (over {f['bound_ms']:g} ms, max {f['max_ms']:.0f} ms)")
+        recent = recent or bool(f.get("recent"))
+    if not parts:
+        return "", Severity.INFO
+    text = "tick p99.9 " + " · ".join(parts) + (f" · ticks over bound: {', '.join(over)}" if over else "")
+    return text, Severity.WARNING if recent else Severity.INFO

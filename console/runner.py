@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 import zmq
 
@@ -17,11 +18,14 @@ from base.runtime import StopFlag, announce_ready, realtime_gc
 from base.stats import Histogram
 from console import uilink
 from console.engine import ConsoleEngine
+from console.indicators import loop_figures
 from console.master import FileMaster, MasterDevice, ScriptedMaster
 from console.uilink import UiSupervisor
 from recording.catalog import LINK_HZ
 from recording.convert import K_BEDSIDE, K_COMMAND, console_event_json
 from recording.tap import NullTap
+from safety.loop_health import RECENT_NS, loop_counters
+from safety.loop_watch import LoopWatch, Stall
 from transport import security
 from transport.codec import restamp
 from transport.zmqlink import (
@@ -35,6 +39,9 @@ from transport.zmqlink import (
 
 log = logging.getLogger("console")
 REPORT_NS = 5_000_000_000
+LOOP_STEPS = ("master", "engine", "send", "record", "ui", "receive")
+"""The engine loop's steps, in order, as loop health names them (`loop_max_us_<step>` in `/console/link`)."""
+_MASTER, _ENGINE, _SEND, _RECORD, _UI, _RECEIVE = range(len(LOOP_STEPS))
 
 
 
@@ -56,8 +63,14 @@ class ConsoleRunner:
     """The socket loop around ConsoleEngine. Single thread: a tick sends, then waits receiving until the next."""
 
     def __init__(self, cfg: Config, master: MasterDevice | None = None, controller=None, ui: bool = False,
-                 recorder=None) -> None:
+                 recorder=None, step_hook: Callable[[int], None] | None = None) -> None:
+        """`step_hook`: for tests only, called with the tick's time after the engine step of every tick."""
         self.cfg = cfg
+        self.step_hook = step_hook
+        self.watch: LoopWatch | None = None
+        self._loop_counters: dict[str, int] = {}
+        self._next_loop_ns = 0
+        self._bedside_over: tuple[int, int | None] = (0, None)  # the bedside's loop_over_bound, when it last rose
         self.recorder = recorder  # recording.recorder.RecorderChild, owned by the caller
         self.tap = recorder.control_tap() if recorder is not None else NullTap()
         self._rec_events = 0
@@ -140,6 +153,7 @@ class ConsoleRunner:
             "session": {"epoch": e.epoch, "ready": e.session_ready},
             "teleop": e.controller.snapshot(), "video": self.ui.video_state(),
             "master": self.master.name, "counters": {**e.counters, **self.ui.counters},
+            "loop": self._loop_state(now),
         }), zmq.NOBLOCK)
 
     def run(self, stop: StopFlag, seconds: float | None = None) -> None:
@@ -154,43 +168,87 @@ class ConsoleRunner:
                        recording=(rec.info.get("file", "failed") if rec is not None else "off"),
                        recorder_video=(rec.video_endpoint or "off") if rec is not None else "off",
                        recorder_pid=rec.pid if rec is not None else 0)
-        while not stop and (end is None or now < end):
-            now = time.monotonic_ns()
-            if self.ui is not None:
-                self.ui.tick(now)
-            frames = self.engine.step(now, self.master.read(now))
-            sent_servo = self.engine.session_ready and frames  # then the last frame is this tick's servo_cp
-            for i, f in enumerate(frames):
-                t_send = time.monotonic_ns()
-                data = restamp(f, t_send)
-                try:
-                    self.ctrl.send(data, zmq.NOBLOCK)
-                except zmq.Again:
-                    self.engine.counters["send_would_block"] += 1
-                    if sent_servo and i == len(frames) - 1:
-                        self.engine.counters["servo_not_sent"] += 1
+        # Built here, in the loop's thread: a stall report quotes this thread's stack.
+        self.watch = watch = LoopWatch("console", LOOP_STEPS, self.cfg.console.tick_bound_ms,
+                                       self.cfg.logging.stall_dir, log)
+        lap, clock, hook = watch.lap, time.monotonic_ns, self.step_hook
+        try:
+            while not stop and (end is None or now < end):
+                now = clock()
+                stall = watch.tick(now, next_tick)
+                if self.ui is not None:
+                    self.ui.tick(now)
+                sample = self.master.read(now)
+                lap(_MASTER, clock())
+                frames = self.engine.step(now, sample)
+                if hook is not None:
+                    hook(now)
+                lap(_ENGINE, clock())
+                sent_servo = self.engine.session_ready and frames  # then the last frame is this tick's servo_cp
+                for i, f in enumerate(frames):
+                    t_send = clock()
+                    data = restamp(f, t_send)
+                    try:
+                        self.ctrl.send(data, zmq.NOBLOCK)
+                    except zmq.Again:
+                        self.engine.counters["send_would_block"] += 1
+                        if sent_servo and i == len(frames) - 1:
+                            self.engine.counters["servo_not_sent"] += 1
+                    else:
+                        self.tap.add(K_COMMAND, t_send, data)  # recorded after it left
+                if sent_servo:
+                    if self._last_servo_ns is not None:
+                        self.send_gaps.add_ns(now - self._last_servo_ns)
+                    self._last_servo_ns = now
                 else:
-                    self.tap.add(K_COMMAND, t_send, data)  # recorded after it left
-            if sent_servo:
-                if self._last_servo_ns is not None:
-                    self.send_gaps.add_ns(now - self._last_servo_ns)
-                self._last_servo_ns = now
-            else:
-                self._last_servo_ns = None
-            self._record(now)  # at most one NOBLOCK send, after the time-critical one
-            if self.ui is not None:
-                self._publish_state(now)
-            elif now >= self._next_report_ns:
-                self._report(now)
-            next_tick += period
-            if now - next_tick > period:  # fell behind (stall): skip, never send a catch-up burst
-                next_tick = now + period
-            while True:
-                self._drain()
-                remaining = next_tick - time.monotonic_ns()
-                if remaining <= 0:
-                    break
-                wait_readable(self._inbound, remaining / 1e9)
+                    self._last_servo_ns = None
+                lap(_SEND, clock())
+                if stall is not None:
+                    self._report_stall(stall, now)
+                if now >= self._next_loop_ns:
+                    self._loop_counters = watch.health.counters()
+                    self._next_loop_ns = now + 1_000_000_000
+                self._record(now)  # at most one NOBLOCK send, after the time-critical one
+                lap(_RECORD, clock())
+                if self.ui is not None:
+                    self._publish_state(now)
+                elif now >= self._next_report_ns:
+                    self._report(now)
+                lap(_UI, clock())
+                next_tick += period
+                if now - next_tick > period:  # fell behind (stall): skip, never send a catch-up burst
+                    next_tick = now + period
+                while True:
+                    self._drain()
+                    t = clock()
+                    lap(_RECEIVE, t)
+                    remaining = next_tick - t
+                    if remaining <= 0:
+                        break
+                    wait_readable(self._inbound, remaining / 1e9)
+                    watch.rest(clock())
+        finally:
+            self._loop_counters = watch.health.counters()  # the final figures for the summary and the recording
+            watch.close()
+
+    def _report_stall(self, stall: Stall, now: int) -> None:
+        """An over-bound tick, after the send: logged with its stacks saved (safety/loop_watch.py), an engine
+        event (window, recording, summary), `/console/stall` in the recording."""
+        assert self.watch is not None
+        stall = self.watch.report(stall, now)
+        self.engine.on_loop_overrun(now, stall.text)
+        self.tap.add_json("stall", stall.overrun.at_ns, stall.record())
+
+    def _loop_state(self, now: int) -> dict:
+        """Both loops' health for the window's HUD (console/ui/status.py): figures in ms, and whether each was
+        over its bound within the last 10 s (the bedside's: when its `loop_over_bound` last rose)."""
+        bed = loop_counters(self.engine.bedside_counters)
+        over, since = self._bedside_over
+        if bed.get("loop_over_bound", 0) != over:
+            self._bedside_over = over, since = bed.get("loop_over_bound", 0), now
+        assert self.watch is not None
+        return {"engine": loop_figures(self._loop_counters, self.watch.health.recent(now)),
+                "bedside": loop_figures(bed, since is not None and now - since < RECENT_NS)}
 
     def finish(self, linger_s: float = 0.2) -> None:
         """Release the session, stop sending; collect the acks in flight so `lost` counts only what never came back."""
@@ -225,7 +283,7 @@ class ConsoleRunner:
         if now >= self._next_link_ns or force_link:
             self._next_link_ns = now + 1_000_000_000 // LINK_HZ
             snap = e.controller.snapshot() if hasattr(e.controller, "snapshot") else {}
-            counters = {**e.counters, **(self.ui.counters if self.ui is not None else {})}
+            counters = {**e.counters, **(self.ui.counters if self.ui is not None else {}), **self._loop_counters}
             tap.add_json("link", now, {
                 "t_ns": now, "link": e.link.value, "rtt_ms": e.rtt_ms(), "clock_offset_ns": e.offset_ns(now),
                 "session_epoch": e.epoch, "session_ready": e.session_ready, "scale": snap.get("effective_scale"),
@@ -251,6 +309,7 @@ class ConsoleRunner:
             "link": e.link.value,
             "counters": dict(c),
             "events": [console_event_json(ev) for ev in e.events],
+            "loop": self.watch.summary() if self.watch is not None else None,
         }
 
 

@@ -144,6 +144,11 @@ FREEZE = _obj("teleop.Freeze", "The bedside held every arm on its own (watchdog,
     "t_ns": _INT, "reason": _STR, "last_valid_ns": _INT, "latency_ms": _NUM, "text": _STR,
 })
 
+STALL = _obj("teleop.Stall", "A control loop iteration over its tick bound, with the stacks captured meanwhile", {
+    "t_ns": _INT, "role": _STR, "tick_ms": _NUM, "bound_ms": _NUM, "step": _STR, "step_ms": _NUM,
+    "unreported": _INT, "loop_stack": {"type": "array", "items": _STR}, "stacks": _STR, "file": _STR,
+})
+
 COUNTERS = _obj("teleop.Counters", "The bedside's counters, once a second", {
     "t_ns": _INT, "values": {"type": "object", "additionalProperties": _INT},
 })
@@ -180,7 +185,7 @@ RECORDING_STATUS = _obj("teleop.RecordingStatus", "The recorder's own health: wh
 
 SCHEMAS: dict[str, dict[str, Any]] = {s["title"]: s for s in (
     FOXGLOVE_COMPRESSED_VIDEO, FOXGLOVE_COMPRESSED_IMAGE, FOXGLOVE_POSE_IN_FRAME, COMMAND, ACK, TELEMETRY, EVENT,
-    FREEZE, COUNTERS, VIDEO_FRAME, CONSOLE_EVENT, LINK_STATUS, CONFIG, RECORDING_STATUS,
+    FREEZE, STALL, COUNTERS, VIDEO_FRAME, CONSOLE_EVENT, LINK_STATUS, CONFIG, RECORDING_STATUS,
 )}
 
 
@@ -232,6 +237,11 @@ class Topics:
         return f"/{self.role}/freeze"
 
     @property
+    def stall(self) -> str:
+        """A loop over its tick bound (safety/loop_watch.py)."""
+        return f"/{self.role}/stall"
+
+    @property
     def counters(self) -> str:
         """Bedside only."""
         return f"/{self.role}/counters"
@@ -275,7 +285,8 @@ def channels(role: str, video_codec: str = "h264", video: bool = True) -> list[C
         raise ValueError(f"unknown recording role {role!r}")
     t = Topics(role)
     out = [Channel(t.config, "teleop.Config"), Channel(t.recording, "teleop.RecordingStatus"),
-           Channel(t.command, "teleop.Command"), Channel(t.ack, "teleop.Ack"), Channel(t.telemetry, "teleop.Telemetry")]
+           Channel(t.command, "teleop.Command"), Channel(t.ack, "teleop.Ack"), Channel(t.telemetry, "teleop.Telemetry"),
+           Channel(t.stall, "teleop.Stall")]
     out += [Channel(t.pose(arm), "foxglove.PoseInFrame") for arm in ARM_NAMES]
     if role == "bedside":
         out += [Channel(t.event, "teleop.Event"), Channel(t.freeze, "teleop.Freeze"),

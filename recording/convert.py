@@ -53,7 +53,7 @@ K_DROPS = 5  # producer's cumulative drops: payload DROPS; extra = producer id (
 DROPS = struct.Struct("<qq")  # control items dropped, video items dropped (cumulative, per producer)
 VIDEO_RX = struct.Struct("<qqq??")  # received_ns, decoded_ns (-1: decode failed), offset_ns, degraded, stale
 
-JSON_TOPICS = {"bedside": frozenset({"freeze"}), "console": frozenset({"event", "link"})}
+JSON_TOPICS = {"bedside": frozenset({"freeze", "stall"}), "console": frozenset({"event", "link", "stall"})}
 
 
 def head(kind: int, t_ns: int, extra: bytes = b"") -> bytes:

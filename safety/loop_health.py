@@ -22,6 +22,8 @@ WAKE = "wake"
 REPORT_EVERY_NS = 1_000_000_000
 """At most one over-bound tick reported per second; `LoopHealth.over_bound` counts every one."""
 COUNTER_PREFIX = "loop_"
+RECENT_NS = 10_000_000_000
+"""How long the window's and the monitor's loop indicator stays a warning after an over-bound tick."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +126,14 @@ class LoopHealth:
         self._unreported = 0
         return out
 
+    def recent(self, now_ns: int, within_ns: int = RECENT_NS) -> bool:
+        """An iteration was over the bound within the last `within_ns` (indicators warn that long)."""
+        return self.last_over_ns is not None and now_ns - self.last_over_ns < within_ns
+
     def counters(self) -> dict[str, int]:
         """Integers for a counters message (µs; since start). Computes p99.9: call it about once a second."""
         p999 = self.period.percentiles().get("p999")
-        out = {"loop_ticks": self.ticks, "loop_over_bound": self.over_bound,
+        out = {"loop_ticks": self.ticks, "loop_over_bound": self.over_bound, "loop_bound_us": self.bound_ns // 1000,
                "loop_tick_max_us": self.period.max_ns // 1000, "loop_tick_p999_us": int(p999 or 0)}
         for name, ns in zip(self.steps, self.step_max_ns, strict=True):
             out[f"loop_max_us_{name}"] = ns // 1000

@@ -43,7 +43,7 @@ class Stall:
         if self.file:
             where += f"; every thread's stack: {self.file}"
         text = self.overrun.text + where
-        return text if len(text.encode()) <= EVENT_TEXT_MAX else text.encode()[:EVENT_TEXT_MAX].decode("utf-8", "ignore")
+        return text.encode()[:EVENT_TEXT_MAX].decode("utf-8", "ignore")
 
     def record(self) -> dict[str, object]:
         """The teleop.Stall record (docs/recording.md): `/<role>/stall` in the recording, the event log."""

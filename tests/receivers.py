@@ -19,6 +19,7 @@ import json
 import math
 import pickle
 import struct
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -111,6 +112,7 @@ class ConsoleRig:
         self.master = ScriptedMaster("circle", 0, engage_at_s=0.05)
         self.idle = ConsoleEngine(cfg, TeleopController(cfg.teleop, 0), 0)
         self.translator = Translator("console", 0)
+        self.outcomes: Counter[str] = Counter()
         self.seeds: list[bytes] = []
         kinds: set[object] = set()
         while not self.following() and self.t < 2000 * MS:
@@ -151,8 +153,9 @@ class ConsoleRig:
         before = _fingerprint(self.engine)
         self.engine.on_bytes(t, data)
         try:
-            codec.decode(data)
-        except codec.ProtocolError:
+            self.outcomes[type(codec.decode(data)).__name__] += 1
+        except codec.ProtocolError as exc:
+            self.outcomes[f"refused: {type(exc).__name__}"] += 1
             assert _fingerprint(self.engine) == before, "a frame that does not decode changed the console"
         records = self.translator.translate(Item(K_BEDSIDE, t, b"", data))
         json.dumps(records, allow_nan=False)  # what the recorder writes
@@ -162,6 +165,7 @@ class ConsoleRig:
             assert not isinstance(sent, ServoCp) or sent.arm_mask == 0, "garbage made an idle console move an arm"
         self.tick()
         if not self.following() or self.t > self._pristine[0] + 5000 * MS:
+            self.outcomes["session restarted"] += 1
             self.t, self.agent, self.engine, self.master = copy.deepcopy(self._pristine)
 
 
@@ -229,6 +233,7 @@ class VideoRig:
         self.sock = _FakeDealer()
         self.translator = Translator("console", 0)
         self.seeds = video_seeds()
+        self.outcomes = self.rx.counters
 
     def feed(self, data: bytes) -> None:
         c = dict(self.rx.counters)
@@ -280,6 +285,7 @@ class MasterRig:
         self.controller = TeleopController(cfg.teleop, 0)
         self.script = ScriptedMaster("circle", 0, engage_at_s=0.3)
         self.view = _live_view(cfg)
+        self.outcomes: Counter[str] = Counter()
         self.seeds: list[bytes] = []
         for _ in range(400):
             self.seeds.append(self._bridge())
@@ -319,7 +325,9 @@ class MasterRig:
         sample = self.state.sample(t)
         try:
             decode_master_message(data)
+            self.outcomes["accepted" if accepted else "well-formed, dropped (older)"] += 1
         except MessageError:
+            self.outcomes["refused"] += 1
             assert not accepted and sample == before, "refused bytes changed the master sample"
         for hand in sample.hands:
             assert math.isfinite(sum(hand.pose.position)) and 0.0 <= hand.gripper <= 1.0
@@ -344,6 +352,7 @@ class UiRig:
         self.sup = UiSupervisor(self.controller, cfg.console.gui_timeout_ms, cfg.video.stale_ms, cfg.video.stuck_ms)
         self.master = ScriptedMaster("circle", 0, engage_at_s=0.3)  # after presence is confirmed
         self.view = _live_view(cfg)
+        self.outcomes: Counter[str] = Counter()
         self.frame = 0
         for _ in range(400):
             self._window()
@@ -375,15 +384,18 @@ class UiRig:
     def feed(self, data: bytes) -> None:
         self._window()
         held = {name for name, a in self.controller.snapshot()["arms"].items() if a["state"] == "HELD"}
-        with contextlib.suppress(UiMessageError):
-            decode_ui_message(data)
+        try:
+            self.outcomes[str(decode_ui_message(data)["type"])] += 1
+        except UiMessageError:
+            self.outcomes["refused"] += 1
         self.sup.on_bytes(self.t, data, 0)
         self._step()
         arms = self.controller.snapshot()["arms"]
         assert all(arms[name]["state"] == "HELD" for name in held), "the window link resumed a held arm"
         assert self.cfg.teleop.scale_min <= self.controller.scale <= self.cfg.teleop.scale_max
         json.dumps(self.sup.video_state(), allow_nan=False)
-        if held or self.t > self._pristine[0] + 5000 * MS:
+        if not self._following() or self.t > self._pristine[0] + 5000 * MS:
+            self.outcomes["session restarted"] += 1
             self.t, self.frame, self.controller, self.sup, self.master = copy.deepcopy(self._pristine)
 
 
@@ -447,6 +459,7 @@ class RecordingRig:
         self.partner["console"].write_bytes(write_recording(self.meta["bedside"], bed, "zstd"))
         self.partner["bedside"].write_bytes(write_recording(self.meta["console"], con, "zstd"))
         self.topics = sorted({m[0] for m in con + bed})
+        self.outcomes: Counter[str] = Counter()
 
     def with_message(self, topic_index: int, message_index: int, data: bytes) -> bytes:
         """The intact recording holding the chosen topic, with one of its messages' bytes replaced."""
@@ -482,8 +495,19 @@ class RecordingRig:
         except RecordingError as exc:
             text = str(exc)
             assert "\n" not in text and path.name in text, f"not one line naming the file: {text!r}"
+            self.outcomes["refused: " + _why(text)] += 1
             return
         assert all(f.messages > 0 for f in session.files), "a file with no message loaded as if it were fine"
+        self.outcomes["loaded, torn" if session.files[0].truncated else "loaded"] += 1
+
+
+def _why(text: str) -> str:
+    """The kind of a RecordingError, for the fuzzing statistics."""
+    for kind in ("no message could be read", "none of its topics", "beyond 2^63", "span", "is not JSON",
+                 "not a JSON object", "recorded shape", "clock_offset_ns", "nothing to re-drive", "no /"):
+        if kind in text:
+            return kind
+    return text[:60]
 
 
 def use_session(session) -> None:
