@@ -72,9 +72,10 @@ def teleop_command(*args: str) -> list[str]:
 
 
 def start_role(name: str, argv: list[str], timeout: float = 30.0, prefix: list[str] | None = None,
-               env: dict[str, str] | None = None) -> Role:
-    """Start `teleop <argv>` (optionally under `prefix`, e.g. `ip netns exec NS`) and wait for READY."""
-    cmd = (prefix or []) + teleop_command(*argv)
+               env: dict[str, str] | None = None, command: list[str] | None = None) -> Role:
+    """Start `teleop <argv>` (optionally under `prefix`, e.g. `ip netns exec NS`) and wait for READY.
+    `command`: another program that prints READY the same way, run instead of `teleop` (a test's own role)."""
+    cmd = (prefix or []) + (command if command is not None else teleop_command(*argv))
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
         env={**os.environ, **(env or {})},

@@ -12,7 +12,9 @@ Frames: the patient frame has x to the patient's left, y toward the head, z up; 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -129,7 +131,9 @@ class SimulatedArm:
     (setpoint := measured, `held` set, motion and servo_cp refused until `enable`) once the bound has passed
     since the last service. A thread of its own (`_watch`) runs `_expire` at each deadline, so the arm holds
     during a stall of the bedside loop; each call runs it first too, so a stall that also starved that thread
-    (one holding the GIL) cannot move the arm when the loop resumes. One lock orders the two threads."""
+    (one holding the GIL) cannot move the arm when the loop resumes. One lock orders the two threads. The
+    thread starts with the first service and takes the servicing thread's scheduling (the bedside loop's
+    SCHED_FIFO): a CPU hog can neither delay it nor preempt it while it holds the GIL."""
 
     def __init__(self, model: ArmModel, limits: SetpointLimits, service: ServiceBound | None = None) -> None:
         self.name = model.name
@@ -149,9 +153,7 @@ class SimulatedArm:
         self.held = ""
         """Why the watchdog holds the arm (ArmOperatingState.held); empty when it does not."""
         self._wake = threading.Event()
-        if service is not None and service.thread:
-            threading.Thread(target=_watch, args=(weakref.ref(self), self._wake), name=f"{self.name}-watchdog",
-                             daemon=True).start()
+        self._watching = service is None or not service.thread  # True once its thread runs, or if it has none
 
     # ------------------------------------------------------------------ the driver's own watchdog
 
@@ -177,9 +179,18 @@ class SimulatedArm:
         if wd.armed:
             wd.feed(now)
         else:
-            wd.arm(now)
-            self._wake.set()
+            self._arm(wd, now)
         return True
+
+    def _arm(self, wd: Watchdog, now_ns: int) -> None:
+        """Under the lock: (re)start the bound from `now_ns`; the first time, start the watchdog thread."""
+        wd.arm(now_ns)
+        self._wake.set()
+        if not self._watching:
+            self._watching = True
+            sched = (os.sched_getscheduler(0), os.sched_getparam(0)) if hasattr(os, "sched_getscheduler") else None
+            threading.Thread(target=_watch, args=(weakref.ref(self), self._wake, sched), name=f"{self.name}-watchdog",
+                             daemon=True).start()
 
     def watch(self) -> int | None:
         """Hold the arm if its bound has passed; the nanoseconds to its next deadline (None: nothing to watch).
@@ -201,8 +212,7 @@ class SimulatedArm:
             self.state = OperatingState.ENABLED
             if self._watchdog is not None:
                 self.held = ""
-                self._watchdog.arm(self._clock())
-                self._wake.set()
+                self._arm(self._watchdog, self._clock())
 
     def disable(self) -> None:
         with self._lock:
@@ -295,9 +305,12 @@ class SimulatedArm:
 
     def operating_state(self) -> ArmOperatingState:
         """Never FAULT: a simulated arm has no hardware to fail. Read every tick, so from prebuilt values."""
-        if self._watchdog is not None:
-            with self._lock:
-                self._expire(self._clock())
+        wd = self._watchdog
+        if wd is not None:
+            dl = wd.deadline_ns()
+            if dl is not None and self._clock() >= dl:  # the lock only when it is due
+                with self._lock:
+                    self._expire(self._clock())
             if self.held:
                 return ArmOperatingState(self.state, True, False, held=self.held)
         m, sp = self.measured, self.setpoint
@@ -313,10 +326,15 @@ def _no_clock() -> int:
     return 0
 
 
-def _watch(ref: weakref.ReferenceType[SimulatedArm], wake: threading.Event) -> None:
+def _watch(ref: weakref.ReferenceType[SimulatedArm], wake: threading.Event,
+           sched: tuple[int, os.sched_param] | None) -> None:
     """The simulated arm's watchdog thread: sleeps until the arm's deadline (a service only moves it later, so
     it wakes about once per bound), holds the arm if it passed; ends with the arm. Holds no reference between
-    wake-ups, so an arm nobody uses is collected."""
+    wake-ups, so an arm nobody uses is collected. `sched`: the servicing thread's policy and priority, taken on
+    (a new thread does not inherit SCHED_FIFO under SCHED_RESET_ON_FORK, base/runtime.py)."""
+    if sched is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, *sched)
     while (arm := ref()) is not None:
         wake.clear()  # before `watch`: a re-arm after it is not missed
         wait_ns = arm.watch()

@@ -84,7 +84,7 @@ LINK: TransitionTable[LinkState, LinkTrigger] = TransitionTable("console link", 
 @dataclass(frozen=True, slots=True)
 class EngineEvent:
     t_ns: int
-    source: str  # "link", "session", "bedside", "teleop"
+    source: str  # "link", "session", "bedside", "teleop", "loop"
     name: str
     reason: Reason
     text: str

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from console.indicators import Alarm, ArmLine, Severity, alarm_changes
+from console.indicators import Alarm, ArmLine, Severity, alarm_changes, loop_figures, loop_indicator
+from safety.loop_health import RECENT_NS
 from transport import codec
 from transport.clock import DelayBaseline
 from transport.messages import (
@@ -158,6 +159,7 @@ class MonitorModel:
         self.alarms: tuple[Alarm, ...] = ()
         self._baseline = DelayBaseline()
         self._sent_ns: deque[int] = deque(maxlen=RATE_SAMPLES)  # the bedside's clock: drains come in batches
+        self._loop_over_ns: int | None = None  # when the bedside's loop_over_bound last rose (local clock)
 
     # ------------------------------------------------------------------ in
     def receive(self, data: bytes, now_ns: int) -> list[LogLine]:
@@ -179,6 +181,8 @@ class MonitorModel:
             self.events.append(msg)
             return [event_line(msg)]
         elif isinstance(msg, Counters):
+            if msg.values.get("loop_over_bound", 0) != self.counters.get("loop_over_bound", 0):
+                self._loop_over_ns = now_ns
             self.counters = dict(msg.values)
         return []
 
@@ -224,7 +228,10 @@ class MonitorModel:
             f" · {video.fps:.0f} fps"
         fields["scale"] = ""
         fields["presence"] = ""
+        recent = self._loop_over_ns is not None and now_ns - self._loop_over_ns < RECENT_NS
+        fields["loop"], loop_sev = loop_indicator({"bedside": loop_figures(self.counters, recent)})
         warn = {"link": Severity.CRITICAL if "telemetry" in crit else Severity.INFO,
                 "video": Severity.CRITICAL if "video" in crit else Severity.INFO,
-                "session": Severity.CRITICAL if crit & {"estop", "link", "fault"} else Severity.INFO}
+                "session": Severity.CRITICAL if crit & {"estop", "link", "fault"} else Severity.INFO,
+                "loop": loop_sev}
         return MonitorView(self.alarms, tuple(raised), tuple(cleared), fields, warn, tuple(monitor_arm_lines(t)))

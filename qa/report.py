@@ -2,7 +2,8 @@
 
 Plots: command round trip (histogram and over time), video frame age (distribution), freezes with their
 latencies, tool paths (3D and top view), limit hits and rejections; the summary table carries the
-numbers (percentiles, counts, drops, files cut short). A progress bar goes to stderr.
+numbers (percentiles, counts, drops, files cut short, each role's loop health and stalls). A progress bar
+goes to stderr.
 
 Why it is fast enough for long files (a 60-s stereo 720p recording in well under 10 s): the session loader
 parses only the topics asked for, video payloads are never decoded (frame metadata carries sizes and ages),
@@ -21,6 +22,7 @@ import numpy as np
 
 from qa.session import EVENT_KINDS, RecordingError, Session, envelope
 from recording.catalog import BEDSIDE, CONSOLE, Topics
+from safety.loop_health import loop_counters
 from transport.messages import ARM_NAMES
 
 KIND_COLOURS = {"engagement": "#2ca02c", "clutch": "#1f77b4", "freeze": "#d62728", "hold": "#ff7f0e",
@@ -243,6 +245,42 @@ class Report:
         if len(lim) > 50:
             self.row("limits", "…", f"{len(lim) - 50} more")
 
+    def loop_health(self) -> None:
+        """Each role's control loop, from its last recorded figures (bedside COUNTERS, console link status):
+        tick p99.9 and max, ticks over the bound, the slowest step; then every stall reported, with the call
+        the loop was in (docs/architecture.md, "Loop health and stalls")."""
+        s = self.s
+        sec = "loop health"
+        found = False
+        for role, topic, key in (("bedside", BEDSIDE.counters, "values"), ("console", CONSOLE.link, "counters")):
+            c: dict[str, int] = {}
+            for _t, body in reversed(s.json_rows(role, topic)):
+                c = loop_counters(body.get(key) or {})
+                if c:
+                    break
+            if not c:
+                continue
+            found = True
+            self.row(sec, f"{role}: tick p99.9 / max (ms)",
+                     f"{c.get('loop_tick_p999_us', 0) / 1e3:.3f} / {c.get('loop_tick_max_us', 0) / 1e3:.3f}")
+            self.row(sec, f"{role}: ticks over the {c.get('loop_bound_us', 0) / 1e3:g} ms bound",
+                     f"{c.get('loop_over_bound', 0)} of {c.get('loop_ticks', 0)}")
+            steps = {k.removeprefix("loop_max_us_"): v for k, v in c.items() if k.startswith("loop_max_us_")}
+            if steps:
+                name, us = max(steps.items(), key=lambda kv: kv[1])
+                self.row(sec, f"{role}: slowest step, longest (ms)", f"{name} {us / 1e3:.3f}")
+        for role in s.roles:
+            stalls = s.json_rows(role, Topics(role).stall)
+            found = found or bool(stalls)
+            for t, b in stalls[:50]:
+                where = (b.get("loop_stack") or ["no stacks captured"])[0]
+                self.row(sec, f"{float(s.seconds(t)):.3f} s {role} stall",
+                         f"{b.get('tick_ms', 0):.1f} ms · slowest {b.get('step', '?')} · {where}")
+            if len(stalls) > 50:
+                self.row(sec, f"{role} stalls: …", f"{len(stalls) - 50} more")
+        if not found:
+            self.row(sec, "figures", "none recorded (a recording from before loop health)")
+
     def _event_ticks(self, ax, kinds: tuple[str, ...]) -> None:
         for e in self.s.events():
             if e.kind in kinds:
@@ -273,7 +311,7 @@ class Report:
 def make_report(files: list[str], out: str | Path, progress=None) -> Path:
     """Load `files`, write report.html and its PNGs into `out`; returns the HTML path."""
     out = Path(out)
-    steps = ("overview", "commands", "latency", "frame_age", "freezes", "tool_paths", "limits")
+    steps = ("overview", "commands", "latency", "frame_age", "freezes", "loop_health", "tool_paths", "limits")
     load = (lambda f, w: progress(0.5 * f, f"loading {w}")) if progress else None
     s = Session(files, progress=load)  # before the directory exists: a file it refuses leaves nothing behind
     made = not out.exists()

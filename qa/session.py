@@ -619,6 +619,8 @@ class Session:
 
 def classify_bedside(e: dict) -> str:
     kind, reason, to = e.get("kind", ""), e.get("reason", ""), e.get("to", "")
+    if reason == "LOOP_OVERRUN":  # the bedside's own loop stood still longer than its bound
+        return "alarm"
     if kind == "LIMIT" or (kind == "REJECTION" and reason == "LIMIT"):
         return "limit"
     if kind == "REJECTION":
@@ -642,7 +644,7 @@ def classify_console(e: dict) -> str:
     """Console engine events (console/engine.py, console/controller.py names) into marker kinds."""
     src, name, reason = _text(e, "source"), _text(e, "name"), _text(e, "reason")
     low = name.lower()
-    if src == "ui":
+    if src == "ui" or reason == "LOOP_OVERRUN":
         return "alarm"
     if src == "bedside":
         return classify_bedside({"kind": name, "reason": reason, "to": ""})

@@ -23,6 +23,7 @@ from bedside.agent import BedsideAgent
 from console.engine import EngineEvent
 from recording.catalog import BEDSIDE, CONSOLE, Topics
 from recording.convert import console_event_json, event_json
+from safety.loop_health import LoopHealth
 from transport import codec
 from transport.messages import (
     ARM_NAMES,
@@ -50,7 +51,7 @@ SCHEMAS = {
     BEDSIDE.event: "teleop.Event", BEDSIDE.freeze: "teleop.Freeze", BEDSIDE.counters: "teleop.Counters",
     BEDSIDE.video_frame: "teleop.VideoFrame", CONSOLE.command: "teleop.Command", CONSOLE.ack: "teleop.Ack",
     CONSOLE.telemetry: "teleop.Telemetry", CONSOLE.event: "teleop.ConsoleEvent",
-    CONSOLE.link: "teleop.LinkStatus", CONSOLE.video_frame: "teleop.VideoFrame",
+    CONSOLE.link: "teleop.LinkStatus", CONSOLE.video_frame: "teleop.VideoFrame", CONSOLE.stall: "teleop.Stall",
     BEDSIDE.config: "teleop.Config", CONSOLE.config: "teleop.Config",
     BEDSIDE.recording: "teleop.RecordingStatus", CONSOLE.recording: "teleop.RecordingStatus",
 }
@@ -167,6 +168,9 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
     con, bed = _File("console", 1_700_000_000_000_000_000 - c0), _File("bedside", 1_700_000_000_000_000_000 - b0)
     d = delay_us * 1000
     agent = BedsideAgent(cfg.bedside, b0, first_epoch=1000, teleop=cfg.teleop)
+    # Both loops' health as the real loops record it; the console's stands still while it is stalled below.
+    bed_loop = LoopHealth("bedside", ("arms",), int(cfg.bedside.tick_bound_ms * 1e6))
+    con_loop = LoopHealth("console", ("engine",), int(cfg.console.tick_bound_ms * 1e6))
     homes = [a.measured.position for a in agent.arms]
     peer, user = b"console-1", "surgeon:synth"
     seq = 0
@@ -187,6 +191,18 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
         # ---- console decides
         msg = None
         stalled = 2.60 <= ph < 2.68
+        bed_loop.tick(tb)
+        bed_loop.lap(0, tb + 20_000 + 5_000 * (k % 7))  # the arms' step: 20-50 µs
+        over = None if stalled else con_loop.tick(tc)
+        if not stalled:
+            con_loop.lap(0, tc + 40_000 + 10_000 * (k % 5))  # the engine's step: 40-80 µs
+        if over is not None:
+            con.add(CONSOLE.event, tc, _console_event(tc, "loop", "overrun", Reason.LOOP_OVERRUN, over.text))
+            con.add(CONSOLE.stall, tc, {"t_ns": tc, "role": "console", "tick_ms": over.period_ns / 1e6,
+                                        "bound_ms": over.bound_ns / 1e6, "step": over.step,
+                                        "step_ms": over.step_ns / 1e6, "unreported": over.unreported,
+                                        "loop_stack": ['File "qa/synth.py", line 0 in synthetic_stall'],
+                                        "stacks": "", "file": ""})
         if not stalled:
             want = ph >= 2.78 or (ph < 2.6 and (cyc > 0 or ph >= 0.2))
             if not session and not pending_enable and want:
@@ -274,8 +290,9 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
                                           "session_epoch": epoch, "session_ready": session, "scale": 0.2,
                                           "arms": {a: ("FOLLOWING" if session else "HELD") if a in INSTRUMENTS
                                                    else "DISABLED" for a in ARM_NAMES},
-                                          "counters": {"sent": seq}})
+                                          "counters": {"sent": seq, **con_loop.counters()}})
         if k % 1000 == 0:
+            agent.on_loop_health(tb, bed_loop.counters())
             bed.add(BEDSIDE.counters, tb, {"t_ns": tb, "values": dict(codec.decode(agent.counters_message(tb))
                                                                         .values)} if isinstance(
                 codec.decode(agent.counters_message(tb)), Counters) else {"t_ns": tb, "values": {}})

@@ -161,7 +161,7 @@ VIDEO_FRAME = _obj("teleop.VideoFrame", "One encoded stereo frame's header and, 
 }, ["t_ns", "stream_id", "frame_id", "capture_ns", "send_ns", "source_seq", "keyframe", "codec", "layout", "width",
     "height", "size_bytes", "bitrate_kbps"])
 
-CONSOLE_EVENT = _obj("teleop.ConsoleEvent", "A console engine event (link, session, bedside, teleop, ui)", {
+CONSOLE_EVENT = _obj("teleop.ConsoleEvent", "A console engine event (link, session, bedside, teleop, loop, ui)", {
     "t_ns": _INT, "source": _STR, "name": _STR, "reason": _STR, "text": _STR,
 })
 

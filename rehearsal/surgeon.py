@@ -6,8 +6,10 @@ has no video: it cannot show that recovery waits for the surgeon, nor that a dea
 This stands where the window stands, on the engine's documented loopback sockets (console/uilink.py):
 * master poses on `console.master_port` (the network-master protocol of docs/masters.md) at 250 Hz: both
   hands in a circle, presence held, engage pressed only when `engage()` is called (or, with
-  `auto_engage_s`, after that long of being held with a usable link and picture, as the soak's surgeon does);
-* heartbeats (20 Hz) and a report of every new picture on `console.ui_intent_port`; the pictures come from
+  `auto_engage_s`, after that long of being held with a usable link and picture, as the soak's surgeon does),
+  the e-stop button down between `press_estop()` and `release_estop()`;
+* heartbeats (20 Hz), the intents asked for (`reset_estop()`) and a report of every new picture on
+  `console.ui_intent_port`; the pictures come from
   a real `VideoReceiver` on the bedside's video port, or, with `video=False`, a synthetic 30 fps report
   whose capture time is "now" (for runs whose bedside has no video);
 * the engine's state (30 Hz) and events from `console.ui_state_port`, kept for the caller.
@@ -26,6 +28,7 @@ from typing import Any
 import zmq
 
 from base.config import Config
+from base.runtime import realtime_scheduling
 from console.master import ScriptedMaster
 from console.masters.network import encode_master_message
 from transport.zmqlink import ZMQ_DEFAULT_HWM, master_publisher, tcp, ui_intent_client, ui_state_subscriber
@@ -39,8 +42,11 @@ ARMS = ("PSM1", "PSM2")
 
 class HeadlessWindow:
     def __init__(self, cfg: Config, video: bool = True, shape: str = "circle",
-                 auto_engage_s: float | None = None) -> None:
+                 auto_engage_s: float | None = None, realtime_priority: int = 0) -> None:
+        """`realtime_priority`: run the sending thread (and this process's zmq I/O threads) under SCHED_FIFO at
+        this priority, as a device bridge's would (teleop bench estop: the press is timed as it leaves)."""
         c = cfg.console
+        self.realtime_priority = realtime_priority
         self.ctx = zmq.Context.instance()
         # The window's sockets, with zmq's default queues (the window itself keeps shorter ones).
         self.master = master_publisher(self.ctx, tcp("127.0.0.1", c.master_port), hwm=ZMQ_DEFAULT_HWM)
@@ -58,6 +64,9 @@ class HeadlessWindow:
         self.events: list[dict[str, Any]] = []
         self.engages: list[int] = []
         self.frames_reported = 0
+        self._estop_down = False
+        self._estop_press: int | None = None  # the send time of the first sample with the button down
+        self._intents: list[dict[str, Any]] = []
         self._engage_until = 0
         self._held_since: int | None = None
         self._stop = threading.Event()
@@ -79,11 +88,35 @@ class HeadlessWindow:
             self.engages.append(now)
         return now
 
+    def press_estop(self, timeout: float = 2.0) -> int:
+        """Press the e-stop button and keep it down; returns the send time (monotonic ns) of the first master
+        sample that carries it: the moment the press leaves the device for the console."""
+        with self.lock:
+            self._estop_down = True
+            self._estop_press = None
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if self._estop_press is not None:
+                    return self._estop_press
+            time.sleep(0.0005)
+        raise AssertionError("the window did not send the e-stop press")
+
+    def release_estop(self) -> None:
+        with self.lock:
+            self._estop_down = False
+
+    def reset_estop(self) -> None:
+        """The window's e-stop reset (an intent; the console refuses it while the button is still down)."""
+        with self.lock:
+            self._intents.append({"type": "intent", "name": "reset_estop"})
+
     def _send(self, msg: dict[str, Any]) -> None:
         with contextlib.suppress(zmq.Again):
             self.push.send(json.dumps(msg, separators=(",", ":")).encode(), zmq.NOBLOCK)
 
     def _run(self) -> None:
+        realtime_scheduling(self.realtime_priority, "headless window")
         period = 1_000_000_000 // MASTER_HZ
         seq = 0
         next_hb = next_frame = time.monotonic_ns()
@@ -93,12 +126,21 @@ class HeadlessWindow:
             now = time.monotonic_ns()
             sample = self.script.read(now)
             seq += 1
-            buttons = replace(sample.buttons, engage=now < self._engage_until)
+            with self.lock:
+                estop, first_press = self._estop_down, self._estop_down and self._estop_press is None
+                intents, self._intents = self._intents, []
+            buttons = replace(sample.buttons, engage=now < self._engage_until, estop=estop)
+            t_send = time.monotonic_ns()
             with contextlib.suppress(zmq.Again):
                 self.master.send(encode_master_message(seq, now, sample.hands, buttons), zmq.NOBLOCK)
+                if first_press:
+                    with self.lock:
+                        self._estop_press = t_send
             if now >= next_hb:
                 next_hb = now + HEARTBEAT_NS
                 self._send({"type": "heartbeat", "seq": seq})
+            for msg in intents:
+                self._send(msg)
             if self.receiver is not None:
                 f = self.receiver.latest()
                 if f is not None and f.seq != last_seq:

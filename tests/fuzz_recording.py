@@ -22,7 +22,7 @@ with atheris.instrument_imports():
     from receivers import RecordingRig, with_seed_corpus
 
 logging.disable(logging.CRITICAL)
-_rig = RecordingRig(Path(tempfile.mkdtemp(prefix="fuzz-recording-")))
+_rig = RecordingRig(Path(tempfile.mkdtemp(prefix="fuzz-recording-")), per_topic=2)
 _inputs = [0]
 
 

@@ -15,7 +15,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from receivers import VideoRig, from_fuzzer, with_seed_corpus
+    from receivers import VideoRig, with_seed_corpus
 
     from base.config import load_config
 
@@ -25,7 +25,7 @@ _inputs = [0]
 
 
 def one_input(data: bytes) -> None:
-    _rig.feed(from_fuzzer(_rig.seeds, data))
+    _rig.feed(_rig.from_fuzzer(data))
     _inputs[0] += 1
     if _inputs[0] % 25_000 == 0:  # what became of the inputs (libFuzzer exits without running Python's atexit)
         print(f"inputs {_inputs[0]}: {dict(_rig.outcomes)}", file=sys.stderr, flush=True)

@@ -46,9 +46,11 @@ from transport.messages import (
     N_ARMS,
     CartesianSetpoint,
     Counters,
+    EStop,
     Event,
     EventKind,
     OperatingState,
+    Ping,
     Reason,
     ServoCp,
 )
@@ -107,26 +109,35 @@ class ConsoleRig:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.t = 0
-        self.agent = BedsideAgent(cfg.bedside, 0, first_epoch=40)
-        self.engine = ConsoleEngine(cfg, TeleopController(cfg.teleop, 0), 0)
-        self.master = ScriptedMaster("circle", 0, engage_at_s=0.05)
         self.idle = ConsoleEngine(cfg, TeleopController(cfg.teleop, 0), 0)
         self.translator = Translator("console", 0)
         self.outcomes: Counter[str] = Counter()
         self.seeds: list[bytes] = []
         kinds: set[object] = set()
-        while not self.following() and self.t < 2000 * MS:
-            for out in self.tick():
-                key = (type(codec.decode(out)), getattr(codec.decode(out), "status", None))
-                if key not in kinds:
-                    kinds.add(key)
-                    self.seeds.append(out)
-        assert self.following(), "the console never reached FOLLOWING"
+        for out in self._start():
+            msg = codec.decode(out)
+            if (type(msg), getattr(msg, "status", None)) not in kinds:
+                kinds.add((type(msg), getattr(msg, "status", None)))
+                self.seeds.append(out)
         self.seeds.append(self.agent.counters_message(self.t))
         self.seeds.append(codec.encode(Event(40, 99, self.t, EventKind.STATE_CHANGE, Reason.LIMIT,
                                              OperatingState.ENABLED, OperatingState.PAUSED, "é" * 20)))
         self.seeds.append(codec.encode(Counters(40, 100, self.t, {"a": 1, "b": 2**64 - 1})))
-        self._pristine = copy.deepcopy((self.t, self.agent, self.engine, self.master))
+        self.seeds.append(codec.encode(Ping(40, 101, self.t)))  # console-to-bedside kinds, the wrong way round
+        self.seeds.append(codec.encode(EStop(40, 102, self.t, True)))
+
+    def _start(self) -> list[bytes]:
+        """A new console and bedside (the clock runs on), engaged until an arm follows; what the bedside sent."""
+        t = self.t
+        self.agent = BedsideAgent(self.cfg.bedside, t, first_epoch=40)
+        self.engine = ConsoleEngine(self.cfg, TeleopController(self.cfg.teleop, t), t)
+        self.master = ScriptedMaster("circle", t, engage_at_s=0.05)
+        sent: list[bytes] = []
+        while not self.following() and self.t < t + 2000 * MS:
+            sent += self.tick()
+        assert self.following(), "the console never reached FOLLOWING"
+        self.started_ns = self.t
+        return sent
 
     def following(self) -> bool:
         return any(a["state"] == "FOLLOWING" for a in self.engine.controller.snapshot()["arms"].values())
@@ -164,9 +175,9 @@ class ConsoleRig:
             sent = codec.decode(frame)
             assert not isinstance(sent, ServoCp) or sent.arm_mask == 0, "garbage made an idle console move an arm"
         self.tick()
-        if not self.following() or self.t > self._pristine[0] + 5000 * MS:
+        if not self.following() or self.t > self.started_ns + 5000 * MS:
             self.outcomes["session restarted"] += 1
-            self.t, self.agent, self.engine, self.master = copy.deepcopy(self._pristine)
+            self._start()
 
 
 def _finite(sp: CartesianSetpoint) -> bool:
@@ -234,6 +245,17 @@ class VideoRig:
         self.translator = Translator("console", 0)
         self.seeds = video_seeds()
         self.outcomes = self.rx.counters
+
+    def from_fuzzer(self, data: bytes) -> bytes:
+        """atheris' bytes as one message: data[0] bit 1 clear, `from_fuzzer` over the whole messages; set, a
+        valid header around the payload of frame seed data[1] mutated by the rest of the recipe (so every
+        such input reaches a decoder)."""
+        if len(data) < 2 or not data[0] & 2:
+            return from_fuzzer(self.seeds, data)
+        frame = wire.decode(self.seeds[data[1] % (len(self.seeds) - 1)])  # the last seed is a report
+        assert isinstance(frame, wire.Frame)
+        payload = from_fuzzer([frame.payload], b"\x01\x00" + data[2:]) or b"\0"
+        return wire.encode_frame(frame.header, payload)
 
     def feed(self, data: bytes) -> None:
         c = dict(self.rx.counters)

@@ -210,31 +210,30 @@ def test_the_driver_bound_is_never_below_the_agents_watchdog(cfg, key_overrides)
 
 @pytest.mark.fault
 def test_a_stalled_bedside_loop_holds_the_arms_on_their_own_and_reports_it(tmp_path, key_overrides, monkeypatch):
-    """A surgeon's stream is following; one servo_cp gives PSM1 4 mm to go (16 ms at 250 mm/s) and a hook then
-    blocks that step of the bedside's loop for 300 ms. Sampled from another thread: the tool does not move during
-    the stall, its driver holds on its own (setpoint := measured) while the loop is still blocked; when the loop
-    resumes the agent reports the stall as a FAULT freeze, ends the session, and the tool has not moved."""
+    """A surgeon's stream is following; one servo_cp gives PSM1 4 mm to go (16 ms at 250 mm/s), and the loop's
+    step hook then blocks the step after the arms advanced for 300 ms. Sampled from another thread: the tool does
+    not move during the stall, its driver holds on its own (setpoint := measured) while the loop is still
+    blocked; when the loop resumes, the agent reports the stall as a FAULT freeze before it reads the commands
+    that piled up, ends the session, and the tool has not moved."""
     import bedside.server as server_mod
     from transport.security import client_security
     from transport.zmqlink import control_client, tcp
 
     monkeypatch.setattr(server_mod, "realtime_gc", lambda: None)  # the test process's collector is not ours
     ctrl_port, telem_port = free_ports(2)
-    cfg = load_config(None, [*key_overrides, *port_overrides(ctrl_port, telem_port), "bedside.realtime_priority=0"])
+    cfg = load_config(None, [*key_overrides, *port_overrides(ctrl_port, telem_port), "bedside.realtime_priority=0",
+                             f"logging.stall_dir={tmp_path / 'stalls'}"])
     log_path = tmp_path / "events.jsonl"
-    server = server_mod.BedsideServer(cfg, event_log=str(log_path), video=False)
-    stall = {"after_seq": -1, "start": 0, "end": 0}
-    receive = server._receive
+    stall = {"armed": False, "start": 0, "end": 0}
+    target: tuple[CartesianSetpoint, ...] = ()
 
-    def blocking_receive(frames, rx):  # the hook: one step of the loop blocks for 300 ms
-        receive(frames, rx)
-        msg = codec.decode(frames[1].bytes)
-        if isinstance(msg, ServoCp) and msg.seq == stall["after_seq"]:
+    def block_once(_now: int) -> None:  # the hook: one step of the loop blocks for 300 ms
+        if stall["armed"] and not stall["start"] and psm1.setpoint_cp() == target[0]:
             stall["start"] = time.monotonic_ns()
             time.sleep(0.3)
             stall["end"] = time.monotonic_ns()
 
-    monkeypatch.setattr(server, "_receive", blocking_receive)
+    server = server_mod.BedsideServer(cfg, event_log=str(log_path), video=False, step_hook=block_once)
     stop = StopFlag(install_signals=False)
     loop = threading.Thread(target=server.run, args=(stop,), name="bedside-loop", daemon=True)
     psm1 = server.agent.arms[0]
@@ -271,8 +270,8 @@ def test_a_stalled_bedside_loop_holds_the_arms_on_their_own_and_reports_it(tmp_p
                 is AckStatus.APPLIED
             time.sleep(0.001)
         seq += 1
-        stall["after_seq"] = seq
         target = (moved(home[0], 0.004), home[1], home[2])
+        stall["armed"] = True
         assert request(ServoCp(epoch, seq, time.monotonic_ns(), PRESENT, 0b111, target)).status is AckStatus.APPLIED
         for _ in range(100):  # the console goes on streaming: these queue behind the stall
             seq += 1
@@ -294,7 +293,7 @@ def test_a_stalled_bedside_loop_holds_the_arms_on_their_own_and_reports_it(tmp_p
     during = [s for s in samples if stall["start"] <= s[0] <= stall["end"]]
     assert len(during) > 10, "the sampler did not run during the stall"
     at_stall = during[0][1]
-    assert during[0][2] == target[0]  # the tool still had its way to go when the loop blocked
+    assert during[0][2] == target[0] and at_stall != target[0]  # the tool had its way to go when the loop blocked
     assert all(m == at_stall for _, m, _, _ in during), "the tool moved during the stall"
     held = [s for s in during if s[3]]
     assert held, "the driver did not hold on its own while the loop was blocked"

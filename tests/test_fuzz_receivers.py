@@ -97,7 +97,11 @@ def video_rig(lcfg):
 @settings(FUZZ, max_examples=300)
 @given(st.data())
 def test_video_receiver_survives_hostile_frames(video_rig, data):
-    for msg in data.draw(st.lists(hostile(video_rig.seeds, 2000), min_size=1, max_size=3)):
+    frames = [f for f in map(wire.decode, video_rig.seeds) if isinstance(f, wire.Frame)]
+    corrupt_payload = st.builds(lambda f, e, c, t: wire.encode_frame(f.header, edit(f.payload, e, c, t) or b"\0"),
+                                st.sampled_from(frames), EDITS, st.none() | st.integers(0, 6000),
+                                st.binary(max_size=16))  # a valid header: every one reaches a decoder
+    for msg in data.draw(st.lists(hostile(video_rig.seeds, 2000) | corrupt_payload, min_size=1, max_size=3)):
         video_rig.feed(msg)
 
 

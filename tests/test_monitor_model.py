@@ -91,7 +91,7 @@ def test_following_telemetry_fills_every_field_and_clears_the_startup_alarms():
     assert v.fields == {
         "link": "TELEMETRY OK · 200 Hz", "rtt": "telemetry delay +0.00 ms", "offset": "offset ≈ +4999.000 ms",
         "session": "bedside ENABLED (NONE) · epoch 7", "limits": "limits: none active",
-        "video": "video age 42 ms · 30 fps", "scale": "", "presence": ""}
+        "video": "video age 42 ms · 30 fps", "scale": "", "presence": "", "loop": ""}
     assert set(v.warn.values()) == {Severity.INFO}
     assert [(a.name, a.state, a.text, a.severity) for a in v.arms] == [
         ("PSM1", "FOLLOWING", "following", Severity.INFO), ("PSM2", "FOLLOWING", "following", Severity.INFO),
@@ -250,6 +250,22 @@ def test_the_real_bedside_agents_frames_tell_the_link_loss_story(cfg):
     assert keys(v.raised) == ["link"] and "held: LINK_LOST" in v.arms[0].text
     m.receive(agent.counters_message(t), t)
     assert m.counters == dict(agent.counters)
+
+
+def test_the_bedside_loop_health_is_a_field_that_warns_for_a_while_after_an_overrun():
+    m = MonitorModel()
+    now = stream(m, ms(100), 50)
+    quiet = {"loop_ticks": 5000, "loop_over_bound": 0, "loop_bound_us": 10_000, "loop_tick_max_us": 1400,
+             "loop_tick_p999_us": 1100}
+    m.receive(codec.encode(Counters(7, 900, now, quiet)), now)
+    v = m.refresh(now, LIVE)
+    assert (v.fields["loop"], v.warn["loop"]) == ("tick p99.9 bedside 1.1 ms", Severity.INFO)
+    m.receive(codec.encode(Counters(7, 901, now, {**quiet, "loop_over_bound": 1, "loop_tick_max_us": 312_000})),
+              now)
+    v = m.refresh(now, LIVE)
+    assert v.fields["loop"] == "tick p99.9 bedside 1.1 ms · ticks over bound: bedside 1 (over 10 ms, max 312 ms)"
+    assert v.warn["loop"] is Severity.WARNING
+    assert m.refresh(now + 10_000_000_001, LIVE).warn["loop"] is Severity.INFO  # the counts stay, the warning not
 
 
 def test_monitor_alarms_come_from_telemetry_silence_and_state():

@@ -25,7 +25,8 @@ def test_report_writes_html_and_every_plot(rec, tmp_path):
         assert (tmp_path / "r" / png).stat().st_size > 5000
         assert f"src='{png}'" in text
     for item in ("RTT p99 (ms)", "frame age p95 (ms)", "bedside freezes", "freeze latency max (ms)",
-                 "PSM1 path length (mm)", "limit hits and rejections", "REJECTED_STEP"):
+                 "PSM1 path length (mm)", "limit hits and rejections", "REJECTED_STEP",
+                 "bedside: tick p99.9 / max (ms)", "console: ticks over the 10 ms bound", "console stall"):
         assert item in text
     assert seen[-1] == 1.0 and seen == sorted(seen)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from console.indicators import Alarm, ArmLine, Severity
+from console.indicators import Alarm, ArmLine, Severity, loop_indicator
 from transport.messages import ARM_NAMES
 
 ENGINE_SILENT_S = 0.5
@@ -117,7 +117,7 @@ def console_fields(state: dict[str, Any] | None, frame_age_ms: float | None, fps
     if state is None:
         return {"link": "ENGINE: no state", "rtt": "RTT —", "offset": "offset —",
                 "video": f"video age {_fmt_ms(frame_age_ms, 0)} · {fps or 0:.0f} fps", "scale": "scale —",
-                "session": "", "presence": "", "limits": ""}
+                "session": "", "presence": "", "limits": "", "loop": ""}
     t = state.get("teleop") or {}
     lat = t.get("latency") or {}
     off = state.get("clock_offset_ns")
@@ -144,6 +144,7 @@ def console_fields(state: dict[str, Any] | None, frame_age_ms: float | None, fps
                    + (f" · epoch {sess.get('epoch')}" if sess.get("ready") else ""),
         "presence": "operator present" if t.get("operator_present") else "operator ABSENT",
         "limits": "limits: " + (", ".join(limits) if limits else "none active"),
+        "loop": loop_indicator(state.get("loop") or {})[0],
     }
 
 

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from base.config import Config
+from console.indicators import loop_indicator
 from console.ui.hud import AlarmBanner, EventLog, Hud, format_engine_event
 from console.ui.links import EngineLink, MasterStreamer
 from console.ui.settings import ConnectionDialog, Prefs
@@ -444,6 +445,7 @@ class ConsoleWindow(QMainWindow):
                 (t.get("latency") or {}).get("level", ""), Severity.INFO),
             "presence": Severity.INFO if t.get("operator_present") else Severity.WARNING,
             "limits": Severity.WARNING if "none" not in fields.get("limits", "none") else Severity.INFO,
+            "loop": loop_indicator((state or {}).get("loop") or {})[1],
         }
         changed = self.hud.set_fields(fields, warn)
         changed |= self.hud.set_history((state or {}).get("rtt_history_ms") or [])

@@ -14,6 +14,7 @@ from teleop.cli import common_options
 BENCHES: dict[str, tuple[str, str]] = {
     "link": ("teleop.bench.link", "command->ack RTT vs raw pyzmq ping-pong; 1 kHz send gaps"),
     "watchdog": ("teleop.bench.watchdog", "freeze latency after console kill/stop and a cut link"),
+    "estop": ("teleop.bench.estop", "console e-stop press -> bedside latched, quiet or --stress, over --presses"),
     "video": ("teleop.bench.video", "stereo capture->decoded age, fps, Mbit/s vs the raw codec floor"),
     "filter": ("teleop.bench.filter", "tremor filter: attenuation at 8-12 Hz, added delay at 1 Hz"),
     "hotpath": ("teleop.bench.hotpath", "bedside per-servo_cp Python: decode, receive->ack, arm integration"),

@@ -3,7 +3,8 @@
 A two-arm servo_cp stream (both instruments on a slow circle, endoscope still, operator present) is encoded
 up front; then, each best of 5 repeats, per message: `codec.decode`; `BedsideAgent.on_message` + the
 restamp the socket loop does (receive -> ack, the part on the RTT path); the same followed by
-`BedsideAgent.advance` (the arms' integration, after the ack: the whole per-tick Python). Wall time on a
+`BedsideAgent.advance` (the arms' integration, after the ack: the whole per-tick Python); and per loop
+iteration, the loop's watch over itself (safety/loop_watch.py: its figures and the stall timer). Wall time on a
 shared machine moves with the load; for a stable figure count instructions:
 
     valgrind --tool=callgrind python -m teleop.bench.hotpath --only on_message -n 3000
@@ -70,6 +71,34 @@ def _tick(agent: BedsideAgent, frames: list[bytes]) -> None:
         advance(now)
 
 
+def _loop_watch(n: int) -> tuple[float, str]:
+    """The bedside loop's watch over itself, per iteration (µs, best of 5 × `n`): `LoopWatch.tick` (the period,
+    the timer re-armed) and one `lap` per step, each with its clock read, as `BedsideServer.run` does. With the
+    stall capture (setitimer) when this process may have it; says which."""
+    import tempfile
+
+    from bedside.server import LOOP_STEPS
+    from safety.loop_watch import LoopWatch
+
+    best = math.inf
+    with tempfile.TemporaryDirectory() as d:
+        watch = LoopWatch("bedside", LOOP_STEPS, 10.0, d, logging.getLogger("bench"))
+        lap, clock = watch.lap, time.monotonic_ns
+        laps = range(len(LOOP_STEPS))
+        try:
+            for _ in range(5):
+                t0 = time.perf_counter_ns()
+                for _ in range(n):
+                    now = clock()
+                    watch.tick(now, now)
+                    for i in laps:
+                        lap(i, clock())
+                best = min(best, (time.perf_counter_ns() - t0) / n / 1000)
+        finally:
+            watch.close()
+        return best, "on" if watch.capture_on else f"off ({watch.capture.why_off})"
+
+
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("bedside.agent").setLevel(logging.ERROR)  # the grant of control is not news here
     cfg = args.cfg if getattr(args, "cfg", None) is not None else load_config()
@@ -96,11 +125,14 @@ def run(args: argparse.Namespace) -> int:
                 _tick(agent, frames)
             best = min(best, (time.perf_counter_ns() - t0) / args.n / 1000)
         out[f"{name}_us"] = round(best, 2)
+    lw, capture = _loop_watch(args.n)
+    out["loop_watch_us"] = round(lw, 2)
     if args.json:
-        print(json.dumps({"messages": args.n, **out}, indent=2))
+        print(json.dumps({"messages": args.n, **out, "stall_capture": capture}, indent=2))
     else:
         print(f"per servo_cp: decode {out['decode_us']} us, on_message + restamp (receive -> ack) "
-              f"{out['on_message_us']} us, with the arms' integration {out['tick_us']} us")
+              f"{out['on_message_us']} us, with the arms' integration {out['tick_us']} us; per loop iteration, "
+              f"its watch over itself {out['loop_watch_us']} us (stall capture {capture})")
     return 0
 
 
