@@ -287,3 +287,32 @@ def test_a_300_ms_bedside_stall_explains_itself_and_the_arms_hold(tmp_path):
     # And the recording keeps it.
     rec = Recorded([recording]).json_rows("bedside", BEDSIDE.stall)
     assert rec and "in stuck_arm_driver" in rec[0][1]["loop_stack"][0]
+
+
+def test_every_bedside_counter_with_the_loop_figures_fits_one_counters_message():
+    """A decade of 1 kHz ticks in every counter the bedside can have, the loop's included: under the 3072 bytes."""
+    from test_protocol_doc import _counter_names
+
+    from bedside import agent as agent_module
+    from transport import codec, messages, security
+
+    names = {n.strip("`<") for n in _counter_names(agent_module, security)}
+    values = {n: 10**12 for n in names if not n.endswith("_")}
+    values |= {f"ack_{s.name.lower()}": 10**12 for s in messages.AckStatus}
+    values |= {f"rejected_{s.name.lower()}": 10**12 for s in messages.AckStatus if s.rejected}
+    values |= {f"decode_error_{e.__name__}": 10**12 for e in vars(codec).values()
+               if isinstance(e, type) and issubclass(e, codec.ProtocolError)}
+    values |= {"admitted_control": 10**12, "admitted_monitoring": 10**12}
+    values |= {k: 10**12 for k in LoopHealth("bedside", BEDSIDE_STEPS, BOUND).counters()}
+    data = codec.encode(messages.Counters(1, 1, 1, values))
+    assert len(data) <= codec.HEADER_SIZE + codec.MAX_COUNTERS_BYTES
+
+
+def test_an_overrun_event_is_a_warning_in_the_monitors_log_and_an_alarm_marker_in_qa():
+    from console.monitor_model import event_severity
+    from qa.session import classify_bedside, classify_console
+    from transport.messages import Reason
+
+    assert event_severity(Reason.LOOP_OVERRUN) is Severity.WARNING
+    assert classify_bedside({"kind": "INFO", "reason": "LOOP_OVERRUN"}) == "alarm"
+    assert classify_console({"source": "loop", "name": "overrun", "reason": "LOOP_OVERRUN"}) == "alarm"
