@@ -42,6 +42,32 @@ class RecordingError(UserError):
 
     label = "recording error"
 
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def check_files(paths: list[str]) -> list[str]:
+    """Every path names a non-empty MCAP file; else the first bad one, why, and what to give instead."""
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise RecordingError(f"{p} does not exist: give the path of a .mcap recording (`ls "
+                                     "~/.local/state/teleop/recordings`, or `recording.dir` in the configuration)")
+        if not path.is_file():
+            raise RecordingError(f"{p} is not a file: give the path of a .mcap recording")
+        try:
+            with path.open("rb") as f:
+                head = f.read(len(MCAP_MAGIC))
+        except OSError as exc:
+            raise RecordingError(f"{p} cannot be read ({exc.strerror}): check its permissions") from None
+        if not head:
+            raise RecordingError(f"{p} is empty (a recording cut off before its first byte): give another "
+                                     "recording")
+        if head != MCAP_MAGIC:
+            raise RecordingError(f"{p} is not an MCAP recording (it does not start with the MCAP magic "
+                                     "bytes): give a .mcap file written by teleop")
+    return paths
+
+
 Progress = Callable[[float, str], None]
 """progress(fraction 0..1, what): called now and then while loading."""
 
@@ -317,10 +343,10 @@ class Session:
         self._offsets: tuple[np.ndarray, np.ndarray] | None = None
         self.t0_ns, self.t1_ns = self._span()
         if self.t1_ns - self.t0_ns > MAX_SPAN_NS:
+            days = (self.t1_ns - self.t0_ns) / 86400e9
             raise RecordingError(_one_line(
-                f"{', '.join(str(p) for p in self.paths)}: together they span {(self.t1_ns - self.t0_ns) / 86400e9:.0f} "
-                f"days, more than the {MAX_SPAN_NS // 86_400_000_000_000} a session can: give the files of one "
-                "session"))
+                f"{', '.join(str(p) for p in self.paths)}: together they span {days:.0f} days, more than the "
+                f"{MAX_SPAN_NS // 86_400_000_000_000} a session can: give the files of one session"))
 
     # ------------------------------------------------------------------ time
 

@@ -1,23 +1,17 @@
 """Checks of what a person types, done before a role starts: each failure is one line naming the cause and
-the fix (a `UserError`, printed by `teleop/cli.py`), never a traceback, an abort in Qt, or an empty window."""
+the fix (a `UserError`, printed by `teleop/cli.py`), never a traceback, an abort in Qt, or an empty window.
+(Recording files are checked by QA's reader: `qa.session.check_files`.)"""
 
 from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from base.errors import UserError
-
-MCAP_MAGIC = b"\x89MCAP0\r\n"
 
 
 class DisplayError(UserError):
     label = "no display"
-
-
-class RecordingFileError(UserError):
-    label = "recording error"
 
 
 def positive_seconds(text: str) -> float:
@@ -47,29 +41,6 @@ def require_display(command: str, instead: str = "") -> None:
     raise DisplayError(f"`teleop {command}` opens a window, but DISPLAY and WAYLAND_DISPLAY are unset: run it in a "
                        f"desktop session (or over `ssh -X`), set QT_QPA_PLATFORM=offscreen for a window without a "
                        f"screen{alt}")
-
-
-def recording_files(paths: list[str]) -> list[str]:
-    """Every path names a non-empty MCAP file; else the first bad one, why, and what to give instead."""
-    for p in paths:
-        path = Path(p)
-        if not path.exists():
-            raise RecordingFileError(f"{p} does not exist: give the path of a .mcap recording (`ls "
-                                     "~/.local/state/teleop/recordings`, or `recording.dir` in the configuration)")
-        if not path.is_file():
-            raise RecordingFileError(f"{p} is not a file: give the path of a .mcap recording")
-        try:
-            with path.open("rb") as f:
-                head = f.read(len(MCAP_MAGIC))
-        except OSError as exc:
-            raise RecordingFileError(f"{p} cannot be read ({exc.strerror}): check its permissions") from None
-        if not head:
-            raise RecordingFileError(f"{p} is empty (a recording cut off before its first byte): give another "
-                                     "recording")
-        if head != MCAP_MAGIC:
-            raise RecordingFileError(f"{p} is not an MCAP recording (it does not start with the MCAP magic "
-                                     "bytes): give a .mcap file written by teleop")
-    return paths
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -14,7 +14,7 @@ import os
 import sys
 
 from qa.redrive import DEFAULT_TOLERANCE_MM
-from teleop.args import has_display, recording_files, require_display
+from teleop.args import has_display, require_display
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,9 +53,9 @@ def split_address(addr: str, default_port: int) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qa.session import Session
+    from qa.session import Session, check_files
 
-    recording_files(args.files)
+    check_files(args.files)
     if args.screenshot and not has_display():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a picture needs no screen
     if not args.to_bedside and not args.screenshot:
