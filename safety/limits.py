@@ -258,10 +258,32 @@ class RateWindow:
         self._hist: deque[tuple[int, CartesianSetpoint]] = deque()
 
     def check(self, send_ns: int, sp: CartesianSetpoint) -> LimitViolation | None:
-        """None if moving to `sp`, sent at `send_ns`, keeps every rate over the window; else the first broken."""
-        if not self._hist:
+        """None if moving to `sp`, sent at `send_ns`, keeps every rate over the window; else the first broken.
+
+        Runs for every commanded arm at 1 kHz, so the accepting case is decided first with squared distances
+        and a quaternion dot product (no call per term): it accepts only what `_violation` accepts (a turn
+        whose |q·q0| is at least cos(budget/2) is within the budget), and anything else is judged there."""
+        hist = self._hist
+        if not hist:
             return None
-        t0, sp0 = self._hist[0]
+        t0, sp0 = hist[0]
+        lim = self.limits
+        dt = ((send_ns - t0 if send_ns > t0 else 0) + self.jitter_ns) * 1e-9
+        (px, py, pz), (cx, cy, cz) = sp.position, sp0.position
+        dx, dy, dz = px - cx, py - cy, pz - cz
+        b = lim.max_speed_m_s * dt
+        rb = lim.max_rot_speed_rad_s * dt
+        if dx * dx + dy * dy + dz * dz <= b * b and abs(sp.jaw - sp0.jaw) <= lim.max_jaw_speed_rad_s * dt:
+            if rb >= math.pi:
+                return None
+            (qx, qy, qz, qw), (rx, ry, rz, rw) = sp.orientation, sp0.orientation
+            if abs(qx * rx + qy * ry + qz * rz + qw * rw) >= math.cos(0.5 * rb):
+                return None
+        return self._violation(send_ns, sp, t0, sp0)
+
+    def _violation(self, send_ns: int, sp: CartesianSetpoint, t0: int, sp0: CartesianSetpoint
+                   ) -> LimitViolation | None:
+        """The rates one by one against the setpoint sent at `t0`, with the sentence naming the first broken."""
         span = max(send_ns - t0, 0) + self.jitter_ns
         dt = span / 1e9
         lim = self.limits

@@ -214,3 +214,29 @@ def test_rate_window_keeps_bounded_memory() -> None:
     w = RateWindow(lim, 200_000_000, 20_000_000)
     _stream(w, 0.01, 5000)
     assert len(w._hist) <= 202
+
+
+def test_rate_window_fast_check_agrees_with_the_named_checks() -> None:
+    """`RateWindow.check`'s accepting shortcut (squared distance, quaternion dot product) accepts exactly what
+    its named checks accept, on setpoints scattered across and just around every rate."""
+    lim = limits_from_config(TeleopConfig())
+    rng = random.Random(20261201)
+    seen = {"ok": 0, "bad": 0}
+    for _ in range(20000):
+        w = RateWindow(lim, 200_000_000, rng.choice([0, 1_000_000, 20_000_000]))
+        sp0 = Sp((rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), -0.1),
+                 q_from_axis_angle((rng.gauss(0, 1), rng.gauss(0, 1), rng.gauss(0, 1)), rng.uniform(0, 3.0)),
+                 rng.uniform(0.0, 1.0))
+        w.accept(0, sp0)
+        t = rng.choice([0, 1_000_000, 5_000_000, 50_000_000, 400_000_000, -1_000_000])
+        dt = (max(t, 0) + w.jitter_ns) / 1e9
+        scale = rng.choice([0.5, 0.99, 1.0, 1.01, 2.0])
+        pos = tuple(c + rng.gauss(0.0, 1.0) * lim.max_speed_m_s * dt * scale / 1.7 for c in sp0.position)
+        turn = q_from_axis_angle((rng.gauss(0, 1), rng.gauss(0, 1), rng.gauss(0, 1)),
+                                 rng.uniform(0.0, lim.max_rot_speed_rad_s * dt * scale))
+        jaw = sp0.jaw + rng.gauss(0.0, lim.max_jaw_speed_rad_s * dt * scale)
+        sp = Sp(pos, q_mul(turn, sp0.orientation), jaw)
+        named = w._violation(t, sp, 0, sp0)
+        assert (w.check(t, sp) is None) == (named is None), (t, sp0, sp, named)
+        seen["ok" if named is None else "bad"] += 1
+    assert min(seen.values()) > 2000, seen
