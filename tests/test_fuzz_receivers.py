@@ -114,7 +114,7 @@ def _jpeg_declaring(width: int, height: int) -> bytes:
 
 
 def test_a_jpeg_declaring_a_huge_picture_is_refused_before_decoding():
-    """Found by tests/fuzz_video.py: a 600-byte JPEG declaring 30000x30000 cost 5.2 GB and 18 s in OpenCV."""
+    """Found by tests/fuzz_receiver.py video: a 600-byte JPEG declaring 30000x30000 cost 5.2 GB and 18 s in OpenCV."""
     bomb = _jpeg_declaring(30000, 30000)
     assert len(bomb) < 1000 and jpeg_size(bomb) == (30000, 30000)
     with pytest.raises(CodecError, match="30000x30000"):
@@ -199,7 +199,7 @@ def test_window_link_survives_hostile_messages(ui_rig, data):
     b'{"type":"video","frame_id":' + b"9" * 30 + b',"capture_ns":1}',
 ])
 def test_window_messages_that_crashed_the_engine_are_dropped(ui_rig, msg):
-    """Found by tests/fuzz_uilink.py's targets: each escaped as RecursionError or OverflowError (in the engine
+    """Found by tests/fuzz_receiver.py uilink: each escaped as RecursionError or OverflowError (in the engine
     process, from the window's own socket)."""
     assert len(msg) <= MAX_UI_BYTES
     with pytest.raises(UiMessageError):
@@ -278,7 +278,7 @@ def _load(path: Path, data: bytes) -> str:
 
 
 def test_decompression_bombs_are_refused_by_name(rec_rig, tmp_path):
-    """Found writing tests/fuzz_recording.py's seeds: a 33 kB zstd chunk declaring 1 GB allocated it (zstd trusts its
+    """Found writing tests/fuzz_receiver.py recording's seeds: a 33 kB zstd chunk declaring 1 GB allocated it (zstd trusts its
     frame header over max_output_size), a 4 MB lz4 chunk expanded to 1 GB (2.1 GB peak, 4.8 s)."""
     seed = rec_rig.seeds[1]  # uncompressed, chunked
     small_zstd = zstandard.ZstdCompressor().compress(b"\x05" * (MAX_CHUNK_READ + 1))
@@ -331,7 +331,7 @@ def test_a_timeline_no_session_can_have_is_refused_by_name(rec_rig, tmp_path):
     ("/console/link", b'{"clock_offset_ns": 1e999}', "clock_offset_ns"),
 ])
 def test_messages_of_the_wrong_shape_name_the_file(rec_rig, tmp_path, topic, data, what):
-    """Found by tests/fuzz_recording.py: each escaped from the report or the window as JSONDecodeError,
+    """Found by tests/fuzz_receiver.py recording: each escaped from the report or the window as JSONDecodeError,
     RecursionError, AttributeError, TypeError, OverflowError or a numpy error."""
     path = tmp_path / "console-bad.mcap"
     msgs = [m if m[0] != topic else (*m[:4], data) for m in rec_rig.messages["console"]]

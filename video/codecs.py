@@ -71,7 +71,7 @@ class Decoder(ABC):
     codec: Codec
     max_pixels: int = MAX_PIXELS
     """A packet that declares a bigger picture is refused before anything is allocated: a 600-byte JPEG can
-    declare 30000x30000 and cost 5 GB and 18 s to decode (found by tests/fuzz_video.py)."""
+    declare 30000x30000 and cost 5 GB and 18 s to decode (found by tests/fuzz_receiver.py video)."""
 
     @abstractmethod
     def decode(self, data: bytes) -> np.ndarray:
