@@ -278,8 +278,9 @@ def _load(path: Path, data: bytes) -> str:
 
 
 def test_decompression_bombs_are_refused_by_name(rec_rig, tmp_path):
-    """Found writing tests/fuzz_receiver.py recording's seeds: a 33 kB zstd chunk declaring 1 GB allocated it (zstd trusts its
-    frame header over max_output_size), a 4 MB lz4 chunk expanded to 1 GB (2.1 GB peak, 4.8 s)."""
+    """Found writing the recording rig's seeds (tests/fuzz_receiver.py recording): a 33 kB zstd chunk declaring
+    1 GB allocated it (zstd trusts its frame header over max_output_size), a 4 MB lz4 chunk expanded to 1 GB
+    (2.1 GB peak, 4.8 s)."""
     seed = rec_rig.seeds[1]  # uncompressed, chunked
     small_zstd = zstandard.ZstdCompressor().compress(b"\x05" * (MAX_CHUNK_READ + 1))
     assert "over the" in _load(tmp_path / "console-zstd.mcap", _with_first_record_after_header(
