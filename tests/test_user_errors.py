@@ -176,3 +176,15 @@ def test_a_configuration_file_with_several_mistakes_names_each_with_its_key(tmp_
     assert any(ln.startswith("teleop: configuration error: teleop.scale_max: 0.1 is below teleop.motion_scale")
                for ln in lines), err
     assert len(lines) == 6, err
+
+
+def test_the_replay_window_without_a_display_says_so(tmp_path: Path) -> None:
+    """A good recording, no screen: the window's error, not a Qt abort; a picture (--screenshot) needs none."""
+    from qa.synth import synthesize
+
+    rec = synthesize(tmp_path / "rec", seconds=1.0, video=None)
+    rc, err = teleop("replay", str(rec.console), str(rec.bedside))
+    line = one_line(err)
+    assert rc == 2 and line.startswith("teleop: no display:") and "--screenshot" in line
+    rc, err = teleop("replay", str(rec.console), str(rec.bedside), "--screenshot", str(tmp_path / "r.png"))
+    assert rc == 0 and (tmp_path / "r.png").stat().st_size > 0, err
