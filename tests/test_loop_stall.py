@@ -264,10 +264,13 @@ def test_a_300_ms_bedside_stall_explains_itself_and_the_arms_hold(tmp_path):
     try:
         s.start_console()
         s.wait_engaged()
-        stall = s.wait_event(lambda r: r.get("type") == "stall", 20.0)
+        # The hook's stall, not a shorter over-bound tick a loaded test host may cause before it.
+        stall = s.wait_event(lambda r: r.get("type") == "stall" and r.get("step") == "arms"
+                             and r.get("tick_ms", 0) >= 250, 20.0)
         assert stall is not None, s.diagnostics()
         freeze = s.wait_event(lambda r: r.get("type") == "freeze" and r["t_ns"] >= stall["t_ns"], 5.0)
-        event = s.wait_event(lambda r: r.get("type") == "event" and r.get("reason") == "LOOP_OVERRUN", 5.0)
+        event = s.wait_event(lambda r: r.get("type") == "event" and r.get("reason") == "LOOP_OVERRUN"
+                             and "stuck_arm_driver" in r.get("text", ""), 5.0)
     finally:
         s.close()
     bed = json.loads(s.bed_summary.read_text())
@@ -286,7 +289,7 @@ def test_a_300_ms_bedside_stall_explains_itself_and_the_arms_hold(tmp_path):
     assert bed["counters"]["loop_over_bound"] >= 1 and bed["loop"]["tick_us"]["max"] >= 300_000
     # And the recording keeps it.
     rec = Recorded([recording]).json_rows("bedside", BEDSIDE.stall)
-    assert rec and "in stuck_arm_driver" in rec[0][1]["loop_stack"][0]
+    assert any("in stuck_arm_driver" in (row[1]["loop_stack"] or [""])[0] for row in rec), rec
 
 
 def test_every_bedside_counter_with_the_loop_figures_fits_one_counters_message():
