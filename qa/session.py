@@ -312,6 +312,7 @@ class Session:
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise ValueError("no recording given")
+        check_files([str(p) for p in self.paths])  # a missing, empty or non-MCAP file named before any is read
         self.raw: dict[str, dict[str, Raw]] = {"console": {}, "bedside": {}}
         self.files: list[FileInfo] = []
         total = sum(max(1, p.stat().st_size) for p in self.paths)

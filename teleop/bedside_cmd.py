@@ -6,10 +6,11 @@ import argparse
 
 import zmq
 
-from base.runtime import StopFlag, write_json
+from base.runtime import write_json
 from bedside.server import BedsideServer
 from recording.recorder import start_recorder
 from teleop.args import positive_seconds
+from teleop.role_run import run_role
 from transport import security
 
 
@@ -26,18 +27,8 @@ def run(args: argparse.Namespace) -> int:
     # ZAP handler back). Then the recorder, before the server: its video child records too.
     security.for_server(args.cfg, zmq.Context.instance())
     recorder = start_recorder(args.cfg, "bedside")
-    try:
-        server = BedsideServer(args.cfg, recorder, args.event_log, video=not args.no_video)
-    except BaseException:
-        if recorder is not None:
-            recorder.close(discard=True)  # nothing ran: leave no empty recording behind
-        raise
-    try:
-        server.run(StopFlag(), args.seconds)
-    finally:
-        server.finish()
-        if recorder is not None:
-            recorder.close()
+    server = run_role(lambda: BedsideServer(args.cfg, recorder, args.event_log, video=not args.no_video), recorder,
+                      args.seconds)
     if args.summary:
         write_json(args.summary, server.summary())
     return 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from base.runtime import StopFlag, realtime_scheduling, write_json
+from base.runtime import realtime_scheduling, write_json
 from console.runner import ConsoleRunner
 from recording.recorder import start_recorder
 from teleop.args import positive_seconds, require_display
+from teleop.role_run import run_role
 from transport import security
 from transport.zmqlink import start_io_thread
 
@@ -33,18 +34,7 @@ def run(args: argparse.Namespace) -> int:
     # thread first so it is made real-time too.
     start_io_thread()
     realtime_scheduling(args.cfg.console.realtime_priority, "console")
-    try:
-        runner = ConsoleRunner(args.cfg, ui=args.ui, recorder=recorder)
-    except BaseException:
-        if recorder is not None:
-            recorder.close(discard=True)  # nothing ran: leave no empty recording behind
-        raise
-    try:
-        runner.run(StopFlag(), args.seconds)
-    finally:
-        runner.finish()
-        if recorder is not None:
-            recorder.close()
+    runner = run_role(lambda: ConsoleRunner(args.cfg, ui=args.ui, recorder=recorder), recorder, args.seconds)
     if args.summary:
         write_json(None if args.summary == "-" else args.summary, runner.summary())
     return 0

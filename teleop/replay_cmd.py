@@ -55,7 +55,7 @@ def split_address(addr: str, default_port: int) -> tuple[str, int]:
 def run(args: argparse.Namespace) -> int:
     from qa.session import Session, check_files
 
-    check_files(args.files)
+    check_files(args.files)  # before the display: a bad file is named even where no window could open
     if args.screenshot and not has_display():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a picture needs no screen
     if not args.to_bedside and not args.screenshot:

@@ -7,7 +7,6 @@ import sys
 import time
 
 from qa.report import make_report
-from qa.session import check_files
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,7 +18,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from teleop.replay_cmd import progress_bar
 
-    check_files(args.files)
     t = time.monotonic()
     path = make_report(args.files, args.out, None if args.no_progress else progress_bar("report "))
     print(f"{path} ({time.monotonic() - t:.1f} s)", file=sys.stderr)
