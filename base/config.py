@@ -92,9 +92,68 @@ class BedsideConfig:
         10.0, "a loop iteration starting later than this after the previous one is over the bound: counted "
         "(COUNTERS loop_over_bound), a LOOP_OVERRUN event (<= 1/s), every thread's stack captured in "
         "logging.stall_dir (above the tick period 1000/tick_hz; docs/architecture.md, loop health)", 1.0, 1000.0)
+    arms: str = _f("PSM1,PSM2,PSM3,ECM", "the arms mounted at this bedside, comma-separated; a command that moves "
+                   "any other is refused (REJECTED_ARM) and it is reported DISABLED, not homed")
+    psm1_rcm_mm: str = _f("80,0,0", "PSM1's base: its remote centre of motion (the incision it pivots about), "
+                          "x,y,z mm in the patient frame")
+    psm1_insertion_mm: str = _f("30,220", "PSM1's workspace: tip depth below its RCM, min,max mm (within the "
+                                "joint limits' cone)")
+    psm2_rcm_mm: str = _f("-80,0,0", "PSM2's base (RCM), x,y,z mm in the patient frame")
+    psm2_insertion_mm: str = _f("30,220", "PSM2's workspace: tip depth below its RCM, min,max mm")
+    psm3_rcm_mm: str = _f("-60,80,0", "PSM3's base (RCM), x,y,z mm in the patient frame")
+    psm3_insertion_mm: str = _f("30,220", "PSM3's workspace: tip depth below its RCM, min,max mm")
+    ecm_rcm_mm: str = _f("0,-60,20", "the endoscope arm's base (RCM), x,y,z mm in the patient frame")
+    ecm_insertion_mm: str = _f("30,180", "the endoscope's workspace: tip depth below its RCM, min,max mm")
+    tissue_z_mm: float = _f(-110.0, "height of the simulated tissue surface, patient frame (z up; safety/tissue.py)",
+                            -1000.0, 1000.0)
+    tissue_stiffness_n_mm: float = _f(0.3, "tissue spring: contact force per mm a tip presses in", 0.001, 100.0)
+    tissue_damping_n_s_m: float = _f(2.0, "tissue damper: force per m/s of a tip going in", 0.0, 1000.0)
+    tissue_max_depth_mm: float = _f(
+        10.0, "refuse a setpoint deeper than this inside the tissue (REJECTED_TISSUE_DEPTH): the contact force at "
+        "rest stays below stiffness x depth", 0.0, 100.0)
 
     def __post_init__(self) -> None:
         _bound_above_period("bedside", self.tick_bound_ms, "tick_hz", self.tick_hz)
+        mounted = self.mounted_arms()
+        unknown = [a for a in mounted if a not in BEDSIDE_ARMS]
+        if unknown or not mounted or len(set(mounted)) != len(mounted):
+            raise ConfigError(f"bedside.arms: {self.arms!r} must name each mounted arm once, from "
+                              f"{', '.join(BEDSIDE_ARMS)}")
+        for arm in BEDSIDE_ARMS:
+            self.arm_rcm_m(arm)
+            self.arm_insertion_m(arm)
+
+    def mounted_arms(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.arms.split(",") if a.strip())
+
+    def arm_rcm_m(self, arm: str) -> tuple[float, float, float]:
+        """Arm `arm`'s remote centre of motion in metres; ConfigError naming the key if it is not x,y,z mm."""
+        x, y, z = _mm_list(self, f"{arm.lower()}_rcm_mm", 3, -1000.0, 1000.0)
+        return x / 1e3, y / 1e3, z / 1e3
+
+    def arm_insertion_m(self, arm: str) -> tuple[float, float]:
+        """Arm `arm`'s insertion range (min, max) in metres; ConfigError naming the key if it is not min<max mm."""
+        key = f"{arm.lower()}_insertion_mm"
+        lo, hi = _mm_list(self, key, 2, 5.0, 500.0)
+        if lo >= hi:
+            raise ConfigError(f"bedside.{key}: {getattr(self, key)!r}: min must be below max (min,max in mm)")
+        return lo / 1e3, hi / 1e3
+
+
+BEDSIDE_ARMS = ("PSM1", "PSM2", "PSM3", "ECM")
+"""The arms a bedside may mount: transport.messages.ARM_NAMES (base imports nothing of ours; a test compares)."""
+
+
+def _mm_list(cfg: Any, key: str, n: int, lo: float, hi: float) -> tuple[float, ...]:
+    """bedside.`key`'s comma-separated millimetres: `n` finite numbers in [lo, hi], else a ConfigError naming it."""
+    text = getattr(cfg, key)
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != n or not all(lo <= v <= hi for v in vals):
+        raise ConfigError(f"bedside.{key}: {text!r} must be {n} comma-separated numbers of mm in [{lo:g}, {hi:g}]")
+    return vals
 
 
 @dataclass(frozen=True)
@@ -132,10 +191,12 @@ class VideoConfig:
     """Stereo video (docs/video.md). Sizes are per eye; both eyes travel packed in one picture."""
 
     source: str = _f(
-        "synthetic",
-        "synthetic | file:SBS.mp4 | file:L.mp4,R.mp4 | usb:0 | usb:0,1 | realsense[:SERIAL] | "
-        "realsense-color[:SERIAL] | realsense-file:REC.db3",
+        "rendered",
+        "rendered (the endoscope's view drawn from the arms' state) | synthetic (a test pattern) | file:SBS.mp4 | "
+        "file:L.mp4,R.mp4 | usb:0 | usb:0,1 | realsense[:SERIAL] | realsense-color[:SERIAL] | realsense-file:REC.db3",
     )
+    hfov_deg: float = _f(75.0, "rendered endoscope: horizontal field of view of each eye", 20.0, 150.0)
+    baseline_mm: float = _f(5.0, "rendered endoscope: distance between the two eyes (stereo baseline)", 0.5, 50.0)
     width: int = _f(1280, "per-eye width in px (synthetic source and camera request)", 160, 4096)
     height: int = _f(720, "per-eye height in px", 96, 4096)
     fps: int = _f(60, "capture rate", 1, 240)
@@ -147,6 +208,13 @@ class VideoConfig:
     encoder_threads: int = _f(0, "libx264 threads (0 = x264's choice)", 0, 16)
     jpeg_quality: int = _f(80, "JPEG quality", 10, 100)
     adaptive: bool = _f(True, "lower bitrate, then resolution, when frames start queueing")
+    fit_machine: bool = _f(True, "lower size, then frame rate, while drawing/encoding or decoding/painting a frame "
+                                 "takes too much of its period (video/adapt.py); restore when it no longer does")
+    min_fps: int = _f(15, "frame-rate floor when fitting the picture to a busy machine", 1, 240)
+    busy_high: float = _f(0.7, "a stage taking this share of the frame period (smoothed) is busy: step down",
+                          0.1, 2.0)
+    busy_low: float = _f(0.45, "step up only while every stage, projected to the better mode, stays below this "
+                               "share of its period", 0.05, 2.0)
     max_queue_ms: float = _f(
         50.0, "skip capture frames while the oldest unacknowledged frame exceeds best RTT + this", 5.0, 2000.0
     )
@@ -170,6 +238,8 @@ class TeleopConfig:
     align_tolerance_deg: float = _f(
         5.0, "following starts only when master and tool orientations agree this well (dVRK: 5)", 0.5, 45.0
     )
+    swap_hand: str = _f("left", "the hand the arm-swap pedal moves to the idle instrument (console/hands.py)",
+                        choices=("left", "right"))
     tremor_enabled: bool = _f(True, "filter physiological tremor out of the master positions")
     tremor_adaptive: bool = _f(True, "track the tremor frequency inside the band (else a fixed notch)")
     tremor_band_lo_hz: float = _f(8.0, "lower edge of the physiological tremor band", 1.0, 100.0)
@@ -245,6 +315,10 @@ class LoggingConfig:
     stall_dir: str = _f(str(Path(os.environ.get("XDG_STATE_HOME") or "~/.local/state") / "teleop" / "stalls"),
                         "directory for the stacks of every thread captured when a control loop overran its "
                         "tick bound (<role>-<date>-<pid>-<n>.txt; default: the XDG state directory)")
+    stall_stacks: str = _f("loop", "whose stacks a stall capture writes: 'loop' (the stalled loop's thread, safe) or "
+                           "'all' (every thread: names a thread holding the GIL, but walks stacks other CPUs may be "
+                           "changing and can crash the process; for diagnosis only, docs/reliability.md)",
+                           choices=("loop", "all"))
 
 
 @dataclass(frozen=True)
@@ -274,6 +348,7 @@ RELATIONS: tuple[tuple[str, str, bool, str], ...] = (
     ("teleop.latency_warn_ms", "teleop.latency_hard_ms", True, "the latency warning comes before the hold"),
     *((f"teleop.workspace_{a}_min_mm", f"teleop.workspace_{a}_max_mm", True, "the workspace box needs a size")
       for a in "xyz"),
+    ("video.busy_low", "video.busy_high", True, "restoring the picture needs a margin below the busy limit"),
     ("recording.max_file_mb", "recording.retention_mb", False, "the current file alone would exceed the retention"),
     ("bedside.watchdog_ms", "bedside.driver_watchdog_ms", False,
      "a driver holding on its own must not end a session the bedside's own watchdog would keep"),

@@ -72,9 +72,12 @@ def teleop_command(*args: str) -> list[str]:
 
 
 def start_role(name: str, argv: list[str], timeout: float = 30.0, prefix: list[str] | None = None,
-               env: dict[str, str] | None = None, command: list[str] | None = None) -> Role:
+               env: dict[str, str] | None = None, command: list[str] | None = None,
+               stderr_line_delay_s: float = 0.0) -> Role:
     """Start `teleop <argv>` (optionally under `prefix`, e.g. `ip netns exec NS`) and wait for READY.
-    `command`: another program that prints READY the same way, run instead of `teleop` (a test's own role)."""
+    `command`: another program that prints READY the same way, run instead of `teleop` (a test's own role).
+    `stderr_line_delay_s`: read its stderr that slowly, a pause after every line (teleop bench stall: a busy
+    window's reader thread; once the pipe's 64 KiB are full, every write to stderr in the role waits)."""
     cmd = (prefix or []) + (command if command is not None else teleop_command(*argv))
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
@@ -86,6 +89,8 @@ def start_role(name: str, argv: list[str], timeout: float = 30.0, prefix: list[s
         assert proc.stderr is not None
         for line in proc.stderr:
             role.stderr_tail.append(line)
+            if stderr_line_delay_s:
+                time.sleep(stderr_line_delay_s)
 
     threading.Thread(target=pump_stderr, daemon=True).start()
     ready = threading.Event()

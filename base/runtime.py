@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import sys
 import threading
@@ -61,6 +64,96 @@ def realtime_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+
+
+LOG_QUEUE_RECORDS = 10_000
+"""Log records waiting for the writer thread at most; more are dropped and counted (a stderr nobody reads)."""
+
+
+class _DroppingQueueHandler(logging.handlers.QueueHandler):
+    """Hands a formatted record to the writer thread; never waits: a full queue drops it, and the writer says
+    how many it lost once it can."""
+
+    def __init__(self, q: queue.Queue) -> None:
+        super().__init__(q)
+        self.dropped = 0
+        self._told = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            if self.dropped != self._told:
+                lost = self.dropped - self._told
+                note = logging.LogRecord("logging", logging.WARNING, __file__, 0,
+                                         "%d log records dropped: stderr was not read fast enough", (lost,), None)
+                self.queue.put_nowait(self.prepare(note))
+                self._told = self.dropped
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+_log_writer: logging.handlers.QueueListener | None = None
+
+
+def queued_logging(level: int, fmt: str, stream: IO[str] | None = None) -> logging.handlers.QueueListener:
+    """Log through a queue: every thread's `log.x()` formats its record and queues it without waiting; one writer
+    thread (`log-writer`) alone writes to `stream` (stderr).
+
+    Why (issue #19): with the handler writing itself, a log call waits for the stream, and for the handler's
+    lock while another thread waits for the stream. A stderr pipe whose reader is slow (a busy window's pump
+    thread) filled up; the ZAP thread, logging a refused key, blocked in write() holding the handler's lock;
+    the bedside loop, logging a state change, waited for that lock: 1.2 s in the session, 12.7 s in
+    `teleop bench stall` before this. Now a full pipe only delays the writer thread, and a full queue drops
+    records (counted and said). Replaces any previous handlers of the root logger; the writer drains at exit."""
+    global _log_writer
+    _stop_log_writer()
+    handler = logging.StreamHandler(stream or sys.stderr)
+    q: queue.Queue = queue.Queue(LOG_QUEUE_RECORDS)
+    qh = _DroppingQueueHandler(q)
+    qh.setFormatter(logging.Formatter(fmt))  # formatted in the caller: the writer only writes
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    root.addHandler(qh)
+    root.setLevel(level)
+    _log_writer = logging.handlers.QueueListener(q, handler)
+    _log_writer.start()
+    if _log_writer._thread is not None:  # the stdlib names no other handle on its thread
+        _log_writer._thread.name = "log-writer"
+        gil_helper(_log_writer._thread)
+    atexit.register(_stop_log_writer)
+    return _log_writer
+
+
+LOG_DRAIN_S = 2.0
+"""At exit the writer gets this long to write what is queued: a stderr nobody reads must not hold the exit."""
+
+
+def _stop_log_writer() -> None:
+    global _log_writer
+    w, _log_writer = _log_writer, None
+    if w is None or w._thread is None:
+        return
+    with contextlib.suppress(queue.Full):
+        w.enqueue_sentinel()
+    w._thread.join(LOG_DRAIN_S)  # alive after that: a daemon thread, it ends with the process
+
+
+_gil_helpers: list[threading.Thread] = []
+
+
+def gil_helper(thread: threading.Thread) -> None:
+    """Name a thread of this process that runs Python (so holds the GIL at times) beside a control loop: when
+    the loop goes real-time, so does it, one priority below (`realtime_scheduling`).
+
+    Why (issue #19): at normal priority such a thread can be preempted by any CPU hog while it holds the GIL;
+    the real-time loop, woken, then waits for the GIL until the scheduler runs that thread again. In
+    `teleop bench stall`, 46 of 59 captured bedside stalls of 10–20 ms had pyzmq's ZAP thread in Python and
+    the loop waiting to wake. One below the loop: it never preempts the loop, and nothing time-shared
+    preempts it. Threads the loop starts after going real-time inherit its priority (the arm drivers')."""
+    _gil_helpers[:] = [t for t in _gil_helpers if t.is_alive()]
+    _gil_helpers.append(thread)
 
 
 ZMQ_IO_THREAD = "ZMQbg/IO/"
@@ -127,7 +220,15 @@ def realtime_scheduling(priority: int, role: str) -> str:
             os.sched_setscheduler(tid, policy, param)
         except OSError as exc:
             _log.warning("%s: zmq I/O thread %d stays at normal priority: %s", role, tid, exc.strerror)
-    _log.info("%s: control loop and zmq I/O thread at SCHED_FIFO %d", role, priority)
+    helper_param = os.sched_param(max(1, priority - 1))
+    helpers = [t for t in _gil_helpers if t.is_alive() and t.native_id is not None]
+    for t in helpers:
+        try:
+            os.sched_setscheduler(t.native_id, policy, helper_param)
+        except OSError as exc:
+            _log.warning("%s: thread %s stays at normal priority: %s", role, t.name, exc.strerror)
+    _log.info("%s: control loop and zmq I/O thread at SCHED_FIFO %d%s", role, priority,
+              f", {', '.join(t.name for t in helpers)} at {helper_param.sched_priority}" if helpers else "")
     return f"fifo:{priority}"
 
 

@@ -1,10 +1,11 @@
-"""Stall capture: the Python stacks of every thread, written while a control loop stands still, without its
-help and without the GIL.
+"""Stall capture: the Python stack of a control loop that stands still (or of every thread), written without
+the loop's help and without the GIL.
 
 How: faulthandler's C handler for SIGALRM (`faulthandler.register`) and the process's wall-clock timer
 (`setitimer(ITIMER_REAL)`), which the loop re-arms for `bound` at every tick (`arm`). A loop that does not
-come back within the bound lets the timer expire: the kernel delivers SIGALRM to some thread and
-faulthandler, inside the signal handler, writes every thread's stack to a file. When the loop runs again it
+come back within the bound lets the timer expire: the kernel delivers SIGALRM, giving the process's main
+thread (where both loops run) first claim on it, and faulthandler, inside the signal handler, writes that
+thread's stack to a file (`all_threads`: every thread's; see `StallCapture`). When the loop runs again it
 reads what was written (`collect`) and its shell logs, saves and records it (safety/loop_watch.py).
 
 Why not `faulthandler.dump_traceback_later`: each re-arm cancels its watchdog thread, waits for that thread
@@ -25,6 +26,7 @@ import faulthandler
 import os
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -56,7 +58,12 @@ class StallCapture:
     """One per process: `arm(now)` at every tick of the loop it watches, `collect(now)` when a tick was over the
     bound, `close()` when the loop ends. Dumps accumulate in `live_path` (kept if any was written)."""
 
-    def __init__(self, folder: str | Path, role: str, bound_ns: int) -> None:
+    def __init__(self, folder: str | Path, role: str, bound_ns: int, all_threads: bool = False) -> None:
+        """`all_threads`: every thread's stack, not only the one the signal lands in (the loop's: see below).
+        Walking another thread's frames from a signal handler, without the GIL, races with that thread when it
+        runs Python on another CPU, and once crashed the bedside (SIGSEGV mid-dump, docs/reliability.md):
+        a diagnosis tool, never a default. Without it the capture runs only for a loop in the main thread (the
+        one SIGALRM lands in), and `collect` names that thread in the dump, as an every-thread dump would."""
         global _owner
         self.role = role
         self.folder = Path(folder).expanduser()
@@ -68,6 +75,12 @@ class StallCapture:
         self._file = None
         self._read = 0
         self._holdoff_until = 0
+        self.all_threads = all_threads
+        self._main = threading.main_thread().ident or 0
+        if not all_threads and threading.get_ident() != self._main:
+            self.why_off = ("the loop is not the process's main thread, which SIGALRM reaches "
+                            "(logging.stall_stacks=all captures every thread)")
+            return
         if _owner is not None:
             self.why_off = "another loop of this process captures its stalls (SIGALRM is the process's)"
             return
@@ -82,7 +95,7 @@ class StallCapture:
             self.why_off = f"cannot write the stall folder {self.folder}: {exc.strerror or exc}"
             self.live_path = None
             return
-        faulthandler.register(signal.SIGALRM, file=self._file, all_threads=True, chain=False)
+        faulthandler.register(signal.SIGALRM, file=self._file, all_threads=all_threads, chain=False)
         _owner = self
         self.active = True
 
@@ -100,6 +113,9 @@ class StallCapture:
         if size <= self._read:
             return ""
         text = os.pread(self._file.fileno(), size - self._read, self._read).decode("utf-8", "replace")
+        if not self.all_threads:  # faulthandler names no thread in a one-thread dump: it is the main one's
+            text = text.replace("Stack (most recent call first):",
+                                f"Current thread 0x{self._main:016x} (most recent call first):")
         self._read = size
         self.dumps += 1
         self._holdoff_until = now_ns + HOLDOFF_NS

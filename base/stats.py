@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def percentiles(values: Sequence[float], with_max: bool = False) -> dict[str, float | None]:
-    """p50/p99/p999 (nearest-rank) of `values`, rounded to 0.1; None for an empty sample."""
-    keys = {"p50": 0.50, "p99": 0.99, "p999": 0.999}
+def percentiles(values: Sequence[float], with_max: bool = False, names: Sequence[str] = ("p50", "p99", "p999"),
+                digits: int = 1) -> dict[str, float | None]:
+    """p50/p99/p999 (or the percentiles `names` names: "p95" is the 0.95 quantile) of `values`, nearest-rank,
+    rounded to `digits`; None for an empty sample."""
+    keys = {k: float("0." + k[1:]) for k in names}
     if not values:
         out: dict[str, float | None] = {k: None for k in keys}
         if with_max:
@@ -15,9 +17,9 @@ def percentiles(values: Sequence[float], with_max: bool = False) -> dict[str, fl
         return out
     s = sorted(values)
     n = len(s)
-    out = {k: round(s[min(n - 1, int(q * n))], 1) for k, q in keys.items()}
+    out = {k: round(s[min(n - 1, int(q * n))], digits) for k, q in keys.items()}
     if with_max:
-        out["max"] = round(s[-1], 1)
+        out["max"] = round(s[-1], digits)
     out["n"] = n
     return out
 

@@ -50,15 +50,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from base.config import BedsideConfig, TeleopConfig
-from bedside.arm import DEFAULT_ARMS, ArmModel
+from base.geometry import Vec3
+from bedside.arm import ArmModel, arm_models
 from bedside.arm_driver import ArmDriver
 from bedside.drivers import build_arms
 from safety.command_gate import NO_EPOCH, CommandGate
 from safety.limits import LimitKind, limits_from_config, rate_window
 from safety.statemachine import StateMachine, TransitionTable
+from safety.tissue import tissue_from_config
 from safety.watchdog import Watchdog
 from transport import codec
 from transport.messages import (
+    INSTRUMENT_ARMS,
+    N_HANDS,
     AckStatus,
     ArmFlags,
     ArmMode,
@@ -145,6 +149,7 @@ _REJECTION_REASON = {
     AckStatus.REJECTED_ORIENTATION_STEP: Reason.LIMIT,
     AckStatus.REJECTED_WORKSPACE: Reason.LIMIT,
     AckStatus.REJECTED_SPEED: Reason.LIMIT,
+    AckStatus.REJECTED_TISSUE_DEPTH: Reason.LIMIT,
     AckStatus.REJECTED_OPERATOR_ABSENT: Reason.OPERATOR_ABSENT,
 }
 
@@ -185,7 +190,7 @@ class BedsideAgent:
         self,
         cfg: BedsideConfig,
         now_ns: int,
-        arms: tuple[ArmModel, ...] = DEFAULT_ARMS,
+        arms: tuple[ArmModel, ...] | None = None,
         first_epoch: int | None = None,
         teleop: TeleopConfig | None = None,
         driver_clock: Callable[[], int] | None = None,
@@ -193,11 +198,18 @@ class BedsideAgent:
         """`teleop`: the [teleop] section whose workspace box the bedside shares with the console (the bedside
         process passes its configuration's; None = the default box). `driver_clock`: the clock the arm drivers'
         own watchdogs run on (the bedside process passes `time.monotonic_ns`; None = no driver watchdog, for
-        tests that invent the time). ConfigError for an unknown arm driver."""
+        tests that invent the time). `arms`: the arm models in wire order (None: `arm_models(cfg)`, the four arms
+        placed as `bedside.<arm>_rcm_mm` / `_insertion_mm` say). ConfigError for an unknown arm driver."""
         self.cfg = cfg
         self.limits = limits_from_config(teleop if teleop is not None else TeleopConfig(), cfg)
         """The console's limits with the bedside's numbers (safety/limits.py): every commanded setpoint passes."""
-        self.arms: list[ArmDriver] = build_arms(cfg, arms, self.limits, driver_clock)
+        self.arms: list[ArmDriver] = build_arms(cfg, arm_models(cfg) if arms is None else arms, self.limits,
+                                                driver_clock)
+        mounted = cfg.mounted_arms()
+        self._mounted = [a.name in mounted for a in self.arms]
+        """Arms not mounted (`bedside.arms`) are never enabled nor moved, and are reported DISABLED, not homed."""
+        self._mounted_mask = sum(1 << i for i, m in enumerate(self._mounted) if m)
+        self._instrument_mask = sum(1 << i for i, a in enumerate(self.arms) if a.name in INSTRUMENT_ARMS)
         self._driver_bound_ns = None if driver_clock is None else int(cfg.driver_watchdog_ms * 1e6)
         self._commanded = [_Commanded() for _ in self.arms]
         self._rates = [rate_window(self.limits, cfg) for _ in self.arms]
@@ -214,6 +226,12 @@ class BedsideAgent:
         self.estop_local = False
         self.last_valid_ns = now_ns
         self.last_applied_seq = 0
+        self.last_applied: tuple[int, int, int, int] = (0, 0, 0, 0)
+        """The last servo_cp applied: (epoch, seq, its send time on the console's clock, when it arrived here), for
+        the frames drawn from this state (transport/bedside_state.py, the video wire's SceneStamp)."""
+        self.last_telemetry_seq = 0
+        self.tissue = tissue_from_config(cfg)
+        """The simulated patient's tissue: the depth rule `_validate` applies (the drivers simulate its force)."""
         self._last_tick_ns = now_ns
         self._tx_seq = 0
         self._last_rejection: AckStatus | None = None
@@ -264,7 +282,7 @@ class BedsideAgent:
 
     def _hold(self, i: int, disabled: bool = False) -> None:
         """Arm `i` stops where it is (CRTK hold), or is disabled: its next setpoint is judged from there."""
-        if disabled:
+        if disabled or not self._mounted[i]:
             self.arms[i].disable()
             self._commanded[i].mode = ArmMode.DISABLED
         else:
@@ -274,21 +292,27 @@ class BedsideAgent:
 
     def _enable_arms(self) -> None:
         """Every arm powered (CRTK enable) and held where it is: a session's first setpoint starts from there."""
-        for arm, c in zip(self.arms, self._commanded, strict=True):
-            arm.enable()
-            c.mode = ArmMode.HOLDING
+        for arm, c, mounted in zip(self.arms, self._commanded, self._mounted, strict=True):
+            if mounted:
+                arm.enable()
+                c.mode = ArmMode.HOLDING
         for r in self._rates:
             r.reset()
 
     def _validate(self, i: int, sp: CartesianSetpoint, send_ns: int) -> tuple[AckStatus, str] | None:
         """None if arm `i` may servo to `sp`, sent at `send_ns`, now; else the refusal and why. The shared limits
         (the code the console clamps with: step, orientation step, workspace box from the arm's current
-        setpoint; speed, orientation rate and jaw rate over the rate window), then what is the arm's own
-        (reach, joints, wrist, jaw range). Changes nothing."""
+        setpoint; speed, orientation rate and jaw rate over the rate window), then the tissue (no deeper than
+        `bedside.tissue_max_depth_mm`, safety/tissue.py), then what is the arm's own (reach, joints, wrist, jaw
+        range). Changes nothing."""
         arm = self.arms[i]
-        bad = self.limits.check(arm.setpoint_cp(), sp) or self._rates[i].check(send_ns, sp)
+        prev = arm.setpoint_cp()
+        bad = self.limits.check(prev, sp) or self._rates[i].check(send_ns, sp)
         if bad is not None:
             return _LIMIT_ACK[bad.kind], f"{arm.name}: {bad.text}"
+        deep = self.tissue.check(prev.position, sp.position)
+        if deep is not None:
+            return AckStatus.REJECTED_TISSUE_DEPTH, f"{arm.name}: {deep}"
         why = arm.reach_violation(sp)
         return None if why is None else (AckStatus.REJECTED_WORKSPACE, why)
 
@@ -440,6 +464,9 @@ class BedsideAgent:
             return AckStatus.REJECTED_ESTOP if self.estop else status
         if msg.arm_mask and not int(msg.flags) & _OPERATOR_PRESENT:  # int: IntFlag's own & builds a flag
             return AckStatus.REJECTED_OPERATOR_ABSENT
+        if msg.arm_mask & ~self._mounted_mask or (msg.arm_mask & self._instrument_mask).bit_count() > N_HANDS:
+            self._rate_limited_event(now_ns, AckStatus.REJECTED_ARM, Reason.NONE, self._arm_refusal(msg.arm_mask))
+            return AckStatus.REJECTED_ARM
         for i in range(len(self.arms)):
             if msg.arm_mask >> i & 1:
                 bad = self._validate(i, msg.arms[i], msg.send_ns)
@@ -460,9 +487,20 @@ class BedsideAgent:
         self.watchdog.feed(now_ns)
         self.last_valid_ns = now_ns
         self.last_applied_seq = msg.seq
+        self.last_applied = (msg.epoch, msg.seq, msg.send_ns, now_ns)
         self._last_rejection = None  # a freeze is blamed on rejections only if nothing valid came after them
         self.counters["applied"] += 1
         return AckStatus.APPLIED
+
+    def _arm_refusal(self, mask: int) -> str:
+        """Why a servo_cp's arm mask is refused (REJECTED_ARM), in words: nothing of it moved."""
+        named = [a.name for i, a in enumerate(self.arms) if mask >> i & 1]
+        absent = [a.name for i, a in enumerate(self.arms) if mask >> i & 1 and not self._mounted[i]]
+        if absent:
+            return (f"servo_cp commands {', '.join(absent)}, not mounted at this bedside (bedside.arms = "
+                    f"{self.cfg.arms}): refused, nothing moved")
+        return (f"servo_cp commands {len(named)} instruments at once ({', '.join(named)}); a surgeon has "
+                f"{N_HANDS} hands: refused, nothing moved")
 
     def raise_estop(self, now_ns: int, source: str, user: str = "") -> AckStatus:
         """Latch an e-stop from `source` ('local' = the bedside team's, else the console's); arms hold at once."""
@@ -558,23 +596,31 @@ class BedsideAgent:
             log.warning("%s", text)
             self._emit(now_ns, EventKind.INFO, Reason.FAULT, text, self.state)
 
-    def _arm_telemetry(self, arm: ArmDriver, c: _Commanded) -> ArmTelemetry:
+    def _arm_telemetry(self, arm: ArmDriver, c: _Commanded, mounted: bool) -> ArmTelemetry:
         st = arm.operating_state()
-        flags = ((ArmFlags.HOMED if st.is_homed else ArmFlags.NONE) | (ArmFlags.BUSY if st.is_busy else ArmFlags.NONE)
+        flags = ((ArmFlags.HOMED if st.is_homed and mounted else ArmFlags.NONE)
+                 | (ArmFlags.BUSY if st.is_busy else ArmFlags.NONE)
                  | (ArmFlags.LIMIT if c.limit_hit else ArmFlags.NONE))
-        return ArmTelemetry(c.mode, flags, arm.measured_cp(), arm.setpoint_cp(), arm.measured_js())
+        return ArmTelemetry(c.mode, flags, arm.measured_cp(), arm.setpoint_cp(), arm.measured_js(), arm.measured_cf())
+
+    def scene(self) -> list[tuple[int, CartesianSetpoint, Vec3]]:
+        """What the endoscope's renderer draws of each arm, in wire order: mode, measured_cp, measured_cf (the
+        socket layer writes it to the video process after every tick: transport/bedside_state.py)."""
+        return [(c.mode, a.measured_cp(), a.measured_cf()) for a, c in zip(self.arms, self._commanded, strict=True)]
 
     def telemetry(self, now_ns: int) -> bytes:
+        self.last_telemetry_seq = seq = self._seq()
         return codec.encode(
             Telemetry(
                 self.epoch if self.epoch != NO_EPOCH else 0,
-                self._seq(),
+                seq,
                 now_ns,
                 self.state,
                 self.reason,
                 self.estop,
                 self.last_applied_seq,
-                tuple(self._arm_telemetry(a, c) for a, c in zip(self.arms, self._commanded, strict=True)),
+                tuple(self._arm_telemetry(a, c, m) for a, c, m in zip(self.arms, self._commanded, self._mounted,
+                                                                     strict=True)),
             )
         )
 

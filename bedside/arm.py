@@ -17,9 +17,11 @@ import math
 import os
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from base.config import BedsideConfig
 from base.geometry import (
+    ZERO_V,
     Quat,
     Vec3,
     q_conj,
@@ -34,6 +36,7 @@ from base.geometry import (
 )
 from bedside.arm_driver import ArmOperatingState, ServiceBound
 from safety.limits import SetpointLimits
+from safety.tissue import Tissue
 from safety.watchdog import Watchdog
 from transport.messages import CartesianSetpoint, OperatingState
 
@@ -52,13 +55,51 @@ class ArmModel:
     wrist_limit: float = math.radians(80)
     jaw_max: float = 1.2  # radians; 0 = closed
     has_jaw: bool = True
+    home_tip: Vec3 | None = None
+    """Where the tip starts (identity orientation); None: straight down from the RCM by `home_insertion`."""
 
 
 DEFAULT_ARMS: tuple[ArmModel, ...] = (
     ArmModel("PSM1", rcm=(0.08, 0.0, 0.0)),
     ArmModel("PSM2", rcm=(-0.08, 0.0, 0.0)),
+    ArmModel("PSM3", rcm=(-0.06, 0.08, 0.0)),
     ArmModel("ECM", rcm=(0.0, -0.06, 0.02), insertion_max=0.18, home_insertion=0.06, has_jaw=False),
 )
+"""The four arms in wire order (transport.messages.ARM_NAMES) with the default configuration's geometry."""
+
+
+def arm_models(cfg: BedsideConfig) -> tuple[ArmModel, ...]:
+    """DEFAULT_ARMS placed as the configuration says: each arm's base (RCM, `bedside.<arm>_rcm_mm`) and workspace
+    (insertion range, `bedside.<arm>_insertion_mm`); the home pose stays inside that range."""
+    out = []
+    for m in DEFAULT_ARMS:
+        lo, hi = cfg.arm_insertion_m(m.name)
+        out.append(replace(m, rcm=cfg.arm_rcm_m(m.name), insertion_min=lo, insertion_max=hi,
+                           home_insertion=min(hi, max(lo, m.home_insertion))))
+    return aim_at_worksite(tuple(out), cfg.tissue_z_mm / 1e3)
+
+
+HOME_STANDOFF_M = 0.015
+"""How far above the tissue the instruments start (`aim_at_worksite`)."""
+
+
+def aim_at_worksite(models: tuple[ArmModel, ...], surface_z: float) -> tuple[ArmModel, ...]:
+    """The instruments start where the endoscope sees them: each tip on the line from its RCM to the tissue point
+    straight below the endoscope's home tip, `HOME_STANDOFF_M` above the tissue (safety/tissue.py). An arm that
+    cannot reach that point (its insertion range, joint limits) keeps its straight-down home."""
+    ecm = next((m for m in models if not m.has_jaw), None)
+    if ecm is None:
+        return models
+    aim = (ecm.rcm[0], ecm.rcm[1], surface_z)
+    out = []
+    for m in models:
+        if m.has_jaw and m.rcm[2] - surface_z > HOME_STANDOFF_M:
+            s = (m.rcm[2] - surface_z - HOME_STANDOFF_M) / (m.rcm[2] - surface_z)
+            tip = v_add(m.rcm, v_scale(v_sub(aim, m.rcm), s))
+            if reachable(m, CartesianSetpoint(tip)) is None:
+                m = replace(m, home_tip=tip)
+        out.append(m)
+    return tuple(out)
 
 
 def shaft_orientation(yaw: float, pitch: float) -> Quat:
@@ -120,6 +161,8 @@ def inverse_kinematics(model: ArmModel, sp: CartesianSetpoint) -> JointSolution 
 
 
 def home_setpoint(model: ArmModel) -> CartesianSetpoint:
+    if model.home_tip is not None:
+        return CartesianSetpoint(model.home_tip, (0.0, 0.0, 0.0, 1.0), 0.0)
     return CartesianSetpoint(v_add(model.rcm, v_scale(_DOWN, model.home_insertion)), (0.0, 0.0, 0.0, 1.0), 0.0)
 
 
@@ -135,10 +178,15 @@ class SimulatedArm:
     thread starts with the first service and takes the servicing thread's scheduling (the bedside loop's
     SCHED_FIFO): a CPU hog can neither delay it nor preempt it while it holds the GIL."""
 
-    def __init__(self, model: ArmModel, limits: SetpointLimits, service: ServiceBound | None = None) -> None:
+    def __init__(self, model: ArmModel, limits: SetpointLimits, service: ServiceBound | None = None,
+                 tissue: Tissue | None = None) -> None:
+        """`tissue`: the simulated patient its tip may press into (measured_cf); None: it touches nothing."""
         self.name = model.name
         self.model = model
         self.limits = limits
+        self.tissue = tissue
+        self.velocity: Vec3 = ZERO_V
+        """Of the tip over the last `advance` (m/s): the tissue's damper reads it."""
         self.measured = home_setpoint(model)
         self.setpoint = self.measured
         self.state = OperatingState.DISABLED
@@ -268,11 +316,14 @@ class SimulatedArm:
         with self._lock:
             if self._serviced() and dt_s > 0.0:
                 self._integrate(dt_s)
+            else:
+                self.velocity = ZERO_V
 
     def _integrate(self, dt_s: float) -> None:
         """Under the lock: `dt_s` seconds of servoing toward the setpoint under the speed limits."""
         m, sp, lim = self.measured, self.setpoint, self.limits
         if m is sp or m == sp:
+            self.velocity = ZERO_V
             return
         delta = v_sub(sp.position, m.position)
         dist = v_norm(delta)
@@ -283,6 +334,7 @@ class SimulatedArm:
         jstep = lim.max_jaw_speed_rad_s * dt_s
         jaw = sp.jaw if abs(dj) <= jstep else m.jaw + math.copysign(jstep, dj)
         arrived = pos is sp.position and ori is sp.orientation and jaw == sp.jaw
+        self.velocity = v_scale(v_sub(pos, m.position), 1.0 / dt_s)
         self.measured = sp if arrived else CartesianSetpoint(pos, ori, jaw)  # arrived: `is` says so from now on
         self._joints_of = None  # joint angles are solved when telemetry asks, not every tick
 
@@ -293,6 +345,11 @@ class SimulatedArm:
 
     def setpoint_cp(self) -> CartesianSetpoint:
         return self.setpoint
+
+    def measured_cf(self) -> Vec3:
+        """The tissue's force on the tip (safety/tissue.py), N; zero without tissue or out of contact."""
+        t = self.tissue
+        return ZERO_V if t is None else t.force(self.measured.position, self.velocity)
 
     def measured_js(self) -> tuple[float, ...]:
         if self._joints_of != self.measured:

@@ -8,7 +8,7 @@ real robot's driver must meet (rates, time budgets, threads, hold and fault) is 
 "The arm driver contract (real robots)".
 
 Names follow CRTK (the Collaborative Robotics Toolkit convention of dVRK, Raven and others): commands
-`enable`, `disable`, `hold`, `servo_cp`; queries `measured_cp`, `setpoint_cp`, `measured_js`,
+`enable`, `disable`, `hold`, `servo_cp`; queries `measured_cp`, `setpoint_cp`, `measured_js`, `measured_cf`,
 `operating_state` (with `is_homed`, `is_busy`). Poses are `CartesianSetpoint`s as on the wire (patient
 frame, metres, unit quaternion x y z w, jaw in radians).
 
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from base.geometry import Vec3
 from safety.limits import SetpointLimits
 from transport.messages import CartesianSetpoint, OperatingState
 
@@ -94,6 +95,10 @@ class ArmDriver(Protocol):
 
     def measured_js(self) -> tuple[float, ...]:
         """Seven joints: outer yaw, outer pitch, insertion, roll, wrist pitch, wrist yaw, jaw."""
+
+    def measured_cf(self) -> Vec3:
+        """The contact force on the tip, N, patient frame (the environment's force on the tool: pressing into tissue
+        gives +z); a zero vector without a force sensor or estimate. Read at every tick: no blocking."""
 
     def operating_state(self) -> ArmOperatingState:
         """CRTK operating state; FAULT makes the agent hold every arm and go FAULT itself."""

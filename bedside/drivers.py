@@ -14,12 +14,13 @@ from base.config import BedsideConfig, ConfigError
 from bedside.arm import ArmModel, SimulatedArm
 from bedside.arm_driver import ArmDriver, ServiceBound
 from safety.limits import SetpointLimits
+from safety.tissue import Tissue, tissue_from_config
 
-ARM_DRIVERS: dict[str, Callable[[ArmModel, SetpointLimits, ServiceBound | None], ArmDriver]] = {
+ARM_DRIVERS: dict[str, Callable[[ArmModel, SetpointLimits, ServiceBound | None, Tissue], ArmDriver]] = {
     "simulated": SimulatedArm,
 }
-"""name -> factory(arm model: name and nominal geometry, the bedside's limits, its own watchdog) -> driver of
-that arm."""
+"""name -> factory(arm model: name and nominal geometry, the bedside's limits, its own watchdog, the simulated
+tissue: a real robot's driver ignores it and reports its own measured_cf) -> driver of that arm."""
 
 
 def build_arms(cfg: BedsideConfig, models: Sequence[ArmModel], limits: SetpointLimits,
@@ -31,4 +32,5 @@ def build_arms(cfg: BedsideConfig, models: Sequence[ArmModel], limits: SetpointL
     if factory is None:
         raise ConfigError(f"bedside.arm_driver: {cfg.arm_driver!r} is not one of {', '.join(ARM_DRIVERS)}")
     service = None if clock is None else ServiceBound(int(cfg.driver_watchdog_ms * 1e6), clock)
-    return [factory(m, limits, service) for m in models]
+    tissue = tissue_from_config(cfg)
+    return [factory(m, limits, service, tissue) for m in models]

@@ -27,6 +27,8 @@ from recording.recorder import RecorderChild
 from recording.tap import NullTap
 from safety.loop_watch import LoopWatch, Stall
 from transport import codec, security
+from transport.bedside_state import StateWriter
+from transport.messages import N_ARMS
 from transport.zmqlink import control_server, tcp, telemetry_publisher
 
 log = logging.getLogger("bedside")
@@ -44,15 +46,16 @@ class VideoStartError(UserError):
 class VideoChild:
     """The video sender in a child process ('spawn'): encoding never shares a GIL with the control loop."""
 
-    def __init__(self, cfg: Config, recorder: str | None = None) -> None:
+    def __init__(self, cfg: Config, recorder: str | None = None, state: str | None = None) -> None:
+        """`state`: the bedside state block (transport/bedside_state.py) the rendered endoscope draws from."""
         from video.sender import run_sender
 
         mp = multiprocessing.get_context("spawn")
         self.stop_event = mp.Event()
         self.report = mp.Queue()
         self.proc = mp.Process(target=run_sender, args=(cfg, self.stop_event, None),
-                               kwargs={"report": self.report, "recorder": recorder}, name="video-sender",
-                               daemon=True)
+                               kwargs={"report": self.report, "recorder": recorder, "state": state},
+                               name="video-sender", daemon=True)
         self.proc.start()
         # Below the control loop in the scheduler's eyes: a busy encoder must not delay an ack.
         os.setpriority(os.PRIO_PROCESS, self.proc.pid, VIDEO_NICE)
@@ -123,16 +126,29 @@ class BedsideServer:
         except BaseException:
             self.ctrl.close(0)
             raise
+        # What the rendered endoscope draws: the arms' state after every tick, in shared memory (no socket, no wait).
+        self.state = StateWriter(N_ARMS) if video else None
         try:
-            self.video = VideoChild(cfg, recorder.video_endpoint if recorder is not None else None) if video else None
+            self.video = VideoChild(cfg, recorder.video_endpoint if recorder is not None else None,
+                                    self.state.path if self.state is not None else None) if video else None
         except BaseException:
             self.ctrl.close(0)
             self.pub.close(0)
+            if self.state is not None:
+                self.state.close()
             raise
         self.events = JsonLines(event_log)
         # the box both ends share; the drivers' own watchdogs on the host's clock, not the loop's
         self.agent = BedsideAgent(cfg.bedside, time.monotonic_ns(), teleop=cfg.teleop, driver_clock=time.monotonic_ns)
         self.local_estop = LocalEStop()
+        self._share_state(time.monotonic_ns())
+
+    def _share_state(self, now: int) -> None:
+        """The arms as they are after this tick, with the last command applied, for the rendered endoscope."""
+        if self.state is not None:
+            a = self.agent
+            epoch, seq, send_ns, rx_ns = a.last_applied
+            self.state.write(now, a.last_telemetry_seq, epoch, seq, send_ns, rx_ns, a.scene())
 
     def _announce(self, sched: str) -> None:
         cfg, rec = self.cfg, self.recorder
@@ -211,12 +227,12 @@ class BedsideServer:
         telem_ns = 1_000_000_000 // cfg.bedside.telemetry_hz
         next_tick = next_telem = next_counters = now
         end = None if seconds is None else now + int(seconds * 1e9)
-        waited: tuple[list, int] | None = None  # a frame the blocking wait returned, with its arrival time
         realtime_gc()
         # after the sockets: zmq's I/O thread too
         self._announce(realtime_scheduling(cfg.bedside.realtime_priority, "bedside"))
         # Built here, in the loop's thread: a stall report quotes this thread's stack.
-        self.watch = watch = LoopWatch("bedside", LOOP_STEPS, cfg.bedside.tick_bound_ms, cfg.logging.stall_dir, log)
+        self.watch = watch = LoopWatch("bedside", LOOP_STEPS, cfg.bedside.tick_bound_ms, cfg.logging.stall_dir, log,
+                                       cfg.logging.stall_stacks == "all")
         lap, clock, hook = watch.lap, time.monotonic_ns, self.step_hook
         due: int | None = None  # when the wait was planned to end
         try:
@@ -229,19 +245,15 @@ class BedsideServer:
                     agent.check_watchdog(now)  # before reading anything that piled up
                 lap(_AGENT, clock())
                 while True:
-                    if waited is not None:
-                        frames, rx = waited
-                        waited = None
-                    else:
-                        try:
-                            frames = ctrl.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        rx = clock()
-                    self._receive(frames, rx)
+                    try:
+                        frames = ctrl.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._receive(frames, clock())
                 lap(_RECEIVE, clock())
                 if now >= next_tick:  # after the acks: integrating the arms must not delay a reply
                     agent.advance(now)
+                    self._share_state(now)
                     if hook is not None:
                         hook(now)
                     next_tick = max(next_tick + tick_ns, now - tick_ns)
@@ -268,9 +280,20 @@ class BedsideServer:
                 ctrl.rcvtimeo = timeout_ms
                 due = t + timeout_ms * 1_000_000
                 try:
-                    waited = (ctrl.recv_multipart(copy=False), clock())
+                    frames = ctrl.recv_multipart(copy=False)
                 except zmq.Again:
-                    waited = None
+                    continue
+                # A command woke the loop: answer it now, before the loop's bookkeeping (the period, the stall
+                # timer), which would otherwise sit between its arrival and its ack. What the top of the loop
+                # does first still comes first: the local e-stop, and the watchdog if its deadline passed.
+                rx = clock()
+                watch.rest(rx)
+                if self.local_estop.pending:
+                    self.local_estop.apply(agent, rx)
+                if dl is not None and rx >= dl:
+                    agent.check_watchdog(rx)
+                self._receive(frames, rx)
+                lap(_RECEIVE, clock())
         finally:
             agent.on_loop_health(clock(), watch.health.counters())  # the final figures for the summary
             watch.close()
@@ -284,6 +307,8 @@ class BedsideServer:
         self.pub.close(0)
         if self.video is not None:
             self.video.close()
+        if self.state is not None:
+            self.state.close()
         self.tap.flush()
         security.stop_server_security(self.sec)
 

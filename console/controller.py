@@ -15,7 +15,11 @@ Each step, in this order:
    bedside session ending under us — moves every engaged arm to HELD with that reason. HELD arms are never
    commanded; only an engage press (rising edge) that no condition blocks takes them out.
 3. Pedals. Clutch and camera levels move arms between FOLLOWING/ALIGNING and CLUTCHED/CAMERA; releasing a
-   pedal goes back through ALIGNING, which re-captures the start poses so nothing jumps.
+   pedal goes back through ALIGNING, which re-captures the start poses so nothing jumps. The arm-swap
+   pedal's rising edge moves `teleop.swap_hand` to the idle instrument (console/hands.py): the arm it
+   leaves goes IDLE (never commanded again until taken back: it holds), the arm it takes goes to ALIGNING,
+   exactly as at engage. Refused, with the reason, while a hold condition is active or the arms are held.
+   Each hand drives only the instrument the assignment gives it; engage takes only assigned arms and the ECM.
 4. Capture. An ALIGNING arm becomes FOLLOWING once the session is ready, the tool poses have arrived and
    (instruments) the master's orientation, seen through the camera, is within the tolerance of the tool's.
    The first setpoint is the tool's own pose.
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from base.config import TeleopConfig
 from base.geometry import Pose, Quat, Vec3, is_unit_quat, q_step_toward, v_add, v_clamp_norm, v_sub
 from console.engagement import ENGAGED, ArmState, Engagement, Trigger
+from console.hands import Hand, HandAssignment
 from console.mapping import ArmMapping, align_target, alignment_error, jaw_target, mean_pose
 from console.master import MasterSample
 from console.tremor import TremorFilter
@@ -44,6 +49,7 @@ from safety.limits import LimitKind, limits_from_config
 from safety.presence import PresenceDebouncer
 from transport.messages import (
     ARM_NAMES,
+    ECM_INDEX,
     HOLD_SETPOINT,
     CartesianSetpoint,
     ConsoleFlags,
@@ -53,8 +59,7 @@ from transport.messages import (
 
 log = logging.getLogger("console.controller")
 
-ECM = 2
-INSTRUMENTS = (0, 1)
+ECM = ECM_INDEX
 MASTER_STALE_NS = 100_000_000
 """A master sample older than this is treated as a device fault."""
 LIMIT_EVENT_INTERVAL_NS = 1_000_000_000
@@ -91,7 +96,8 @@ class TeleopEvent:
 class TeleopOutput:
     flags: ConsoleFlags
     arm_mask: int
-    setpoints: tuple[CartesianSetpoint, CartesianSetpoint, CartesianSetpoint]
+    setpoints: tuple[CartesianSetpoint, ...]
+    """One per arm, in wire order (ARM_NAMES); only those in `arm_mask` are commanded."""
     want_session: bool
     release_session: bool
     estop: bool
@@ -147,6 +153,10 @@ class TeleopController:
             for _ in range(2)
         )
         self.arms = [_Arm(i, now_ns) for i in range(len(ARM_NAMES))]
+        self.hands = HandAssignment(now_ns)
+        """Which instrument each hand drives; the arm-swap pedal changes it (console/hands.py)."""
+        self.swap_hand = Hand.LEFT if cfg.swap_hand == "left" else Hand.RIGHT
+        self._swap_prev = False
         self.scale = cfg.motion_scale
         self.estop_latched = False
         self.inhibits: dict[Reason, str] = {}
@@ -301,6 +311,10 @@ class TeleopController:
             self._engage(now_ns, block, lat)
         elif self._engage_pending_ns is not None:
             self._pending_engage(now_ns, block, lat, b.operator_present)
+        swap = b.swap and not self._swap_prev and valid
+        self._swap_prev = b.swap and valid
+        if swap:
+            self._swap(now_ns, block)
 
         mask = 0
         hands = self._hands if valid else None
@@ -350,9 +364,39 @@ class TeleopController:
             self._event(now_ns, "engage refused", block[0], block[1])
             return
         for arm in self.arms:
-            if arm.eng.can(Trigger.ENGAGE):
+            if arm.eng.can(Trigger.ENGAGE) and self._assigned(arm):
                 self._fire(arm, now_ns, Trigger.ENGAGE, Reason.CONSOLE_REQUEST, "surgeon pressed engage")
         self._had_session = False
+
+    def _assigned(self, arm: _Arm) -> bool:
+        """The ECM (both hands, in camera mode) or an instrument a hand drives; never the idle instrument."""
+        return arm.index == ECM or self.hands.hand_of(arm.name) is not None
+
+    def _swap(self, now_ns: int, block: tuple[Reason, str] | None) -> None:
+        """The arm-swap pedal: `swap_hand` leaves its instrument (IDLE: it holds) for the idle one, which must be
+        aligned before it follows (ALIGNING, as at engage). Refused while anything forbids motion or the arms
+        are held: a swap never takes an arm out of a hold (only engage does)."""
+        hand = self.swap_hand
+        old = self.arms[ARM_NAMES.index(self.hands.arm_of(hand))]
+        new = self.arms[ARM_NAMES.index(self.hands.idle)]
+        why = block[1] if block is not None else (
+            f"{old.name} is held ({old.eng.reason.name}): press engage first, then swap"
+            if old.eng.state is ArmState.HELD else None)
+        if why is not None:
+            self._event(now_ns, "swap refused", block[0] if block else old.eng.reason,
+                        f"arm swap refused: {why}", old.name)
+            return
+        engaged = old.eng.state in ENGAGED
+        tr = self.hands.swap(now_ns, hand)  # logged there (console.hands)
+        text = f"{hand.label} hand now drives {new.name}; {old.name} holds" + (
+            f"; align the master to take {new.name}" if engaged else "")
+        self._events.append(TeleopEvent(now_ns, "swap", Reason.CONSOLE_REQUEST, text, new.name,
+                                        tr.from_state.value, tr.to_state.value))
+        if engaged:
+            self._fire(old, now_ns, Trigger.SWAP_OUT, Reason.CONSOLE_REQUEST,
+                       f"swapped out: the {hand.label} hand now drives {new.name}; {old.name} holds")
+            self._fire(new, now_ns, Trigger.SWAP_IN, Reason.CONSOLE_REQUEST,
+                       f"swapped in to the {hand.label} hand: align to follow")
 
     def _pedals(self, arm: _Arm, now_ns: int, clutch: bool, camera: bool) -> None:
         if arm.index == ECM:
@@ -374,8 +418,14 @@ class TeleopController:
         base = self.cfg.camera_scale if arm.index == ECM else self.scale
         return base * self._lat.factor
 
+    def _hand(self, arm: _Arm) -> Hand:
+        """The hand driving instrument `arm` (an assigned one: only those are ever aligned or followed)."""
+        hand = self.hands.hand_of(arm.name)
+        assert hand is not None, f"{arm.name} is idle: no hand drives it"
+        return hand
+
     def _master(self, arm: _Arm, hands: tuple[Pose, Pose]) -> Pose:
-        return mean_pose(hands[0], hands[1]) if arm.index == ECM else hands[arm.index]
+        return mean_pose(hands[0], hands[1]) if arm.index == ECM else hands[self._hand(arm)]
 
     def _try_capture(self, arm: _Arm, now_ns: int, view: BedsideView, hands: tuple[Pose, Pose]) -> None:
         arm.misalign_rad = None
@@ -410,7 +460,7 @@ class TeleopController:
         if scale != mapping.scale:
             mapping = mapping.reanchor(master, scale=scale)
         pos, ori = mapping.target(master)
-        jaw = 0.0 if arm.index == ECM else jaw_target(self._grippers[arm.index], self.cfg.jaw_open_rad)
+        jaw = 0.0 if arm.index == ECM else jaw_target(self._grippers[self._hand(arm)], self.cfg.jaw_open_rad)
         sp, hit = self.limits.clamp(prev, CartesianSetpoint(pos, ori, jaw), (now_ns - arm.last_ns) / 1e9)
         if hit:
             keep_pos, keep_ori = self._retain(prev, sp, pos, ori)
@@ -451,7 +501,9 @@ class TeleopController:
 
     def _guide(self, arm: _Arm, block: tuple[Reason, str] | None) -> None:
         s = arm.eng.state
-        if s is ArmState.DISABLED:
+        if s in (ArmState.DISABLED, ArmState.IDLE) and not self._assigned(arm):
+            arm.guidance = f"idle: holds; press the arm-swap pedal to take it with your {self.swap_hand.label} hand"
+        elif s is ArmState.DISABLED:
             arm.guidance = "press engage to start"
         elif s is ArmState.HELD:
             arm.guidance = block[1] if block else f"held ({arm.eng.reason.name}): press engage to resume"
@@ -492,10 +544,15 @@ class TeleopController:
                 if _finite_pose(tool) and _finite_pose(cam):
                     assert tool is not None and cam is not None
                     d["align_target"] = align_target(tool.orientation, cam.orientation)
+            hand = self.hands.hand_of(arm.name)
+            d["hand"] = ("both" if arm.index == ECM else None) if hand is None else hand.label
             arms[arm.name] = d
         lat = self._lat
         return {
             "arms": arms,
+            "hands": self.hands.mapping(),
+            "idle": self.hands.idle,
+            "swap_hand": self.swap_hand.label,
             "scale": self.scale,
             "effective_scale": self.scale * lat.factor,
             "latency": {"level": lat.level.value, "rtt_ms": lat.rtt_ms, "factor": lat.factor,

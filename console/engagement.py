@@ -16,6 +16,8 @@ table lacks for the current state raises TransitionError: a programming error, n
     CAMERA     camera pedal held (instruments only): the tool holds while the hands drive the endoscope.
     HELD       frozen by a hold condition (link lost, video stale, latency, operator absent, e-stop, bedside
                fault, limit, master fault). Leaving it always takes an explicit ENGAGE from the surgeon.
+    IDLE       an instrument the surgeon swapped away from (console/hands.py): no hand drives it, it is never
+               commanded and holds where it is. A swap back takes it through ALIGNING, as engage does.
 
 Releasing a pedal goes back through ALIGNING, which re-captures the start poses: the tool resumes from
 where it is with no jump. The mechanism is the shared one (safety/statemachine.py): each transition is logged
@@ -41,6 +43,7 @@ class ArmState(StrEnum):
     CLUTCHED = "CLUTCHED"
     CAMERA = "CAMERA"
     HELD = "HELD"
+    IDLE = "IDLE"
 
 
 class Trigger(StrEnum):
@@ -51,6 +54,8 @@ class Trigger(StrEnum):
     RELEASE = "release"
     HOLD = "hold"
     DISENGAGE = "disengage"
+    SWAP_OUT = "swap out"
+    SWAP_IN = "swap in"
 
 
 A, T = ArmState, Trigger
@@ -76,6 +81,14 @@ TRANSITIONS: TransitionTable[ArmState, Trigger] = TransitionTable("engagement", 
     (A.CLUTCHED, T.DISENGAGE): A.DISABLED,
     (A.CAMERA, T.DISENGAGE): A.DISABLED,
     (A.HELD, T.DISENGAGE): A.DISABLED,
+    (A.IDLE, T.DISENGAGE): A.DISABLED,
+    # The arm swap (console/hands.py): the hand's arm is left idle, the idle one is taken and aligned first.
+    (A.ALIGNING, T.SWAP_OUT): A.IDLE,
+    (A.FOLLOWING, T.SWAP_OUT): A.IDLE,
+    (A.CLUTCHED, T.SWAP_OUT): A.IDLE,
+    (A.CAMERA, T.SWAP_OUT): A.IDLE,
+    (A.IDLE, T.SWAP_IN): A.ALIGNING,
+    (A.DISABLED, T.SWAP_IN): A.ALIGNING,
 }, alarm={A.HELD})
 del A, T
 

@@ -42,6 +42,7 @@ from transport.messages import (
     N_ARMS,
     Ack,
     AckStatus,
+    ArmFlags,
     CartesianSetpoint,
     Counters,
     Disable,
@@ -236,7 +237,8 @@ class ConsoleEngine:
     def _on_telemetry(self, now_ns: int, t: Telemetry) -> None:
         self.counters["telemetry"] += 1
         self.last_telemetry = t
-        self.tools = tuple(a.measured_cp for a in t.arms)
+        # An arm the bedside reports not homed (not mounted there) has no pose to align with: it is never captured.
+        self.tools = tuple(a.measured_cp if a.flags & ArmFlags.HOMED else None for a in t.arms)
         self.bedside_estop = t.estop
         if t.seq < self._session_from_seq:
             return  # published before our session began

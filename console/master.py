@@ -32,11 +32,14 @@ class MasterButtons:
     engage: bool = False
     disengage: bool = False
     estop: bool = False
+    swap: bool = False
+    """The arm-swap pedal (momentary; its rising edge moves `teleop.swap_hand` to the idle instrument)."""
 
 
 @dataclass(frozen=True, slots=True)
 class MasterSample:
-    """One reading of the master console. hands[0] drives PSM1 (right hand), hands[1] drives PSM2."""
+    """One reading of the master console. hands[0] is the right hand, hands[1] the left; which instrument each
+    drives is the console's hand assignment (console/hands.py: PSM1 and PSM2 until a swap)."""
 
     t_ns: int
     hands: tuple[MasterHand, MasterHand]
@@ -63,7 +66,7 @@ class MasterError(RuntimeError):
 class ScriptEvent:
     """At `t_s` seconds after the script starts, set input `name` to `level`.
 
-    `name` is a MasterButtons field (operator_present, clutch, camera, engage, disengage, estop) or "valid"
+    `name` is a MasterButtons field (operator_present, clutch, camera, engage, disengage, estop, swap) or "valid"
     (False = the device reports a fault). Levels persist until the next event for the same input.
     """
 
@@ -90,7 +93,7 @@ class ScriptedMaster:
     `engage_at_s` presses engage once (a 50 ms pulse) so the demo starts following on its own; after any
     hold the script does NOT re-engage by itself unless `reengage_every_s` is set, exactly as a surgeon
     would have to press engage again. `script` adds timed inputs (clutch, camera, presence, e-stop, device
-    faults, extra engage presses): see ScriptEvent and pulse().
+    faults, extra engage presses, arm swaps: `pulse("swap", t)`): see ScriptEvent and pulse().
     """
 
     def __init__(

@@ -170,7 +170,7 @@ class ConsoleRunner:
                        recorder_pid=rec.pid if rec is not None else 0)
         # Built here, in the loop's thread: a stall report quotes this thread's stack.
         self.watch = watch = LoopWatch("console", LOOP_STEPS, self.cfg.console.tick_bound_ms,
-                                       self.cfg.logging.stall_dir, log)
+                                       self.cfg.logging.stall_dir, log, self.cfg.logging.stall_stacks == "all")
         lap, clock, hook = watch.lap, time.monotonic_ns, self.step_hook
         try:
             while not stop and (end is None or now < end):
@@ -288,6 +288,7 @@ class ConsoleRunner:
                 "t_ns": now, "link": e.link.value, "rtt_ms": e.rtt_ms(), "clock_offset_ns": e.offset_ns(now),
                 "session_epoch": e.epoch, "session_ready": e.session_ready, "scale": snap.get("effective_scale"),
                 "arms": {name: a.get("state") for name, a in snap.get("arms", {}).items()},
+                "hands": snap.get("hands", {}),
                 "counters": {k: int(v) for k, v in counters.items()},
             })
         tap.flush(None if force_link else now)
@@ -310,6 +311,7 @@ class ConsoleRunner:
             "counters": dict(c),
             "events": [console_event_json(ev) for ev in e.events],
             "loop": self.watch.summary() if self.watch is not None else None,
+            "ui_counters": dict(self.ui.counters) if self.ui is not None else {},
         }
 
 

@@ -161,6 +161,10 @@ class UiSupervisor:
         if self.video.changed:
             log.log(logging.INFO if self.video.ok else logging.WARNING, "video %s %s", self.video.state.value,
                     self.video.reason)
+            if not self.video.ok and self.counters["video_live"]:
+                self.counters["video_stale_episodes"] += 1  # the painted picture was live and no longer is
+        if self.video.ok and not self.counters["video_live"]:
+            self.counters["video_live"] = 1
         self.controller.inhibit(now_ns, Reason.VIDEO_STALE, not self.video.ok, self.video.reason)
 
     def video_state(self) -> dict[str, Any]:

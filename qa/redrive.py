@@ -31,6 +31,7 @@ from recording.catalog import BEDSIDE, CONSOLE, Topics
 from transport import codec
 from transport.messages import (
     ARM_NAMES,
+    N_ARMS,
     Ack,
     AckStatus,
     CartesianSetpoint,
@@ -75,7 +76,7 @@ class Plan:
     role: str
     commands: list[RecCommand]
     ref_t_rel_ns: np.ndarray  # recorded telemetry, relative to the first command
-    ref_pos: np.ndarray  # (n, 3 arms, 3) m
+    ref_pos: np.ndarray  # (n, arms, 3) m, arms in wire order (ARM_NAMES)
     recorded_freezes: int
     arms_commanded: tuple[str, ...]
 
@@ -108,7 +109,7 @@ def plan(session: Session) -> Plan:
         kind = _KINDS[ty]
         if kind == "servo_cp":
             arms = tuple(CartesianSetpoint(tuple(cmd["pos"][i, j]), tuple(cmd["ori"][i, j]),  # type: ignore[arg-type]
-                                           float(np.nan_to_num(cmd["jaw"][i, j]))) for j in range(3))
+                                           float(np.nan_to_num(cmd["jaw"][i, j]))) for j in range(N_ARMS))
             m = int(cmd["arm_mask"][i])
             mask_all |= m
             out.append(RecCommand(int(t_cmd[i]) - t0, kind, int(cmd["epoch"][i]), int(cmd["flags"][i]), m, arms))

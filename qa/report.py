@@ -199,7 +199,7 @@ class Report:
         fig = plt.figure(figsize=(10, 4.2))
         ax3 = fig.add_subplot(1, 2, 1, projection="3d")
         ax2 = fig.add_subplot(1, 2, 2)
-        colours = ("#d62728", "#1f77b4", "#2ca02c")
+        colours = ("#d62728", "#1f77b4", "#9467bd", "#2ca02c")  # PSM1, PSM2, PSM3, ECM
         if len(tel):
             step = max(1, len(tel) // 4000)
             for j, arm in enumerate(ARM_NAMES):
@@ -212,7 +212,7 @@ class Report:
                 self.row("tools", f"{arm} path length (mm)", travel)
                 ax3.plot(p[:, 0], p[:, 1], p[:, 2], lw=0.8, color=colours[j], label=arm)
                 ax2.plot(p[:, 0], p[:, 1], lw=0.8, color=colours[j], label=arm)
-            for j in range(3):
+            for j in range(len(ARM_NAMES)):
                 q = tel["pos"][tel["limit"][:, j], j] * 1000
                 if q.size:
                     ax2.scatter(q[:, 0], q[:, 1], s=8, color="k", marker="x")
@@ -225,6 +225,22 @@ class Report:
         ax2.set_aspect("equal", adjustable="datalim")
         ax2.set_title("top view (× = limit flag set)", fontsize=9)
         self.save(fig, "tool_paths.png", "Tool paths", f"measured_cp from {Topics(role).telemetry} (patient frame)")
+
+    def hands(self) -> None:
+        """Which instrument each hand drove, and every arm swap (console/hands.py), from the console's record."""
+        s = self.s
+        if not s.has("console", CONSOLE.link):
+            self.row("hands", "hand assignment", "no console recording: the hands are the console's")
+            return
+        seen: list[str] = []
+        for h in s.link()["hands"]:
+            if h and (not seen or seen[-1] != h):
+                seen.append(h)
+        self.row("hands", "right/left hand drove", " → ".join(seen) or "not recorded (a recording from before swaps)")
+        swaps = [e for e in s.events() if e.role == "console" and e.name == "teleop: swap"]
+        self.row("hands", "arm swaps", len(swaps))
+        for e in swaps[:50]:
+            self.row("hands", f"{float(s.seconds(e.t_ns)):.3f} s swap", e.text)
 
     def limits(self) -> None:
         s, plt = self.s, self.plt
@@ -311,7 +327,8 @@ class Report:
 def make_report(files: list[str], out: str | Path, progress=None) -> Path:
     """Load `files`, write report.html and its PNGs into `out`; returns the HTML path."""
     out = Path(out)
-    steps = ("overview", "commands", "latency", "frame_age", "freezes", "loop_health", "tool_paths", "limits")
+    steps = ("overview", "commands", "latency", "frame_age", "freezes", "loop_health", "hands", "tool_paths",
+             "limits")
     load = (lambda f, w: progress(0.5 * f, f"loading {w}")) if progress else None
     s = Session(files, progress=load)  # before the directory exists: a file it refuses leaves nothing behind
     made = not out.exists()

@@ -31,7 +31,7 @@ from mcap.stream_reader import StreamReader
 from base.errors import UserError
 from recording.catalog import BEDSIDE, CONSOLE, Topics
 from recording.writer import MAX_CHUNK_BYTES
-from transport.messages import ARM_NAMES
+from transport.messages import ARM_NAMES, N_ARMS
 from transport.video_wire import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger("qa.session")
@@ -439,12 +439,13 @@ class Session:
 
     def commands(self, role: str) -> Table:
         """/<role>/command: type code (index in _CMD_TYPES), epoch, seq, send_ns, flags bits, arm_mask,
-        pos (n,3,3) m, ori (n,3,4), jaw (n,3). Non-servo rows have NaN poses."""
+        pos (n,arms,3) m, ori (n,arms,4), jaw (n,arms), arms in wire order (ARM_NAMES: PSM1, PSM2, PSM3, ECM).
+        Non-servo rows have NaN poses."""
         def build(rows: list[dict]) -> dict:
             n = len(rows)
-            pos = np.full((n, 3, 3), np.nan)
-            ori = np.full((n, 3, 4), np.nan)
-            jaw = np.full((n, 3), np.nan)
+            pos = np.full((n, N_ARMS, 3), np.nan)
+            ori = np.full((n, N_ARMS, 4), np.nan)
+            jaw = np.full((n, N_ARMS), np.nan)
             typ = np.empty(n, np.int8)
             flags = np.zeros(n, np.int8)
             mask = np.zeros(n, np.int8)
@@ -456,7 +457,10 @@ class Session:
                     flags[i] = (1 if fl.get("operator_present") else 0) | (2 if fl.get("clutch") else 0) | (
                         4 if fl.get("camera") else 0)
                     mask[i] = r.get("arm_mask", 0)
-                    for j, a in enumerate(r.get("arms", ())[:3]):
+                    for a in r.get("arms", ()):
+                        j = ARM_NAMES.index(a["name"]) if a.get("name") in ARM_NAMES else -1
+                        if j < 0:
+                            continue
                         pos[i, j] = _vec(a["position"])
                         ori[i, j] = _quat(a["orientation"])
                         jaw[i, j] = a.get("jaw", np.nan)
@@ -479,16 +483,16 @@ class Session:
         return self._table(role, Topics(role).ack, build)
 
     def telemetry(self, role: str) -> Table:
-        """/<role>/telemetry: epoch, state (str), last_applied_seq, pos/sp (n,3,3) m, ori (n,3,4), jaw (n,3),
-        limit (n,3) bool, mode (n,3) str."""
+        """/<role>/telemetry: epoch, state (str), last_applied_seq, pos/sp (n,arms,3) m, ori (n,arms,4), jaw
+        (n,arms), limit (n,arms) bool, mode (n,arms) str; arms in wire order (ARM_NAMES)."""
         def build(rows: list[dict]) -> dict:
             n = len(rows)
-            pos = np.full((n, 3, 3), np.nan)
-            sp = np.full((n, 3, 3), np.nan)
-            ori = np.full((n, 3, 4), np.nan)
-            jaw = np.full((n, 3), np.nan)
-            limit = np.zeros((n, 3), bool)
-            mode = np.empty((n, 3), object)
+            pos = np.full((n, N_ARMS, 3), np.nan)
+            sp = np.full((n, N_ARMS, 3), np.nan)
+            ori = np.full((n, N_ARMS, 4), np.nan)
+            jaw = np.full((n, N_ARMS), np.nan)
+            limit = np.zeros((n, N_ARMS), bool)
+            mode = np.empty((n, N_ARMS), object)
             for i, r in enumerate(rows):
                 for a in r.get("arms", ()):
                     j = ARM_NAMES.index(a["name"]) if a.get("name") in ARM_NAMES else -1
@@ -512,14 +516,15 @@ class Session:
         return self._table(role, Topics(role).telemetry, build)
 
     def link(self) -> Table:
-        """/console/link: rtt_ms, clock_offset_ns, scale, session_ready, link (str)."""
+        """/console/link: rtt_ms, clock_offset_ns, scale, session_ready, link (str), hands ("right/left" arms)."""
         def build(rows: list[dict]) -> dict:
             return {"rtt_ms": np.asarray([r.get("rtt_ms", np.nan) if r.get("rtt_ms") is not None else np.nan
                                           for r in rows], float),
                     "clock_offset_ns": np.asarray([r.get("clock_offset_ns") or 0 for r in rows], np.int64),
                     "scale": np.asarray([r.get("scale", np.nan) for r in rows], float),
                     "session_ready": np.asarray([bool(r.get("session_ready")) for r in rows], bool),
-                    "link": np.asarray([r.get("link", "") for r in rows], object)}
+                    "link": np.asarray([r.get("link", "") for r in rows], object),
+                    "hands": np.asarray([_hands(r.get("hands")) for r in rows], object)}
         return self._table("console", CONSOLE.link, build)
 
     def video_frames(self, role: str) -> Table:
@@ -677,6 +682,8 @@ def classify_console(e: dict) -> str:
         return classify_bedside({"kind": name, "reason": reason, "to": ""})
     if "limit" in low:
         return "limit"
+    if src == "teleop" and name == "swap":  # an arm swap: which instrument follows changed
+        return "engagement"
     if "clutched" in low:
         return "clutch"
     if "->held" in low:
@@ -704,3 +711,8 @@ def envelope(x: np.ndarray, y: np.ndarray, bins: int = 2000) -> tuple[np.ndarray
     ys = np.empty(2 * idx.size)
     ys[0::2], ys[1::2] = lo, hi
     return xs, ys
+
+
+def _hands(h: object) -> str:
+    """A link row's hand assignment as "right/left" ("PSM1/PSM2"); "" for a recording made before arm swaps."""
+    return f"{h.get('right', '?')}/{h.get('left', '?')}" if isinstance(h, dict) and h else ""

@@ -44,7 +44,7 @@ from transport.messages import (
 
 CYCLE_S = 5.0
 INSTRUMENTS = ARM_NAMES[:2]
-"""The arms the script drives (arm_mask 0b011); the others stay held."""
+"""The arms the script drives (arm_mask 0b011: the right and left hands' PSM1 and PSM2); the others stay held."""
 MS = 1_000_000
 SCHEMAS = {
     BEDSIDE.command: "teleop.Command", BEDSIDE.ack: "teleop.Ack", BEDSIDE.telemetry: "teleop.Telemetry",
@@ -230,7 +230,8 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
                     sps[0] = CartesianSetpoint((p[0] + 0.01, p[1], p[2]), sps[0].orientation, sps[0].jaw)
                 flags = ConsoleFlags.OPERATOR_PRESENT | (ConsoleFlags.CLUTCH if clutch else ConsoleFlags.NONE)
                 seq += 1
-                msg = ServoCp(epoch, seq, tc, flags, 0 if clutch else 0b011, (*sps, HOLD_SETPOINT))
+                msg = ServoCp(epoch, seq, tc, flags, 0 if clutch else 0b011,
+                              (*sps, *(HOLD_SETPOINT,) * (len(ARM_NAMES) - len(sps))))
             elif msg is None and k % 20 == 0:
                 seq += 1
                 msg = Ping(epoch, seq, tc)
@@ -290,6 +291,7 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
                                           "session_epoch": epoch, "session_ready": session, "scale": 0.2,
                                           "arms": {a: ("FOLLOWING" if session else "HELD") if a in INSTRUMENTS
                                                    else "DISABLED" for a in ARM_NAMES},
+                                          "hands": {"right": INSTRUMENTS[0], "left": INSTRUMENTS[1]},
                                           "counters": {"sent": seq, **con_loop.counters()}})
         if k % 1000 == 0:
             agent.on_loop_health(tb, bed_loop.counters())

@@ -133,7 +133,8 @@ TELEMETRY = _obj("teleop.Telemetry", "Bedside state: CRTK operating_state, measu
     "arms": {"type": "array", "items": {"type": "object", "properties": {
         "name": _ARM_NAME, "mode": _STR, "flags": {"type": "array", "items": _STR},
         "measured_cp": _POSE, "setpoint_cp": _POSE, "jaw": _NUM,
-        "measured_js": {"type": "array", "items": _NUM, "minItems": 7, "maxItems": 7}}}},
+        "measured_js": {"type": "array", "items": _NUM, "minItems": 7, "maxItems": 7},
+        "measured_cf": _VEC3}}},
 })
 
 EVENT = _obj("teleop.Event", "A bedside state change, rejection, limit or notice, with its reason", {
@@ -158,6 +159,9 @@ VIDEO_FRAME = _obj("teleop.VideoFrame", "One encoded stereo frame's header and, 
     "keyframe": _BOOL, "codec": _STR, "layout": _STR, "width": _INT, "height": _INT, "size_bytes": _INT,
     "bitrate_kbps": _INT, "received_ns": _INT, "decoded_ns": {"type": ["integer", "null"]},
     "age_ms": _NULLABLE_NUM, "stale": _BOOL, "degraded": _BOOL,
+    "drawn_from": {"type": ["object", "null"], "properties": {k: _INT for k in (
+        "state_seq", "state_ns", "telemetry_seq", "applied_epoch", "applied_seq", "applied_send_ns", "applied_rx_ns",
+        "render_us")}},
 }, ["t_ns", "stream_id", "frame_id", "capture_ns", "send_ns", "source_seq", "keyframe", "codec", "layout", "width",
     "height", "size_bytes", "bitrate_kbps"])
 
@@ -169,8 +173,9 @@ LINK_STATUS = _obj("teleop.LinkStatus", "The console's view of the link, 10 time
     "t_ns": _INT, "link": _STR, "rtt_ms": _NULLABLE_NUM, "clock_offset_ns": {"type": ["integer", "null"]},
     "session_epoch": _INT, "session_ready": _BOOL, "scale": _NULLABLE_NUM,
     "arms": {"type": "object", "additionalProperties": _STR},
+    "hands": {"type": "object", "properties": {"right": _ARM_NAME, "left": _ARM_NAME}},
     "counters": {"type": "object", "additionalProperties": _INT},
-})
+}, ["t_ns", "link", "rtt_ms", "clock_offset_ns", "session_epoch", "session_ready", "scale", "arms", "counters"])
 
 CONFIG = _obj("teleop.Config", "The effective configuration of the recording role (base/config.py)", {
     "t_ns": _INT, "role": _STR, "config": {"type": "object"},

@@ -16,7 +16,7 @@ import base64
 import json
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from recording.catalog import POSE_HZ, VIDEO_FRAME_ID, Topics, video_schema
@@ -154,7 +154,8 @@ def telemetry_json(t: Telemetry, t_ns: int) -> dict[str, Any]:
     for name, a in zip(ARM_NAMES, t.arms, strict=True):
         arms.append({"name": name, "mode": a.mode.name, "flags": _flag_names(a.flags),
                      "measured_cp": _pose(a.measured_cp), "setpoint_cp": _pose(a.setpoint_cp),
-                     "jaw": a.measured_cp.jaw, "setpoint_jaw": a.setpoint_cp.jaw, "measured_js": list(a.measured_js)})
+                     "jaw": a.measured_cp.jaw, "setpoint_jaw": a.setpoint_cp.jaw, "measured_js": list(a.measured_js),
+                     "measured_cf": list(a.measured_cf)})
     return {"t_ns": t_ns, "epoch": t.epoch, "seq": t.seq, "operating_state": t.operating_state.name,
             "reason": t.reason.name, "estop": t.estop, "last_applied_seq": t.last_applied_seq, "arms": arms}
 
@@ -203,7 +204,8 @@ def video_frame_json(frame: wire.Frame, t_ns: int, rx: tuple[int, int, int, bool
     d: dict[str, Any] = {"t_ns": t_ns, "stream_id": h.stream_id, "frame_id": h.frame_id, "capture_ns": h.capture_ns,
                          "send_ns": h.send_ns, "source_seq": h.source_seq, "keyframe": h.keyframe,
                          "codec": h.codec.name.lower(), "layout": h.layout.name, "width": h.width,
-                         "height": h.height, "size_bytes": len(frame.payload), "bitrate_kbps": h.bitrate_kbps}
+                         "height": h.height, "size_bytes": len(frame.payload), "bitrate_kbps": h.bitrate_kbps,
+                         "drawn_from": None if h.stamp.state_seq == 0 else asdict(h.stamp)}
     if rx is not None:
         received, decoded, offset, degraded, stale = rx
         d["received_ns"] = received

@@ -7,7 +7,8 @@ This stands where the window stands, on the engine's documented loopback sockets
 * master poses on `console.master_port` (the network-master protocol of docs/masters.md) at 250 Hz: both
   hands in a circle, presence held, engage pressed only when `engage()` is called (or, with
   `auto_engage_s`, after that long of being held with a usable link and picture, as the soak's surgeon does),
-  the e-stop button down between `press_estop()` and `release_estop()`;
+  the e-stop button down between `press_estop()` and `release_estop()`, the arm-swap pedal pressed by
+  `swap()`;
 * heartbeats (20 Hz), the intents asked for (`reset_estop()`) and a report of every new picture on
   `console.ui_intent_port`; the pictures come from
   a real `VideoReceiver` on the bedside's video port, or, with `video=False`, a synthetic 30 fps report
@@ -37,7 +38,7 @@ MASTER_HZ = 250
 HEARTBEAT_NS = 50_000_000
 SYNTHETIC_FRAME_NS = 33_333_333
 ENGAGE_PULSE_NS = 80_000_000
-ARMS = ("PSM1", "PSM2")
+DEFAULT_HANDS = {"right": "PSM1", "left": "PSM2"}
 
 
 class HeadlessWindow:
@@ -68,6 +69,7 @@ class HeadlessWindow:
         self._estop_press: int | None = None  # the send time of the first sample with the button down
         self._intents: list[dict[str, Any]] = []
         self._engage_until = 0
+        self._swap_until = 0
         self._held_since: int | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="headless-window", daemon=True)
@@ -86,6 +88,14 @@ class HeadlessWindow:
         with self.lock:
             self._engage_until = now + ENGAGE_PULSE_NS
             self.engages.append(now)
+        return now
+
+    def swap(self) -> int:
+        """Press the arm-swap pedal (an 80 ms pulse): the console's swap hand takes the idle instrument, which it
+        must then align (the scripted hands keep the tools' home orientation); returns the press time."""
+        now = time.monotonic_ns()
+        with self.lock:
+            self._swap_until = now + ENGAGE_PULSE_NS
         return now
 
     def press_estop(self, timeout: float = 2.0) -> int:
@@ -129,7 +139,8 @@ class HeadlessWindow:
             with self.lock:
                 estop, first_press = self._estop_down, self._estop_down and self._estop_press is None
                 intents, self._intents = self._intents, []
-            buttons = replace(sample.buttons, engage=now < self._engage_until, estop=estop)
+            buttons = replace(sample.buttons, engage=now < self._engage_until, estop=estop,
+                              swap=now < self._swap_until)
             t_send = time.monotonic_ns()
             with contextlib.suppress(zmq.Again):
                 self.master.send(encode_master_message(seq, now, sample.hands, buttons), zmq.NOBLOCK)
@@ -187,11 +198,17 @@ class HeadlessWindow:
 
     # ------------------------------------------------------------------ what the window shows
 
+    def hands(self) -> dict[str, str]:
+        """Which instrument each hand drives now (the engine's hand assignment)."""
+        return ((self.state or {}).get("teleop") or {}).get("hands") or DEFAULT_HANDS
+
     def arm_states(self, with_reason: bool = False) -> dict[str, Any]:
+        """The states of the instruments the hands drive (the idle one is not the surgeon's to follow)."""
         s = self.state
         arms = ((s or {}).get("teleop") or {}).get("arms") or {}
+        driven = set(self.hands().values())
         return {n: ((a.get("state"), a.get("reason")) if with_reason else a.get("state"))
-                for n, a in arms.items() if n in ARMS}
+                for n, a in arms.items() if n in driven}
 
     def usable(self) -> bool:
         """Link up, picture live, no e-stop: what a surgeon checks before pressing engage."""

@@ -57,10 +57,10 @@ class LoopWatch:
     """Loop health and stall capture for the loop running in the calling thread. `lap` is `LoopHealth.lap`."""
 
     def __init__(self, role: str, steps: Sequence[str], bound_ms: float, stall_dir: str | Path,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, all_threads: bool = False) -> None:
         bound_ns = int(bound_ms * 1e6)
         self.health = LoopHealth(role, steps, bound_ns)
-        self.capture = StallCapture(stall_dir, role, bound_ns)
+        self.capture = StallCapture(stall_dir, role, bound_ns, all_threads)
         self.log = log
         self.thread_id = threading.get_ident()
         self.lap = self.health.lap
@@ -68,8 +68,8 @@ class LoopWatch:
         self.stall_files: list[str] = []
         self.capture_on = self.capture.active
         if self.capture_on:
-            log.info("%s loop: stacks of every thread are written to %s when a tick exceeds %g ms", role,
-                     self.capture.folder, bound_ms)
+            log.info("%s loop: %s written to %s when a tick exceeds %g ms", role,
+                     "stacks of every thread are" if all_threads else "its stack is", self.capture.folder, bound_ms)
         else:
             log.info("%s loop: no stall capture: %s", role, self.capture.why_off)
 

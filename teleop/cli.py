@@ -13,6 +13,7 @@ import sys
 
 from base.config import Config, load_config
 from base.errors import UserError
+from base.runtime import queued_logging
 from teleop.args import OneLineParser
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -81,12 +82,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def setup_logging(level: str, role: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    """Every role logs through a queue to one writer thread: no thread, above all no control loop, ever waits
+    for stderr (base/runtime.py `queued_logging`, issue #19)."""
+    queued_logging(getattr(logging, level), f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s", sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,12 +2,18 @@
 scripted master follow a trajectory for --seconds, and report what happened.
 
 --headless runs the console engine without a window (the summary is printed; --json for one JSON object).
+--window runs the real console window (offscreen where there is no display) driven by a scripted operator
+(console/ui/drive.py) for --seconds of following, and reports how it held up: `video_stale_holds` (times the
+stale-video guard held arms that were engaged), `video_mode` (the picture it settled on, video/adapt.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--master", choices=("circle", "figure8", "still"), default=None,
                    help="scripted master trajectory (default: console.master)")
+    p.add_argument("--window", action="store_true",
+                   help="the console window (offscreen without a display) driven by a scripted operator for "
+                        "--seconds of following; prints a summary (--json: one JSON object)")
 
 
 def run_headless(args: argparse.Namespace) -> dict:
@@ -100,8 +109,8 @@ def print_summary(s: dict) -> None:
 
 
 def run_window_demo(args: argparse.Namespace) -> int:
-    """A bedside with synthetic stereo video and the console window, on free loopback ports, until the window
-    is closed: drive both arms with the keyboard and mouse (docs/user-guide.md)."""
+    """A bedside with the rendered endoscope (video/rendered.py) and the console window, on free loopback ports,
+    until the window is closed: drive both arms with the keyboard and mouse (docs/user-guide.md)."""
     from console.ui.app import run_window, tied_to_us
 
     ctrl, telem, video, master, state, intent = free_ports(6)
@@ -111,7 +120,7 @@ def run_window_demo(args: argparse.Namespace) -> int:
                 f"console.master_port={master}", f"console.ui_state_port={state}",
                 f"console.ui_intent_port={intent}", *list(args.overrides or [])]
         bedside = start_role("bedside", ["bedside", *[a for o in sets for a in ("--set", o)]], prefix=tied_to_us())
-        print("teleop demo: bedside with synthetic stereo video started; opening the console window "
+        print("teleop demo: bedside with the rendered stereo endoscope started; opening the console window "
               "(Space: presence, Enter: engage, A: align, drag: move; close the window to stop)", file=sys.stderr)
         try:
             win_args = argparse.Namespace(**{**vars(args), "overrides": sets, "seconds": None, "summary": None})
@@ -120,7 +129,83 @@ def run_window_demo(args: argparse.Namespace) -> int:
             bedside.stop()
 
 
+ENGAGED_TO_HELD = re.compile(r"^\S+ (FOLLOWING|CLUTCHED|CAMERA|ALIGNING)->HELD$")
+
+
+def stale_holds(events: list[dict]) -> int:
+    """Times the stale-video guard held arms that were engaged (one hold holds every arm at the same instant)."""
+    return len({e["t_ns"] for e in events if e.get("reason") == "VIDEO_STALE" and ENGAGED_TO_HELD.match(e["name"])})
+
+
+def run_scripted_window(args: argparse.Namespace) -> dict:
+    """Bedside with video + console engine + the window, driven like the screenshot (console/ui/screenshot.py) for
+    --seconds once following; the engine's summary and the window's figures, reduced to what a person asks."""
+    from console.ui.screenshot import take_screenshot  # the UI only inside the command that opens a window
+
+    load0 = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="teleop-demo-") as tmp:
+        t = Path(tmp)
+        shot = argparse.Namespace(**{**vars(args), "output": str(t / "window.png"), "attach": False,
+                                     "summary": str(t / "engine.json"), "stats": str(t / "window.json"),
+                                     "mode": "side-by-side", "size": "1600x1000", "timeout": 60.0, "swap": False,
+                                     "on_screen": has_display()})
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the summary (one JSON object with --json)
+            rc = take_screenshot(shot)
+        eng = json.loads((t / "engine.json").read_text()) if (t / "engine.json").exists() else {}
+        win = json.loads((t / "window.json").read_text()) if (t / "window.json").exists() else {}
+    events = eng.get("events", [])
+    rx = win.get("receiver") or {}
+    holds: dict[str, int] = {}
+    for e in events:
+        if ENGAGED_TO_HELD.match(e.get("name", "")):
+            holds[e["reason"]] = holds.get(e["reason"], 0) + 1
+    errors = [] if rc == 0 else [f"the window was not following with a live picture at the end (alarms: "
+                                 f"{win.get('alarms')})"]
+    return {
+        "seconds": args.seconds,
+        "window": "on screen" if has_display() else "offscreen",
+        "followed_s": win.get("driven_s"),
+        "seconds_to_follow": win.get("seconds_to_follow"),
+        "video_stale_holds": stale_holds(events),
+        "video_stale_episodes": (eng.get("ui_counters") or {}).get("video_stale_episodes", 0),
+        "video_mode": win.get("picture"),
+        "video_mode_changes": win.get("picture_changes", []),
+        "engages": win.get("engages"),
+        "arm_holds_by_reason": holds,
+        "painted_fps": win.get("painted_fps"),
+        "received_fps": rx.get("fps"),
+        "frame_age_ms": rx.get("age_ms"),
+        "decode_ms": rx.get("decode_ms"),
+        "paint_ms": rx.get("paint_ms"),
+        "commands_sent": eng.get("commands_sent"),
+        "rtt_us": eng.get("rtt_us"),
+        "machine": {"cpus": os.cpu_count(), "loadavg_start": [round(x, 2) for x in load0],
+                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        "errors": errors,
+    }
+
+
+def print_window_summary(s: dict) -> None:
+    m = s["video_mode"] or {}
+    print(f"demo --window: {s['window']}, followed {s['followed_s']} s (after {s['seconds_to_follow']} s to engage)")
+    print(f"  video stale holds {s['video_stale_holds']} (stale episodes {s['video_stale_episodes']}), "
+          f"engages {s['engages']}, arm holds by reason {s['arm_holds_by_reason']}")
+    print(f"  picture settled at {m.get('width')}x{m.get('height')} @ {m.get('fps')} fps ({m.get('reason')}); "
+          f"painted {s['painted_fps']} fps, frame age {s['frame_age_ms']}")
+    print(f"  machine: {s['machine']['cpus']} CPUs, load average {s['machine']['loadavg_start']} -> "
+          f"{s['machine']['loadavg_end']}")
+    for e in s["errors"]:
+        print(f"  ERROR: {e}")
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "window", False):
+        w = run_scripted_window(args)
+        if args.json:
+            print(json.dumps(w, indent=2))
+        else:
+            print_window_summary(w)
+        return 1 if w["errors"] else 0
     if not args.headless:
         if has_display():
             return run_window_demo(args)

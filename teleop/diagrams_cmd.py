@@ -16,10 +16,11 @@ from pathlib import Path
 from bedside.agent import SESSION
 from console.engagement import TRANSITIONS as ENGAGEMENT
 from console.engine import LINK
+from console.hands import ASSIGNMENT
 from console.uilink import WINDOW
 from safety.statemachine import TransitionTable, diagram
 
-MACHINES: tuple[TransitionTable, ...] = (ENGAGEMENT, SESSION, LINK, WINDOW)
+MACHINES: tuple[TransitionTable, ...] = (ENGAGEMENT, ASSIGNMENT, SESSION, LINK, WINDOW)
 """Every state machine of the product, in the order docs/state-machines.md shows them."""
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "state-machines.md"

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="display mode (default %(default)s)")
     p.add_argument("--size", default="1600x1000", help="window size WxH (default %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0, help="give up waiting for following after this long")
+    p.add_argument("--swap", action="store_true",
+                   help="once following, press the arm-swap pedal and wait until the swapped hand follows again")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,7 +34,9 @@ from base.config import load_config
 from base.procs import Role, free_ports, teleop_command
 from rehearsal.surgeon import HeadlessWindow
 from transport import codec
-from transport.messages import Telemetry
+from transport.messages import INSTRUMENT_ARMS, Telemetry
+
+N_INSTRUMENTS = len(INSTRUMENT_ARMS)
 
 HARNESS = [
     # The master bridge and heartbeats come from a Python thread in the test process on a loaded 2-core
@@ -138,13 +140,13 @@ class TelemetryRecorder:
                     break
                 msg = codec.decode(data)
                 if isinstance(msg, Telemetry):
-                    sp = tuple(tuple(c * 1000 for c in a.setpoint_cp.position) for a in msg.arms[:2])
+                    sp = tuple(tuple(c * 1000 for c in a.setpoint_cp.position) for a in msg.arms[:N_INSTRUMENTS])
                     self.samples.append((time.monotonic_ns(), msg.operating_state.name, msg.epoch, sp))
 
     def max_setpoint_step_mm(self, since_ns: int) -> float:
         """Largest change of an instrument setpoint between consecutive telemetry messages since `since_ns`."""
         s = [x for x in self.samples if x[0] >= since_ns]
-        return max((math.dist(a[3][i], b[3][i]) for a, b in itertools.pairwise(s) for i in range(2)),
+        return max((math.dist(a[3][i], b[3][i]) for a, b in itertools.pairwise(s) for i in range(N_INSTRUMENTS)),
                    default=0.0)
 
     def close(self) -> None:

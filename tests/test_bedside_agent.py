@@ -11,7 +11,7 @@ from conftest import ms
 from base.config import BedsideConfig, ConfigError
 from base.geometry import q_from_axis_angle
 from bedside.agent import BedsideAgent
-from bedside.arm import DEFAULT_ARMS, SimulatedArm, inverse_kinematics, reachable
+from bedside.arm import DEFAULT_ARMS, SimulatedArm, arm_models, home_setpoint, inverse_kinematics, reachable
 from bedside.arm_driver import ArmDriver, ArmOperatingState
 from bedside.drivers import ARM_DRIVERS
 from safety.limits import limits_from_config
@@ -59,6 +59,8 @@ class Harness:
         return ack.epoch
 
     def servo(self, setpoints, mask=0b011, flags=PRESENT, epoch=None, send_ns=None, peer=PEER):
+        """`setpoints` for the first arms; the rest (not in the default mask) are where they are."""
+        setpoints = [*setpoints, *self.tools()[len(setpoints):]]
         msg = ServoCp(self.epoch if epoch is None else epoch, self.nseq(), self.t if send_ns is None else send_ns,
                       flags, mask, tuple(setpoints))
         return self.send(msg, peer)
@@ -226,7 +228,7 @@ def test_clutched_arms_hold_while_the_stream_feeds_the_watchdog(h, cfg):
         h.advance(1)
     assert h.agent.state is OperatingState.ENABLED
     assert h.tools() == start
-    assert N_ARMS == 3
+    assert N_ARMS == 4
 
 
 def test_first_command_may_arrive_a_long_round_trip_after_enable(h, cfg):
@@ -329,19 +331,20 @@ def test_a_stream_faster_than_the_speed_limit_is_refused_and_the_arm_holds(h, cf
 def test_the_workspace_box_is_the_consoles_and_a_tool_outside_may_only_come_back(cfg):
     """The bedside refuses a reachable pose outside the configured teleop workspace box; a tool already outside
     on an axis may move back toward the box, never further out (the widening `clamp` applies)."""
-    teleop = dataclasses.replace(cfg.teleop, workspace_x_max_mm=85.0)  # PSM1's home is at x = 80 mm
+    home_x_mm = home_setpoint(arm_models(cfg.bedside)[0]).position[0] * 1e3
+    teleop = dataclasses.replace(cfg.teleop, workspace_x_max_mm=home_x_mm + 5.0)  # 5 mm right of PSM1's home
     h = Harness(cfg, teleop)
     agent = h.agent
     h.enable()
     start = h.tools()
-    out = moved(start[0], 0.004)  # x = 84 mm: inside
+    out = moved(start[0], 0.004)  # home + 4 mm: inside
     assert h.servo([out, start[1], start[2]]).status is AckStatus.APPLIED
     h.advance(20)
-    beyond = moved(out, 0.002)  # x = 86 mm: reachable, but beyond the box
+    beyond = moved(out, 0.002)  # home + 6 mm: reachable, but beyond the box
     assert reachable(DEFAULT_ARMS[0], beyond) is None
     assert h.servo([beyond, start[1], start[2]]).status is AckStatus.REJECTED_WORKSPACE
     assert "workspace box" in agent.drain_events()[-1].text
-    # the tool placed outside (x = 90 mm) may come back, not go further out
+    # the tool placed outside (home + 10 mm) may come back, not go further out
     agent.arms[0].measured = agent.arms[0].setpoint = moved(start[0], 0.010)
     h.advance(20)
     assert h.servo([moved(start[0], 0.011), start[1], start[2]]).status is AckStatus.REJECTED_WORKSPACE
@@ -398,7 +401,7 @@ def test_telemetry_reports_what_was_commanded_and_what_the_driver_measures(h):
     assert h.servo([moved(start[0], 0.004), start[1], start[2]], mask=0b001).status is AckStatus.APPLIED
     h.advance(1)
     t = codec.decode(h.agent.telemetry(h.t))
-    assert [a.mode for a in t.arms] == [ArmMode.FOLLOWING, ArmMode.HOLDING, ArmMode.HOLDING]
+    assert [a.mode for a in t.arms] == [ArmMode.FOLLOWING, ArmMode.HOLDING, ArmMode.HOLDING, ArmMode.HOLDING]
     assert t.arms[0].flags == ArmFlags.HOMED | ArmFlags.BUSY and t.arms[1].flags == ArmFlags.HOMED
     assert t.arms[0].setpoint_cp == moved(start[0], 0.004) and t.arms[0].measured_cp == h.tools()[0]
     assert h.servo([moved(start[0], 0.02), start[1], start[2]], mask=0b001).status is AckStatus.REJECTED_STEP
@@ -436,3 +439,72 @@ def test_freeze_reason_blames_rejections_only_while_they_still_arrive(h):
     h.servo([moved(start[0], 0.006), start[1], start[2]])  # one rejection, then nothing at all
     h.advance(300)
     assert h.agent.freezes[-1].reason is Reason.LINK_LOST
+
+
+# ---------------------------------------------------------------------- four arms: which may be commanded
+
+
+def test_four_arms_in_wire_order_placed_by_configuration(cfg):
+    """PSM1, PSM2, PSM3, ECM, each at the base (RCM) and with the insertion range its keys give."""
+    from base.config import BEDSIDE_ARMS, with_overrides
+    from transport.messages import ARM_NAMES
+
+    assert BEDSIDE_ARMS == ARM_NAMES  # base/config.py cannot import transport: the two lists must agree
+    moved_cfg = with_overrides(cfg, ["bedside.psm3_rcm_mm=-50,70,5", "bedside.psm3_insertion_mm=40,200"])
+    agent = BedsideAgent(moved_cfg.bedside, 0)
+    assert [a.name for a in agent.arms] == list(ARM_NAMES)
+    psm3 = agent.arms[2].model
+    assert psm3.rcm == pytest.approx((-0.05, 0.07, 0.005)) and (psm3.insertion_min, psm3.insertion_max) == (
+        pytest.approx(0.04), pytest.approx(0.2))
+    with pytest.raises(ConfigError, match=r"^bedside\.psm3_rcm_mm: '1,2' must be 3 comma-separated numbers"):
+        with_overrides(cfg, ["bedside.psm3_rcm_mm=1,2"])
+    with pytest.raises(ConfigError, match=r"^bedside\.ecm_insertion_mm: '90,40': min must be below max"):
+        with_overrides(cfg, ["bedside.ecm_insertion_mm=90,40"])
+    with pytest.raises(ConfigError, match=r"^bedside\.arms: 'PSM1,PSM4' must name each mounted arm once"):
+        with_overrides(cfg, ["bedside.arms=PSM1,PSM4"])
+
+
+def test_a_command_for_an_arm_not_mounted_is_refused_and_moves_nothing(cfg):
+    """bedside.arms without PSM3: a servo_cp whose mask names PSM3 is REJECTED_ARM with a sentence naming it; no
+    arm moves (not even the mounted ones in the same command); PSM3 is reported DISABLED and not homed."""
+    from base.config import with_overrides
+
+    h = Harness(with_overrides(cfg, ["bedside.arms=PSM1,PSM2,ECM"]))
+    h.enable()
+    start = h.tools()
+    ack = h.servo([moved(start[0], 0.001), start[1], moved(start[2], 0.001)], mask=0b101)
+    assert ack.status is AckStatus.REJECTED_ARM and ack.status.rejected
+    h.advance(20)
+    assert h.tools() == start
+    text = " ".join(e.text for e in h.agent.drain_events())
+    assert "PSM3, not mounted at this bedside" in text and "nothing moved" in text
+    t = codec.decode(h.agent.telemetry(h.t))
+    assert t.arms[2].mode is ArmMode.DISABLED and not t.arms[2].flags & ArmFlags.HOMED
+    assert t.arms[0].flags & ArmFlags.HOMED
+    assert h.servo([moved(start[0], 0.001)], mask=0b001).status is AckStatus.APPLIED  # the mounted ones still go
+
+
+def test_three_instruments_in_one_command_are_refused(h):
+    """Two hands drive at most two instruments: a mask with PSM1, PSM2 and PSM3 is a console bug (one hand on two
+    arms) and is refused whole; two instruments and the endoscope are fine."""
+    h.enable()
+    start = h.tools()
+    ack = h.servo([moved(s, 0.001) for s in start[:3]], mask=0b0111)
+    assert ack.status is AckStatus.REJECTED_ARM
+    h.advance(20)
+    assert h.tools() == start
+    assert "3 instruments at once" in " ".join(e.text for e in h.agent.drain_events())
+    assert h.servo([start[0], moved(start[1], 0.001), moved(start[2], 0.001)], mask=0b1110).status is \
+        AckStatus.APPLIED
+
+
+def test_a_mask_naming_an_arm_beyond_the_four_never_decodes(h):
+    """Bit 4 names no arm: a ProtocolError, counted, no ack, nothing moves (the codec's check, before the agent)."""
+    h.enable()
+    start = h.tools()
+    raw = bytearray(codec.encode(ServoCp(h.epoch, h.nseq(), h.t, PRESENT, 0b1, tuple(start))))
+    raw[33] = 0b10001
+    assert h.agent.on_message(h.t, PEER, bytes(raw)) == []
+    assert h.agent.counters["decode_error_InvalidField"] == 1
+    h.advance(20)
+    assert h.tools() == start

@@ -186,7 +186,7 @@ def test_every_limit_covers_the_largest_legitimate_message(cfg) -> None:
              "telemetry": len(agent.telemetry(0)),
              "event": len(codec.encode(Event(0, 1, 1, EventKind.INFO, Reason.NONE, off, off, "x" * 5000))),
              "counters": len(biggest_counters)}
-    assert sizes == {"servo_cp": 228, "ack": 60, "estop": 36, "telemetry": 608, "event": 1062, "counters": 3104}
+    assert sizes == {"servo_cp": 292, "ack": 60, "estop": 36, "telemetry": 892, "event": 1062, "counters": 3104}
     assert max(sizes.values()) <= z.CONTROL_MAX_BYTES == z.TELEMETRY_MAX_BYTES == codec.MAX_MESSAGE_BYTES
     assert z.VIDEO_REPORT_MAX_BYTES == wire.REPORT_SIZE
     assert z.VIDEO_FRAME_MAX_BYTES == wire.FRAME_HEADER_SIZE + wire.MAX_PAYLOAD_BYTES

@@ -128,10 +128,11 @@ def test_trailing_bytes_rejected():
 
 def test_wrong_version_and_magic_and_type_rejected():
     raw = bytearray(codec.encode(_servo()))
-    v = bytearray(raw)
-    v[4] = 2
-    with pytest.raises(codec.UnsupportedVersion):
-        codec.decode(bytes(v))
+    for version in (1, codec.VERSION + 1):  # version 1 carried three arms: refused, never half-read
+        v = bytearray(raw)
+        v[4] = version
+        with pytest.raises(codec.UnsupportedVersion):
+            codec.decode(bytes(v))
     m = bytearray(raw)
     m[0:4] = b"HTTP"
     with pytest.raises(codec.BadMagic):
@@ -157,7 +158,7 @@ def test_nan_and_non_unit_quaternion_and_unknown_bits_rejected():
     with pytest.raises(codec.InvalidField):
         codec.decode(bytes(raw))
     raw = bytearray(codec.encode(_servo()))
-    raw[33] = 0x08  # arm 3 does not exist
+    raw[33] = 0x10  # arm 4 does not exist (PSM1, PSM2, PSM3, ECM are bits 0-3)
     with pytest.raises(codec.InvalidField):
         codec.decode(bytes(raw))
 
@@ -172,7 +173,7 @@ def test_encode_refuses_what_the_wire_cannot_carry():
 
 
 def test_servo_cp_is_fixed_size():
-    assert len(codec.encode(_servo())) == codec.SERVO_CP_SIZE == 228
+    assert len(codec.encode(_servo())) == codec.SERVO_CP_SIZE == 292
 
 
 def _general_decode(data: bytes) -> tuple[str, object]:
@@ -214,7 +215,7 @@ def test_servo_cp_overflowing_one_arm_is_refused_even_if_the_frame_sum_is_finite
     a = CartesianSetpoint((-1.7e308, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), 0.0)
     b = CartesianSetpoint((1.7e308, 1.7e308, 0.0), (0.0, 0.0, 0.0, 1.0), 0.0)
     with pytest.raises(codec.InvalidField, match="servo_cp arm 1: non-finite"):
-        codec.decode(codec.encode(_servo(arms=(a, b, CartesianSetpoint()))))
+        codec.decode(codec.encode(_servo(arms=(a, b, CartesianSetpoint(), CartesianSetpoint()))))
 
 
 @settings(max_examples=300, deadline=None)

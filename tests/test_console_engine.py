@@ -40,7 +40,9 @@ class Wire:
                     self.engine.on_bytes(self.t, codec.encode(ev))
 
     def arm_states(self) -> set[str]:
-        return {a["state"] for a in self.engine.controller.snapshot()["arms"].values()}
+        """The states of the arms a hand or the camera drives (the idle instrument is never engaged)."""
+        snap = self.engine.controller.snapshot()
+        return {a["state"] for name, a in snap["arms"].items() if name != snap["idle"]}
 
 
 def test_engage_handshake_then_following(cfg):

@@ -154,7 +154,7 @@ def test_the_agent_reports_a_drivers_hold_as_a_stall_and_ends_the_session(cfg):
     c.seq += 1
     assert c.send(Enable(0, c.seq, c.clock.t)) is AckStatus.ENABLED
     home = c.tools()
-    target = [moved(home[0], 0.004), home[1], home[2]]
+    target = [moved(home[0], 0.004), *home[1:]]
     assert c.servo(target) is AckStatus.APPLIED
     before = c.tools()
     assert before[0] != home[0] and before[0] != target[0]  # on its way
@@ -178,7 +178,7 @@ def test_the_agent_reports_a_drivers_hold_as_a_stall_and_ends_the_session(cfg):
     assert c.send(Enable(0, c.seq, c.clock.t)) is AckStatus.ENABLED
     assert all(a.operating_state().held == "" for a in agent.arms)
     assert [a.setpoint_cp() for a in agent.arms] == before  # judged from the held pose
-    assert c.servo([moved(before[0], 0.001), before[1], before[2]]) is AckStatus.APPLIED
+    assert c.servo([moved(before[0], 0.001), *before[1:]]) is AckStatus.APPLIED
     assert len(agent.freezes) == 1
 
 
@@ -266,16 +266,16 @@ def test_a_stalled_bedside_loop_holds_the_arms_on_their_own_and_reports_it(tmp_p
         home = tuple(a.measured_cp() for a in server.agent.arms)
         for _ in range(50):  # following: the same pose at 1 kHz
             seq += 1
-            assert request(ServoCp(epoch, seq, time.monotonic_ns(), PRESENT, 0b111, home)).status \
+            assert request(ServoCp(epoch, seq, time.monotonic_ns(), PRESENT, 0b1011, home)).status \
                 is AckStatus.APPLIED
             time.sleep(0.001)
         seq += 1
-        target = (moved(home[0], 0.004), home[1], home[2])
+        target = (moved(home[0], 0.004), *home[1:])
         stall["armed"] = True
-        assert request(ServoCp(epoch, seq, time.monotonic_ns(), PRESENT, 0b111, target)).status is AckStatus.APPLIED
+        assert request(ServoCp(epoch, seq, time.monotonic_ns(), PRESENT, 0b1011, target)).status is AckStatus.APPLIED
         for _ in range(100):  # the console goes on streaming: these queue behind the stall
             seq += 1
-            sock.send(codec.encode(ServoCp(epoch, seq, time.monotonic_ns(), PRESENT, 0b111, target)))
+            sock.send(codec.encode(ServoCp(epoch, seq, time.monotonic_ns(), PRESENT, 0b1011, target)))
             time.sleep(0.001)
         deadline = time.monotonic() + 5
         while server.agent.state is OperatingState.ENABLED and time.monotonic() < deadline:

@@ -33,7 +33,8 @@ def test_atheris_coverage_guided_fuzz_of_the_bedside_path(tmp_path):
 
 def _valid_servo(epoch: int, seq: int, t: int) -> bytes:
     home = CartesianSetpoint((0.08, 0.0, -0.1))
-    arms = (home, CartesianSetpoint((-0.08, 0.0, -0.1)), CartesianSetpoint((0.0, -0.06, -0.04)))
+    arms = (home, CartesianSetpoint((-0.08, 0.0, -0.1)), CartesianSetpoint((-0.06, 0.08, -0.1)),
+            CartesianSetpoint((0.0, -0.06, -0.04)))
     assert len(arms) == N_ARMS
     return codec.encode(ServoCp(epoch, seq, t, ConsoleFlags.OPERATOR_PRESENT, 0b011, arms))
 

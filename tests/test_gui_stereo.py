@@ -107,7 +107,7 @@ def test_a_healthy_state_raises_no_alarm_and_the_hud_says_what_it_sees():
     assert f["presence"] == "operator present" and f["limits"] == "limits: none active"
     lines = {a.name: a for a in arm_lines(s["teleop"])}
     assert lines["PSM1"].text == "tool follows your right hand" and lines["PSM1"].severity is Severity.INFO
-    assert lines["PSM2"].text == "rotate the master to match the tool (12° off)"
+    assert lines["PSM2"].text == "left hand · rotate the master to match the tool (12° off)"
     assert lines["ECM"].state == "CLUTCHED"
 
 
@@ -155,7 +155,7 @@ def test_held_arms_show_their_reason_and_limits_are_named():
     t["arms"]["PSM1"] = {"state": "HELD", "reason": "VIDEO_STALE", "guidance": "video stale: 350 ms old",
                          "active_limits": ["speed"]}
     line = arm_lines(t)[0]
-    assert line.text == "held: VIDEO_STALE — video stale: 350 ms old · limit: speed"
+    assert line.text == "right hand · held: VIDEO_STALE — video stale: 350 ms old · limit: speed"
     assert line.severity is Severity.CRITICAL
     s = healthy()
     s["teleop"] = t

@@ -46,7 +46,7 @@ def arm(mode: ArmMode = ArmMode.FOLLOWING, flags: ArmFlags = ArmFlags.HOMED, x: 
 def telemetry(send_ns: int, state: OperatingState = OperatingState.ENABLED, reason: Reason = Reason.NONE,
               estop: bool = False, arms: tuple[ArmTelemetry, ...] | None = None, seq: int = 1) -> bytes:
     """Bytes as bedside/agent.py's telemetry() makes them."""
-    arms = arms if arms is not None else (arm(), arm(), arm(ArmMode.HOLDING))
+    arms = arms if arms is not None else (arm(), arm(), arm(ArmMode.HOLDING), arm(ArmMode.HOLDING))
     return codec.encode(Telemetry(7, seq, send_ns, state, reason, estop, 0, arms))
 
 
@@ -95,7 +95,7 @@ def test_following_telemetry_fills_every_field_and_clears_the_startup_alarms():
     assert set(v.warn.values()) == {Severity.INFO}
     assert [(a.name, a.state, a.text, a.severity) for a in v.arms] == [
         ("PSM1", "FOLLOWING", "following", Severity.INFO), ("PSM2", "FOLLOWING", "following", Severity.INFO),
-        ("ECM", "HOLDING", "holding", Severity.INFO)]
+        ("PSM3", "HOLDING", "holding", Severity.INFO), ("ECM", "HOLDING", "holding", Severity.INFO)]
 
 
 def test_clock_offset_is_the_clock_difference_less_the_best_one_way_delay():
@@ -140,14 +140,14 @@ def test_stale_telemetry_raises_no_telemetry_and_fresh_telemetry_clears_it():
 ])
 def test_each_bedside_state_is_graded_as_before(state, reason, estop, expected, session_warn):
     m = MonitorModel()
-    holding = (arm(ArmMode.HOLDING), arm(ArmMode.HOLDING), arm(ArmMode.HOLDING))
+    holding = (arm(ArmMode.HOLDING),) * 4
     m.receive(telemetry(BEDSIDE_AHEAD_NS, state, reason, estop, holding), ms(1))
     v = m.refresh(ms(2), LIVE)
     assert [(a.key, a.severity, a.title) for a in v.alarms] == expected
     assert v.warn["session"] is session_warn
     assert v.fields["session"] == f"bedside {state.name} ({reason.name}) · epoch 7" + (" · E-STOP" if estop else "")
     if state is OperatingState.PAUSED:
-        assert [(a.text, a.severity) for a in v.arms] == [(f"held: {reason.name}", Severity.CRITICAL)] * 3
+        assert [(a.text, a.severity) for a in v.arms] == [(f"held: {reason.name}", Severity.CRITICAL)] * 4
 
 
 def test_a_link_loss_that_recovers_raises_and_clears_the_alarm_once():
@@ -167,19 +167,20 @@ def test_a_link_loss_that_recovers_raises_and_clears_the_alarm_once():
 def test_arms_at_a_limit_are_named_from_the_wire_order():
     m = MonitorModel()
     at_limit = ArmFlags.HOMED | ArmFlags.LIMIT
-    m.receive(telemetry(BEDSIDE_AHEAD_NS, arms=(arm(), arm(flags=at_limit), arm(ArmMode.HOLDING, at_limit))), ms(1))
+    m.receive(telemetry(BEDSIDE_AHEAD_NS, arms=(arm(), arm(flags=at_limit), arm(ArmMode.HOLDING),
+                                                arm(ArmMode.HOLDING, at_limit))), ms(1))
     v = m.refresh(ms(2), LIVE)
     assert v.fields["limits"] == "limits: PSM2, ECM"
     assert [(a.name, a.text, a.severity) for a in v.arms] == [
         ("PSM1", "following", Severity.INFO), ("PSM2", "following · at a limit", Severity.WARNING),
-        ("ECM", "holding · at a limit", Severity.WARNING)]
+        ("PSM3", "holding", Severity.INFO), ("ECM", "holding · at a limit", Severity.WARNING)]
 
 
 def test_each_arm_is_found_by_name_with_its_pose():
     m = MonitorModel()
     assert m.arm("PSM1") is None
     m.receive(telemetry(BEDSIDE_AHEAD_NS, arms=tuple(arm(x=0.01 * i) for i in range(len(ARM_NAMES)))), ms(1))
-    assert [m.arm(n).measured_cp.position[0] for n in ARM_NAMES] == pytest.approx([0.0, 0.01, 0.02])
+    assert [m.arm(n).measured_cp.position[0] for n in ARM_NAMES] == pytest.approx([0.0, 0.01, 0.02, 0.03])
     assert m.arm("PSM9") is None
 
 

@@ -72,6 +72,7 @@ ENUMS = [  # (enum, document, section) — every member must be documented with 
     (video_wire.Layout, PROTOCOL, "Video link"),
     (video_wire.FrameFlags, PROTOCOL, "Video link"),
     (video_wire.ReportFlags, PROTOCOL, "Video link"),
+    (video_wire.ModeReason, PROTOCOL, "Video link"),
 ]
 
 

@@ -43,7 +43,7 @@ def test_redrive_reproduces_the_recorded_trajectory(rec, tmp_path):
         sess.close()
     assert rc == 0, text
     assert res["ok"] and res["tolerance_mm"] == DEFAULT_TOLERANCE_MM == 1.0
-    for arm in ("PSM1", "PSM2", "ECM"):
+    for arm in ("PSM1", "PSM2", "PSM3", "ECM"):
         assert res["per_arm"][arm]["max_mm"] <= DEFAULT_TOLERANCE_MM, text
     # the bedside applied the same rules to the same stream: the step limit, the watchdog freeze
     assert res["acks"].get("REJECTED_STEP") == 1 and res["acks"].get("ENABLED") == 2, text

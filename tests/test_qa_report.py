@@ -26,7 +26,8 @@ def test_report_writes_html_and_every_plot(rec, tmp_path):
         assert f"src='{png}'" in text
     for item in ("RTT p99 (ms)", "frame age p95 (ms)", "bedside freezes", "freeze latency max (ms)",
                  "PSM1 path length (mm)", "limit hits and rejections", "REJECTED_STEP",
-                 "bedside: tick p99.9 / max (ms)", "console: ticks over the 10 ms bound", "console stall"):
+                 "bedside: tick p99.9 / max (ms)", "console: ticks over the 10 ms bound", "console stall",
+                 "right/left hand drove", "PSM1/PSM2", "arm swaps"):
         assert item in text
     assert seen[-1] == 1.0 and seen == sorted(seen)
 

@@ -28,7 +28,8 @@ def test_loads_both_roles_on_the_console_clock(rec):
     assert s.roles == ("console", "bedside") and s.clock == "console"
     assert 5.9 < s.duration_s < 6.1
     assert len(s.commands("console")) == len(s.commands("bedside")) > 5000
-    assert s.telemetry("bedside")["pos"].shape[1:] == (3, 3)
+    assert s.telemetry("bedside")["pos"].shape[1:] == (4, 3)  # PSM1, PSM2, PSM3, ECM
+    assert set(s.link()["hands"]) == {"PSM1/PSM2"}
 
 
 def test_bedside_times_are_aligned_by_the_clock_offset(rec):
@@ -86,6 +87,8 @@ def test_clutches_come_from_command_flags_without_console_events(rec):
     ({"source": "link", "name": "LOST"}, "alarm"),
     ({"source": "ui", "name": "VIDEO STALE"}, "alarm"),
     ({"source": "teleop", "name": "scale"}, "info"),
+    ({"source": "teleop", "name": "swap"}, "engagement"),
+    ({"source": "teleop", "name": "swap refused"}, "rejection"),
 ])
 def test_console_event_kinds(ev, kind):
     assert classify_console(ev) == kind
@@ -120,7 +123,7 @@ def test_restamper_uses_the_granted_epoch_and_its_own_sequence():
     assert rs.epoch == 555 and not rs.awaiting_enable
     from transport.messages import HOLD_SETPOINT, CartesianSetpoint
     sp = CartesianSetpoint((0.1, 0.0, -0.1), (0.0, 0.0, 0.0, 1.0), 0.4)
-    s = codec.decode(rs.build(RecCommand(5, "servo_cp", 77, 1, 0b001, (sp, HOLD_SETPOINT, HOLD_SETPOINT)), 3000))
+    s = codec.decode(rs.build(RecCommand(5, "servo_cp", 77, 1, 0b001, (sp, *(HOLD_SETPOINT,) * 3)), 3000))
     assert isinstance(s, ServoCp)
     assert (s.epoch, s.seq, s.send_ns, s.arm_mask) == (555, 2, 3000, 1)
     assert s.arms[0].position == pytest.approx(sp.position) and s.arms[0].jaw == pytest.approx(0.4)

@@ -32,6 +32,7 @@ from recording.tap import ControlTap, VideoTap
 from recording.writer import RecordingFiles, enforce_retention, role_files
 from transport import codec
 from transport.messages import (
+    N_ARMS,
     Ack,
     AckStatus,
     ArmFlags,
@@ -55,7 +56,7 @@ SP = CartesianSetpoint((0.01, 0.02, -0.1), (0.0, 0.0, 0.0, 1.0), 0.3)
 
 def _servo(seq: int, send_ns: int, mask: int = 0b011) -> bytes:
     return codec.encode(ServoCp(7, seq, send_ns, ConsoleFlags.OPERATOR_PRESENT | ConsoleFlags.CLUTCH, mask,
-                                (SP, SP, SP)))
+                                (SP,) * N_ARMS))
 
 
 def _ack(seq: int, send_ns: int, echo_send_ns: int) -> bytes:
@@ -65,7 +66,7 @@ def _ack(seq: int, send_ns: int, echo_send_ns: int) -> bytes:
 
 def _telemetry(seq: int, t: int) -> bytes:
     arm = ArmTelemetry(ArmMode.FOLLOWING, ArmFlags.HOMED | ArmFlags.LIMIT, SP, SP, (0.0,) * 7)
-    return codec.encode(Telemetry(7, seq, t, OperatingState.ENABLED, Reason.NONE, False, 3, (arm, arm, arm)))
+    return codec.encode(Telemetry(7, seq, t, OperatingState.ENABLED, Reason.NONE, False, 3, (arm,) * N_ARMS))
 
 
 def _frame(codec_: Codec = Codec.H264, capture: int = 1000, send: int = 2000) -> bytes:
@@ -111,7 +112,7 @@ def test_bedside_command_ack_telemetry_records() -> None:
     assert ack["reason"] == "LIMIT" and "rtt_us" not in ack
     recs = tr.translate(Item(K_BEDSIDE, 5_000_000_000, b"", _telemetry(4, 5_000_000_000)))
     assert [r[0] for r in recs] == ["/bedside/telemetry", "/bedside/PSM1/measured_cp", "/bedside/PSM2/measured_cp",
-                                    "/bedside/ECM/measured_cp"]
+                                    "/bedside/PSM3/measured_cp", "/bedside/ECM/measured_cp"]
     tel = recs[0][2]
     assert tel["arms"][1]["flags"] == ["HOMED", "LIMIT"] and tel["arms"][1]["mode"] == "FOLLOWING"
     pose = recs[1][2]

@@ -12,7 +12,16 @@ import zmq
 from crossproc import Session, TelemetryTap
 
 from transport import codec
-from transport.messages import AckStatus, CartesianSetpoint, ConsoleFlags, Enable, EStop, OperatingState, ServoCp
+from transport.messages import (
+    N_ARMS,
+    AckStatus,
+    CartesianSetpoint,
+    ConsoleFlags,
+    Enable,
+    EStop,
+    OperatingState,
+    ServoCp,
+)
 from transport.security import KeyFileError, KeyStore, client_security, fingerprint, load_pair, throwaway_keys
 from transport.zmqlink import control_client, tcp
 
@@ -79,7 +88,7 @@ def test_monitor_key_cannot_command(session):
         ack = p.ack()
         assert ack is not None and ack.status is AckStatus.REJECTED_ROLE
         home = CartesianSetpoint((0.08, 0.0, -0.1))
-        p.send(ServoCp, ConsoleFlags.OPERATOR_PRESENT, 1, (home, home, home), epoch=ack.epoch)
+        p.send(ServoCp, ConsoleFlags.OPERATOR_PRESENT, 1, (home,) * N_ARMS, epoch=ack.epoch)
         assert p.ack().status is AckStatus.REJECTED_ROLE
     finally:
         p.close()

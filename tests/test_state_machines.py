@@ -1,4 +1,4 @@
-"""The one state-machine mechanism (safety/statemachine.py), the four machines on it, and their docs' diagrams."""
+"""The one state-machine mechanism (safety/statemachine.py), the five machines on it, and their docs' diagrams."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from bedside.agent import SESSION, BedsideAgent, SessionTrigger
 from console.controller import TeleopController
 from console.engagement import TRANSITIONS
 from console.engine import LINK, ConsoleEngine, EngineEvent, LinkState
+from console.hands import ASSIGNMENT
 from console.uilink import WINDOW, UiSupervisor, WindowState
 from safety.statemachine import StateMachine, Transition, TransitionError, TransitionTable, diagram
 from teleop import diagrams_cmd
@@ -55,8 +56,9 @@ def test_docs_show_each_machine_as_its_table_says() -> None:
 
 def test_every_machine_is_in_the_docs_registry_once() -> None:
     names = [t.name for t in diagrams_cmd.MACHINES]
-    assert len(set(names)) == len(names) == 4
-    assert {id(t) for t in diagrams_cmd.MACHINES} == {id(t) for t in (TRANSITIONS, SESSION, LINK, WINDOW)}
+    assert len(set(names)) == len(names) == 5
+    assert {id(t) for t in diagrams_cmd.MACHINES} == {id(t) for t in (TRANSITIONS, ASSIGNMENT, SESSION, LINK,
+                                                                       WINDOW)}
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -90,7 +92,7 @@ def test_diagrams_is_a_teleop_subcommand(capsys) -> None:
     args = build_parser().parse_args(["diagrams"])
     assert args._module is diagrams_cmd
     assert diagrams_cmd.run(args) == 0
-    assert capsys.readouterr().out.count("```mermaid") == 4
+    assert capsys.readouterr().out.count("```mermaid") == 5
 
 
 # ---------------------------------------------------------------------- the mechanism
@@ -188,7 +190,7 @@ def test_every_entry_of_every_machine_fires(table: TransitionTable) -> None:
             m.fire(1, t)
 
 
-# ---------------------------------------------------------------------- the four machines' guarantees
+# ---------------------------------------------------------------------- the machines' guarantees
 
 
 def test_nothing_resumes_by_itself() -> None:

@@ -6,7 +6,7 @@ import logging
 import math
 
 import pytest
-from test_teleop_world import HANDS0, MS, TOOLS0, World, fast_cfg
+from test_teleop_world import ECM, ECM_MASK, HANDS0, MS, TOOLS0, World, fast_cfg
 
 from base.geometry import IDENTITY_Q, Pose, q_angle, q_from_axis_angle, v_dist, v_sub
 from console.mapping import align_target
@@ -29,7 +29,7 @@ def close(a, b, tol=1e-9) -> bool:
 
 
 def test_engage_waits_for_the_session_and_the_tool_pose_then_starts_from_the_tool() -> None:
-    w = World(tools=(None, None, None))
+    w = World(tools=(None,) * 4)
     w.press("engage")
     snap = w.ctl.snapshot()["arms"]["PSM1"]
     assert snap["state"] == "ALIGNING" and w.out.arm_mask == 0
@@ -68,7 +68,7 @@ def test_a_misaligned_master_gets_guidance_and_follows_once_within_tolerance() -
 
 def test_alignment_is_judged_through_the_camera() -> None:
     cam = q_from_axis_angle((0, 0, 1), math.radians(60))
-    tools = (TOOLS0[0], TOOLS0[1], CartesianSetpoint(TOOLS0[2].position, cam, 0.0))
+    tools = (*TOOLS0[:ECM], CartesianSetpoint(TOOLS0[ECM].position, cam, 0.0))
     w = World(tools=tools)
     w.engage()
     assert w.state("PSM1") == "ALIGNING"
@@ -79,7 +79,7 @@ def test_alignment_is_judged_through_the_camera() -> None:
 
 def test_hand_right_moves_the_tool_right_on_screen() -> None:
     cam = q_from_axis_angle((0, 0, 1), math.pi / 2)  # image right = patient +y
-    tools = (TOOLS0[0], TOOLS0[1], CartesianSetpoint(TOOLS0[2].position, cam, 0.0))
+    tools = (*TOOLS0[:ECM], CartesianSetpoint(TOOLS0[ECM].position, cam, 0.0))
     w = World(tools=tools)
     for h in (0, 1):
         w.turn(h, align_target(IDENTITY_Q, cam))
@@ -135,15 +135,15 @@ def test_camera_mode_drives_the_endoscope_and_instruments_recapture_on_release()
     assert w.state("ECM") == "CLUTCHED"
     w.set(camera=True)
     out = w.tick()
-    assert w.state("PSM1") == "CAMERA" and w.state("ECM") == "FOLLOWING" and out.arm_mask == 0b100
+    assert w.state("PSM1") == "CAMERA" and w.state("ECM") == "FOLLOWING" and out.arm_mask == ECM_MASK
     psm = (w.tools[0], w.tools[1])
     for _ in range(200):  # both hands 20 mm up: the endoscope rises 4 mm (camera_scale 0.2)
         w.move(0, (0.0, 0.0001, 0.0))
         w.move(1, (0.0, 0.0001, 0.0))
         w.tick()
     w.tick(20)
-    assert close(v_sub(w.tools[2].position, TOOLS0[2].position), (0.0, 0.004, 0.0))
-    assert w.tools[2].orientation == TOOLS0[2].orientation
+    assert close(v_sub(w.tools[ECM].position, TOOLS0[ECM].position), (0.0, 0.004, 0.0))
+    assert w.tools[ECM].orientation == TOOLS0[ECM].orientation
     assert (w.tools[0], w.tools[1]) == psm
     w.set(camera=False)
     out = w.tick()
@@ -159,7 +159,7 @@ def test_clutch_during_camera_mode_holds_everything() -> None:
     assert out.arm_mask == 0 and w.state("PSM1") == "CAMERA" and w.state("ECM") == "CLUTCHED"
     w.set(clutch=False)
     out = w.tick()
-    assert out.arm_mask == 0b100 and w.state("PSM1") == "CAMERA"
+    assert out.arm_mask == ECM_MASK and w.state("PSM1") == "CAMERA"
 
 
 def test_jaw_follows_the_gripper_at_its_rate_limit() -> None:
@@ -432,7 +432,9 @@ def test_snapshot_has_what_the_gui_needs() -> None:
     w = World()
     w.engage()
     snap = w.ctl.snapshot()
-    assert set(snap["arms"]) == {"PSM1", "PSM2", "ECM"}
+    assert set(snap["arms"]) == {"PSM1", "PSM2", "PSM3", "ECM"}
+    assert snap["hands"] == {"right": "PSM1", "left": "PSM2"} and snap["idle"] == "PSM3"
+    assert [snap["arms"][a]["hand"] for a in ("PSM1", "PSM2", "PSM3", "ECM")] == ["right", "left", None, "both"]
     for arm in snap["arms"].values():
         assert {"state", "reason", "guidance", "active_limits", "scale"} <= set(arm)
     assert {"scale", "effective_scale", "latency", "operator_present", "estop", "tremor_hz"} <= set(snap)

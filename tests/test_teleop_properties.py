@@ -12,7 +12,11 @@ Checked on every tick, for every commanded arm (bit set in arm_mask):
    after the hold began (a press made earlier never releases a later hold);
 5. nothing is commanded while a hold condition is present this tick (link down, device fault, bedside
    e-stop, console e-stop button, operator absent, RTT at or above the hard threshold), and no arm is
-   ever commanded without the operator-present flag.
+   ever commanded without the operator-present flag;
+6. arm swaps (the arm-swap pedal, pressed at any time): the idle instrument (no hand on it) is never
+   commanded, so it receives no motion; no hand ever drives two arms (the two hands' instruments differ, at
+   most two instruments are commanded and each is one a hand drives now); and the first command to the arm a
+   swap took is its measured pose (3.), so no swap produces a jump.
 
 Time is injected (1 ms ticks with occasional jitter and stalls); nothing reads a clock.
 """
@@ -26,7 +30,7 @@ from test_teleop_world import HANDS0, MS, TOOLS0, World, fast_cfg
 from base.geometry import Pose, q_angle, q_from_rotvec, q_mul, q_normalize, v_add, v_dist, v_scale
 from console.mapping import align_target
 from safety.limits import limits_from_config
-from transport.messages import CartesianSetpoint, ConsoleFlags
+from transport.messages import ARM_NAMES, ECM_INDEX, INSTRUMENT_ARMS, N_ARMS, CartesianSetpoint, ConsoleFlags
 
 CFG = fast_cfg(tremor_enabled=True, presence_on_ms=3.0, presence_off_ms=0.0, latency_settle_s=0.02)
 LIM = limits_from_config(CFG)
@@ -61,6 +65,7 @@ segment = st.fixed_dictionaries({
     "estop": weighted(False, True, 20),
     "reset": st.booleans(),
     "engage": st.booleans(),
+    "swap": weighted(False, True, 2),
     "disengage": weighted(False, True, 15),
     "align": weighted(True, False, 2),
     "scale": st.none() | st.floats(0.01, 2.0, **finite),
@@ -76,7 +81,7 @@ def start(draw):
         p = tuple(draw(st.floats(lo + 0.001, hi - 0.001)) for lo, hi in zip(BOX.lo, BOX.hi, strict=True))
         q = q_from_rotvec(draw(vec(-3.0, 3.0)))
         return CartesianSetpoint(p, q, draw(st.floats(0.0, jaw_max)))
-    tools = (pose_in_box(1.0), pose_in_box(1.0), pose_in_box(0.0))
+    tools = (pose_in_box(1.0), pose_in_box(1.0), pose_in_box(1.0), pose_in_box(0.0))
     hands = tuple(Pose(v_add(h.position, draw(vec(-0.05, 0.05))), q_from_rotvec(draw(vec(-3.0, 3.0))))
                   for h in HANDS0)
     return tools, hands
@@ -88,10 +93,10 @@ def jitter(q, r):
 
 def run_scenario(tools, hands, segments) -> dict:
     w = World(CFG, tools=tools, hands=hands)
-    stats = {"commanded": 0, "reengaged": 0}
-    prev_cmd: list[tuple[CartesianSetpoint, int] | None] = [None, None, None]
-    prev_state = ["DISABLED"] * 3
-    held_from: list[int | None] = [None, None, None]
+    stats = {"commanded": 0, "reengaged": 0, "swaps": 0, "by_arm": dict.fromkeys(ARM_NAMES, 0)}
+    prev_cmd: list[tuple[CartesianSetpoint, int] | None] = [None] * N_ARMS
+    prev_state = ["DISABLED"] * N_ARMS
+    held_from: list[int | None] = [None] * N_ARMS
     last_press: int | None = None
     tick = 0
     for seg in segments:
@@ -106,9 +111,11 @@ def run_scenario(tools, hands, segments) -> dict:
             w.ctl.set_scale(w.now, seg["scale"])
         if seg["reset"]:
             w.ctl.reset_estop(w.now)
-        if seg["align"] and w.tools[2] is not None:
-            for h in (0, 1):
-                target = align_target(w.tools[h].orientation, w.tools[2].orientation)
+        if seg["align"] and w.tools[ECM_INDEX] is not None:
+            hands_now = w.ctl.snapshot()["hands"]
+            for h, hand in ((0, "right"), (1, "left")):
+                tool = w.tools[ARM_NAMES.index(hands_now[hand])]
+                target = align_target(tool.orientation, w.tools[ECM_INDEX].orientation)
                 w.turn(h, jitter(target, (0.03, -0.02, 0.03)))  # ~2.5° off: inside the 5° tolerance
         if seg["jump"] is not None:
             w.move(0, seg["jump"])
@@ -118,20 +125,27 @@ def run_scenario(tools, hands, segments) -> dict:
             pressing = seg["engage"] and k == 0
             if pressing and not w.buttons.engage and not w.buttons.disengage:
                 last_press = tick
-            w.set(engage=pressing)
+            w.set(engage=pressing, swap=seg["swap"] and k == 0)
             for h in (0, 1):
                 w.move(h, v_scale(seg["v"][h], dt / 1e3))
                 spin = q_from_rotvec(v_scale(seg["w"][h], dt / 1e3))
                 w.turn(h, q_normalize(q_mul(spin, w.hands[h].orientation)))
             before = list(w.tools)
+            assignment = w.ctl.hands.state
             out = w.ctl.step(w.now, w.sample(), w.view())
+            stats["swaps"] += w.ctl.hands.state is not assignment
+            hands_now = w.ctl.snapshot()["hands"]
+            driven = {hands_now["right"], hands_now["left"]}
+            assert len(driven) == 2 and driven <= set(INSTRUMENT_ARMS), ("a hand on two arms", hands_now)
+            commanded = {ARM_NAMES[i] for i in range(N_ARMS) if out.arm_mask >> i & 1}
+            assert commanded - {"ECM"} <= driven, ("an instrument no hand drives was commanded", commanded, hands_now)
             too_slow = w.rtt is not None and w.rtt >= CFG.latency_hard_ms
             hold_now = (not w.link_ok or not w.valid or w.bedside_estop or w.buttons.estop
                         or not w.buttons.operator_present or too_slow)
             if out.arm_mask:
                 assert out.flags & ConsoleFlags.OPERATOR_PRESENT
                 assert not hold_now, "commanded while a hold condition is present"
-            for i in range(3):
+            for i in range(N_ARMS):
                 cmd = out.arm_mask >> i & 1
                 if not cmd:
                     prev_cmd[i] = None
@@ -155,9 +169,10 @@ def run_scenario(tools, hands, segments) -> dict:
                     assert abs(sp.jaw - last.jaw) <= LIM.max_jaw_speed_rad_s * el + EPS_POS
                 prev_cmd[i] = (sp, w.now)
                 stats["commanded"] += 1
+                stats["by_arm"][ARM_NAMES[i]] += 1
             w.apply(out)
             snap = w.ctl.snapshot()["arms"]
-            for i, name in enumerate(("PSM1", "PSM2", "ECM")):
+            for i, name in enumerate(ARM_NAMES):
                 state = snap[name]["state"]
                 if state == "HELD" and prev_state[i] != "HELD":
                     held_from[i] = tick
@@ -166,6 +181,9 @@ def run_scenario(tools, hands, segments) -> dict:
                         f"{name} left HELD without an engage press after the hold")
                 if out.arm_mask >> i & 1:
                     assert state == "FOLLOWING"
+                if name not in driven and name != "ECM":
+                    assert state in ("DISABLED", "IDLE") and not out.arm_mask >> i & 1, (name, state)
+                    assert w.tools[i] == before[i], f"idle {name} moved"
                 prev_state[i] = state
             w.now += int(dt * MS)
     return stats
@@ -201,7 +219,10 @@ def test_the_property_harness_actually_follows() -> None:
     seg = {"ticks": 300, "dt_ms": 1.0, "v": ((0.05, 0.0, 0.0), (0.0, 0.05, 0.0)), "w": ((0.0, 0.0, 0.5),) * 2,
            "grip": 0.7, "present": True, "clutch": False, "camera": False, "link": True, "valid": True,
            "bedside_estop": False, "estop": False, "reset": False, "engage": True, "disengage": False,
-           "align": True, "scale": 0.5, "rtt": 150.0, "jump": (0.1, 0.0, 0.0)}
-    segs = [seg, {**seg, "engage": False, "clutch": True}, {**seg, "engage": False}]
+           "align": True, "scale": 0.5, "rtt": 150.0, "jump": (0.1, 0.0, 0.0), "swap": False}
+    swap = {**seg, "engage": False, "swap": True, "align": False}  # the hand has turned off the new tool's
+    segs = [seg, {**seg, "engage": False, "clutch": True}, {**seg, "engage": False},
+            swap, {**seg, "engage": False}, swap, {**seg, "engage": False}]
     stats = run_scenario(TOOLS0, HANDS0, segs)
-    assert stats["commanded"] > 1000 and stats["reengaged"] >= 4
+    assert stats["commanded"] > 1000 and stats["reengaged"] >= 6 and stats["swaps"] == 2
+    assert all(stats["by_arm"][a] > 100 for a in INSTRUMENT_ARMS), stats["by_arm"]  # PSM3 followed once taken

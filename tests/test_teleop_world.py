@@ -15,14 +15,18 @@ from base.config import TeleopConfig
 from base.geometry import IDENTITY_Q, Pose, Quat, Vec3, v_add
 from console.controller import BedsideView, TeleopController, TeleopOutput
 from console.master import MasterButtons, MasterHand, MasterSample
-from transport.messages import CartesianSetpoint, OperatingState, Reason
+from transport.messages import ECM_INDEX, N_ARMS, CartesianSetpoint, OperatingState, Reason
 
 MS = 1_000_000
 TOOLS0 = (
     CartesianSetpoint((0.08, 0.0, -0.10), IDENTITY_Q, 0.3),
     CartesianSetpoint((-0.08, 0.0, -0.10), IDENTITY_Q, 0.3),
+    CartesianSetpoint((-0.06, 0.08, -0.10), IDENTITY_Q, 0.3),
     CartesianSetpoint((0.0, -0.06, -0.04), IDENTITY_Q, 0.0),
 )
+"""PSM1, PSM2, PSM3, ECM (wire order, transport.messages.ARM_NAMES)."""
+ECM = ECM_INDEX
+ECM_MASK = 1 << ECM_INDEX
 HANDS0 = (Pose((0.08, 0.0, 0.0), IDENTITY_Q), Pose((-0.08, 0.0, 0.0), IDENTITY_Q))
 
 
@@ -93,7 +97,7 @@ class World:
             self.session = True
             self.bedside_state, self.bedside_reason = OperatingState.ENABLED, Reason.NONE
         if self.session:
-            for i in range(3):
+            for i in range(N_ARMS):
                 if out.arm_mask >> i & 1:
                     self.tools[i] = out.setpoints[i]
 
@@ -125,7 +129,7 @@ def test_world_grants_a_session_and_moves_only_commanded_arms() -> None:
     w.move(0, (0.01, 0.0, 0.0))
     w.tick(100)
     assert math.isclose(w.tools[0].position[0], 0.08 + 0.002, abs_tol=1e-9)
-    assert w.tools[2] == TOOLS0[2]
+    assert w.tools[2] == TOOLS0[2] and w.tools[ECM] == TOOLS0[ECM]
 
 
 def test_world_drops_the_session_with_the_link() -> None:

@@ -14,6 +14,7 @@ from transport.video_wire import (
     Frame,
     FrameHeader,
     Layout,
+    ModeReason,
     Report,
     ReportFlags,
     decode,
@@ -46,6 +47,32 @@ def test_report_round_trip():
     assert decode(b) == r
 
 
+def test_report_carries_the_viewers_decode_and_paint_times():
+    """Version 3: what decoding and painting cost the viewer travels back to the sender (video/adapt.py)."""
+    r = Report(ReportFlags(0), 7, 42, 123, 456, 789, 3, 100, decode_us=4_200, paint_us=6_100, paint_lag_us=12_000)
+    out = decode(encode_report(r))
+    assert out == r
+    assert (out.decode_us, out.paint_us, out.paint_lag_us) == (4_200, 6_100, 12_000)
+    assert wire.VERSION == 3
+    with pytest.raises(wire.InvalidField):
+        encode_report(Report(ReportFlags(0), 1, 2, 3, 4, 5, 0, 0, paint_us=2**32))
+    with pytest.raises(wire.UnsupportedVersion):  # a version-2 viewer is refused, not misread
+        decode(encode_report(r)[:4] + b"\x02" + encode_report(r)[5:])
+
+
+def test_frame_header_states_the_video_mode():
+    h = header(fps=30, mode_reason=ModeReason.CONSOLE)
+    out = decode(encode_frame(h, b"x"))
+    assert isinstance(out, Frame) and out.header == h
+    assert (out.header.fps, out.header.mode_reason) == (30, ModeReason.CONSOLE)
+    with pytest.raises(wire.InvalidField):
+        encode_frame(header(fps=wire.MAX_FPS + 1), b"x")
+    bad_fps = bytearray(encode_frame(h, b"x"))
+    bad_fps[10:12] = struct.pack("<H", wire.MAX_FPS + 1)
+    with pytest.raises(wire.InvalidField):
+        decode(bytes(bad_fps))
+
+
 @pytest.mark.parametrize(
     ("mutate", "error"),
     [
@@ -56,7 +83,7 @@ def test_report_round_trip():
         (lambda b: b[:6] + b"\x07" + b[7:], wire.UnknownCodec),
         (lambda b: b[:7] + b"\x80" + b[8:], wire.InvalidField),  # unknown flag bit
         (lambda b: b[:8] + b"\x05" + b[9:], wire.InvalidField),  # unknown layout
-        (lambda b: b[:9] + b"\x01" + b[10:], wire.InvalidField),  # reserved
+        (lambda b: b[:9] + b"\x09" + b[10:], wire.InvalidField),  # unknown mode reason
         (lambda b: b[:-1], wire.Truncated),  # payload shorter than the header says
         (lambda b: b + b"x", wire.LengthMismatch),
         (lambda b: b[:52] + struct.pack("<H", 0) + b[54:], wire.InvalidField),  # width 0
@@ -76,6 +103,8 @@ def test_report_with_wrong_length_or_reserved_bits():
         decode(good + b"\x00")
     with pytest.raises(wire.InvalidField):
         decode(good[:6] + b"\x80" + good[7:])
+    with pytest.raises(wire.InvalidField):
+        decode(good[:7] + b"\x01" + good[8:])  # reserved
 
 
 def test_encode_refuses_what_the_wire_cannot_carry():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import zmq
 
+from transport import video_wire
 from transport import zmqlink as z
 from transport.security import ClientSecurity, ServerSecurity
 
@@ -19,6 +20,7 @@ PEER = "tcp://127.0.0.1:9"  # connect is asynchronous: nothing needs to listen t
 MAX = zmq.MAXMSGSIZE
 FLOOR = 1024  # the handshake floor: sockets that hear only handshakes and subscriptions
 MIB = 1024 * KIB
+VIDEO_MAX = video_wire.FRAME_HEADER_SIZE + video_wire.MAX_PAYLOAD_BYTES  # one frame: header + the decoder's payload cap
 CURVE = 33  # what CURVE adds to each frame on the wire
 
 CASES = {
@@ -35,7 +37,7 @@ CASES = {
     "video_server": (lambda c: z.video_server(c, BIND, None), zmq.ROUTER,
                      {**VIDEO, zmq.SNDHWM: 2, zmq.RCVHWM: 256, zmq.SNDBUF: 128 * KIB, MAX: FLOOR}),
     "video_client": (lambda c: z.video_client(c, PEER, None), zmq.DEALER,
-                     {**VIDEO, zmq.RCVHWM: 2, zmq.SNDHWM: 16, zmq.RCVBUF: 128 * KIB, MAX: 64 + 96 * MIB}),
+                     {**VIDEO, zmq.RCVHWM: 2, zmq.SNDHWM: 16, zmq.RCVBUF: 128 * KIB, MAX: VIDEO_MAX}),
     "ui_intent_server": (lambda c: z.ui_intent_server(c, BIND), zmq.PULL,
                          {zmq.LINGER: 0, zmq.RCVHWM: 1000, MAX: 4096}),
     "ui_state_publisher": (lambda c: z.ui_state_publisher(c, BIND), zmq.PUB,
@@ -51,7 +53,7 @@ CASES = {
     "recording_control_sink": (lambda c: z.recording_control_sink(c, BIND, 120), zmq.PULL,
                                {zmq.LINGER: 0, zmq.RCVHWM: 120, MAX: 64 * KIB}),
     "recording_video_sink": (lambda c: z.recording_video_sink(c, BIND, 120), zmq.PULL,
-                             {zmq.LINGER: 0, zmq.RCVHWM: 120, MAX: 64 + 96 * MIB}),
+                             {zmq.LINGER: 0, zmq.RCVHWM: 120, MAX: VIDEO_MAX}),
     "bare": (lambda c: z.bare(c, zmq.DEALER, PEER, bind=False), zmq.DEALER,
              {zmq.LINGER: 0, zmq.SNDHWM: 1000, MAX: -1}),
 }
@@ -67,7 +69,7 @@ CURVE_CASES = {
     "telemetry_publisher": (lambda c: z.telemetry_publisher(c, BIND, SERVER), FLOOR),
     "telemetry_subscriber": (lambda c: z.telemetry_subscriber(c, PEER, CLIENT), 4096 + CURVE),
     "video_server": (lambda c: z.video_server(c, BIND, SERVER), FLOOR),
-    "video_client": (lambda c: z.video_client(c, PEER, CLIENT), 64 + 96 * MIB + CURVE),
+    "video_client": (lambda c: z.video_client(c, PEER, CLIENT), VIDEO_MAX + CURVE),
 }
 
 

@@ -38,7 +38,9 @@ from transport.messages import (
 )
 
 MAGIC = b"SRGT"
-VERSION = 1
+VERSION = 2
+"""2: four arms (PSM1, PSM2, PSM3, ECM) in SERVO_CP and TELEMETRY; REJECTED_ARM; measured_cf per arm in TELEMETRY;
+REJECTED_TISSUE_DEPTH. Version 1 had three arms and no contact force."""
 HEADER = struct.Struct("<4sBBHIQqI")
 HEADER_SIZE = HEADER.size  # 32
 MAX_MESSAGE_BYTES = 4096
@@ -52,7 +54,7 @@ _SERVO = struct.Struct("<BBH" + _SETPOINT_FMT * N_ARMS)
 _ESTOP = struct.Struct("<BBH")
 _ACK = struct.Struct("<QqqBBBB")
 _TELEM_HEAD = struct.Struct("<BBBBQ")
-_TELEM_ARM = struct.Struct("<BBH" + _SETPOINT_FMT * 2 + f"{N_JOINTS}d")
+_TELEM_ARM = struct.Struct("<BBH" + _SETPOINT_FMT * 2 + f"{N_JOINTS}d" + "3d")  # ... measured_js, measured_cf
 _EVENT_HEAD = struct.Struct("<BBBBH")
 
 _ALL_ARMS_MASK = (1 << N_ARMS) - 1
@@ -74,7 +76,7 @@ _SERVO_FRAME = struct.Struct(HEADER.format + _SERVO.format[1:])
 _ACK_FRAME = struct.Struct(HEADER.format + _ACK.format[1:])
 _CONSOLE_FLAGS = tuple(ConsoleFlags(i) for i in range(_CONSOLE_FLAG_BITS + 1))
 _MSG_TYPES = {int(t): t for t in MsgType}
-_FAST_SERVO = N_ARMS == 3  # `_servo_cp` is unrolled for three arms; any other count takes the general path
+_FAST_SERVO = N_ARMS == 4  # `_servo_cp` is unrolled for four arms; any other count takes the general path
 
 
 class ProtocolError(ValueError):
@@ -155,6 +157,7 @@ def encode(msg: Message) -> bytes:
                         *_sp_fields(arm.measured_cp),
                         *_sp_fields(arm.setpoint_cp),
                         *arm.measured_js,
+                        *arm.measured_cf,
                     )
                 )
             payload = b"".join(parts)
@@ -285,20 +288,23 @@ def _servo_cp(v: tuple) -> ServoCp:
     flags, mask, reserved = v[8], v[9], v[10]
     if flags & ~_CONSOLE_FLAG_BITS or mask & ~_ALL_ARMS_MASK or reserved:
         _check_servo_fields(flags, mask, reserved)
-    x0, y0, z0, qx0, qy0, qz0, qw0, j0, x1, y1, z1, qx1, qy1, qz1, qw1, j1, x2, y2, z2, qx2, qy2, qz2, qw2, j2 = v[11:]
+    (x0, y0, z0, qx0, qy0, qz0, qw0, j0, x1, y1, z1, qx1, qy1, qz1, qw1, j1,
+     x2, y2, z2, qx2, qy2, qz2, qw2, j2, x3, y3, z3, qx3, qy3, qz3, qw3, j3) = v[11:]
     isfinite = math.isfinite
-    q0, q1, q2 = (qx0, qy0, qz0, qw0), (qx1, qy1, qz1, qw1), (qx2, qy2, qz2, qw2)
+    q0, q1, q2, q3 = (qx0, qy0, qz0, qw0), (qx1, qy1, qz1, qw1), (qx2, qy2, qz2, qw2), (qx3, qy3, qz3, qw3)
     if not (isfinite(x0 + y0 + z0 + qx0 + qy0 + qz0 + qw0 + j0)  # the sums of `_setpoint`, term for term
             and isfinite(x1 + y1 + z1 + qx1 + qy1 + qz1 + qw1 + j1)
             and isfinite(x2 + y2 + z2 + qx2 + qy2 + qz2 + qw2 + j2)
-            and is_unit_quat(q0) and is_unit_quat(q1) and is_unit_quat(q2)):
+            and isfinite(x3 + y3 + z3 + qx3 + qy3 + qz3 + qw3 + j3)
+            and is_unit_quat(q0) and is_unit_quat(q1) and is_unit_quat(q2) and is_unit_quat(q3)):
         for i in range(N_ARMS):
             _setpoint(v, 11 + 8 * i, f"servo_cp arm {i}")  # raises for the first bad arm
         raise AssertionError("unreachable: the fast check and _setpoint disagree")  # pragma: no cover
     return ServoCp(v[4], v[5], v[6], _CONSOLE_FLAGS[flags], mask, (
         CartesianSetpoint((x0, y0, z0), q0, j0),
         CartesianSetpoint((x1, y1, z1), q1, j1),
-        CartesianSetpoint((x2, y2, z2), q2, j2)))
+        CartesianSetpoint((x2, y2, z2), q2, j2),
+        CartesianSetpoint((x3, y3, z3), q3, j3)))
 
 
 def decode(data: bytes) -> Message:
@@ -345,9 +351,12 @@ def decode(data: bytes) -> Message:
                 raise InvalidField("reserved telemetry arm field must be 0")
             if v[1] & ~_ARM_FLAG_BITS:
                 raise InvalidField(f"unknown arm flag bits {v[1]:#x}")
-            js = v[19:]
+            js = v[19 : 19 + N_JOINTS]
             if not all(math.isfinite(j) for j in js):
                 raise InvalidField("measured_js: non-finite value")
+            cf = v[19 + N_JOINTS :]
+            if not math.isfinite(cf[0] + cf[1] + cf[2]):
+                raise InvalidField("measured_cf: non-finite value")
             arms.append(
                 ArmTelemetry(
                     _enum(ArmMode, v[0], "arm mode"),
@@ -355,6 +364,7 @@ def decode(data: bytes) -> Message:
                     _setpoint(v, 3, f"measured_cp arm {i}"),
                     _setpoint(v, 11, f"setpoint_cp arm {i}"),
                     tuple(js),
+                    cf,
                 )
             )
         return Telemetry(

@@ -13,9 +13,16 @@ from enum import IntEnum, IntFlag
 
 from base.geometry import IDENTITY_Q, ZERO_V, Quat, Vec3
 
-ARM_NAMES: tuple[str, ...] = ("PSM1", "PSM2", "ECM")
-"""Arms in wire order: two patient-side instrument manipulators and the endoscope camera manipulator."""
+ARM_NAMES: tuple[str, ...] = ("PSM1", "PSM2", "PSM3", "ECM")
+"""Arms in wire order: three patient-side instrument manipulators and the endoscope camera manipulator (the
+four arms of the da Vinci that operated London-Gibraltar). A surgeon has two hands: two instruments follow,
+the third holds until a swap takes it (console/hands.py)."""
 N_ARMS = len(ARM_NAMES)
+ECM_INDEX = ARM_NAMES.index("ECM")
+INSTRUMENT_ARMS: tuple[str, ...] = tuple(n for n in ARM_NAMES if n != "ECM")
+"""The instrument arms (PSMs), in wire order."""
+N_HANDS = 2
+"""Master hands: right (index 0) and left (1). At most this many instruments follow at once."""
 N_JOINTS = 7
 """measured_js per arm: outer yaw, outer pitch, insertion, roll, wrist pitch, wrist yaw, jaw."""
 
@@ -84,6 +91,10 @@ class AckStatus(IntEnum):
     REJECTED_ROLE = 26
     REJECTED_NOT_CONTROLLER = 27
     REJECTED_SPEED = 28
+    REJECTED_ARM = 29
+    """The mask commands an arm this bedside has not mounted, or more instruments than a surgeon has hands."""
+    REJECTED_TISSUE_DEPTH = 30
+    """A setpoint deeper inside the tissue than `bedside.tissue_max_depth_mm` (safety/tissue.py)."""
 
     @property
     def rejected(self) -> bool:
@@ -192,6 +203,8 @@ class ArmTelemetry:
     measured_cp: CartesianSetpoint
     setpoint_cp: CartesianSetpoint
     measured_js: tuple[float, ...]
+    measured_cf: Vec3 = ZERO_V
+    """CRTK measured_cf: the force the tissue exerts on the tip, N, patient frame (safety/tissue.py)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,10 @@ Layout of a keys directory (made by `teleop keys`; docs/security.md says what to
 Roles: `surgeon` may command; `monitor` may watch and raise an e-stop, nothing else; `qa` may watch.
 The bedside's ZAP handler admits a key only if the registry lists it, unrevoked, with a role allowed on
 that socket's domain (`control` or `monitoring`), and names the connection `role:name` (ZMQ User-Id) so
-every message can be checked against its sender's role. Refusals are logged with the key's fingerprint
-and queued for the bedside to publish and record. The registry is re-read when its file changes, so a
-revocation needs no restart (a revoked key's live connection is cut off message by message).
+every message can be checked against its sender's role. Refusals are counted, queued for the bedside to
+publish and record, and logged with the key's fingerprint (≤ 1 line a second, saying how many more).
+The registry is re-read when its file changes, so a revocation needs no restart (a revoked key's live
+connection is cut off message by message).
 
 Pitfalls handled (GUIDE §3): the authenticator starts before any bind; every server socket sets its ZAP
 domain with ZAP_ENFORCE_DOMAIN so a missing handler fails closed; CURVE_ALLOW_ANY is never used.
@@ -19,11 +20,13 @@ domain with ZAP_ENFORCE_DOMAIN so a missing handler fails closed; CURVE_ALLOW_AN
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import stat
 import threading
+import time
 import tomllib
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -31,10 +34,10 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from base.errors import UserError
+from base.runtime import gil_helper
 
 log = logging.getLogger("security")
 
@@ -239,48 +242,137 @@ class KeyStore:
         return self._registry().clients()
 
 
-class RoleAuthenticator(ThreadAuthenticator):
-    """ZAP handler: admits registry keys by role per domain; names each connection `role:name`."""
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+ZAP_VERSION = b"1.0"
+REFUSAL_LOG_EVERY_NS = 1_000_000_000
+"""Refused handshakes are logged at most once a second; the rest are counted (and all are recorded)."""
+
+
+def zap_reply(frames: list[bytes], decide) -> tuple[list[bytes], bool]:
+    """The ZAP reply (RFC 27) to one request `frames` (version, request id, domain, address, identity,
+    mechanism, credentials…) and whether it admits; `decide(domain, z85_key) -> user_id | None` judges a CURVE
+    key. Anything but a well-formed CURVE request is refused: our servers speak CURVE only. Pure."""
+    if len(frames) < 6 or frames[0] != ZAP_VERSION:
+        request_id = frames[1] if len(frames) > 1 else b""
+        return [ZAP_VERSION, request_id, b"500", b"malformed ZAP request", b"", b""], False
+    request_id, domain, mechanism, creds = frames[1], frames[2], frames[5], frames[6:]
+    if mechanism != b"CURVE" or len(creds) != 1 or len(creds[0]) != 32:
+        return [ZAP_VERSION, request_id, b"400", b"CURVE only", b"", b""], False
+    user = decide(domain.decode("utf-8", "replace"), z85.encode(creds[0]).decode("ascii"))
+    if user is None:
+        return [ZAP_VERSION, request_id, b"400", b"refused", b"", b""], False
+    return [ZAP_VERSION, request_id, b"200", b"OK", user.encode(), b""], True
+
+
+class RefusalLog:
+    """Which refused handshakes to log: at most one line a second, the next one saying how many were refused
+    meanwhile. A storm of wrong keys (each new: keys cost nothing to make) costs a counter, not a line each: a
+    line is a write to stderr, the ZAP thread's only slow call. Pure: fed the time."""
+
+    def __init__(self, every_ns: int = REFUSAL_LOG_EVERY_NS) -> None:
+        self.every_ns = every_ns
+        self._last_ns: int | None = None
+        self._held = 0
+
+    def line(self, now_ns: int, text: str) -> str | None:
+        """The line to log for this refusal now, or None (counted into the next line)."""
+        if self._last_ns is not None and now_ns - self._last_ns < self.every_ns:
+            self._held += 1
+            return None
+        more = f" ({self._held} more refused handshakes not logged since the last line)" if self._held else ""
+        self._held = 0
+        self._last_ns = now_ns
+        return text + more
+
+
+class RoleAuthenticator:
+    """The ZAP handler: admits registry keys by role per domain; names each connection `role:name`.
+
+    A plain thread blocked in a zmq poll (no GIL) on the ZAP socket and a stop pipe, answering each request
+    with one lookup. Not pyzmq's ThreadAuthenticator: that runs an asyncio loop whose every request registers
+    and unregisters file descriptors, ~20 Python calls deep; its thread holding the GIL, preempted by a CPU hog,
+    delayed the bedside's real-time loop 10–20 ms again and again (issue #19, docs/reliability.md). This thread
+    is a `gil_helper`: real-time, one below the loop, when the loop goes real-time."""
 
     def __init__(self, context: zmq.Context, registry: Registry) -> None:
-        super().__init__(context)
+        self.context = context
         self.registry = registry
         self.refusals: deque[dict] = deque(maxlen=1000)
         """Refused handshakes for the owner to publish and record (thread-safe appends)."""
         self.counters: Counter[str] = Counter()
+        self.refusal_log = RefusalLog()
+        self._zap: zmq.Socket | None = None
+        self._pipe: zmq.Socket | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        super().start()
-        for domain in DOMAIN_ROLES:
-            self.configure_curve_callback(domain, _DomainPolicy(self, domain))
+        """Bind the ZAP endpoint (before any CURVE server binds) and start answering."""
+        self._zap = self.context.socket(zmq.REP)
+        self._zap.linger = 0
+        self._zap.bind(ZAP_ENDPOINT)
+        endpoint = f"inproc://zap-stop-{id(self)}"
+        self._pipe = self.context.socket(zmq.PAIR)
+        self._pipe.linger = 0
+        self._pipe.bind(endpoint)
+        theirs = self.context.socket(zmq.PAIR)
+        theirs.linger = 0
+        theirs.connect(endpoint)
+        self._thread = threading.Thread(target=self._run, args=(self._zap, theirs), name="zap", daemon=True)
+        self._thread.start()
+        gil_helper(self._thread)
 
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        c = self.registry.lookup(z85.encode(client_public_key).decode("ascii"))
-        return f"{c.role}:{c.name}" if c else "unknown"
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
+    def _run(self, zap: zmq.Socket, stop: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(zap, zmq.POLLIN)
+        poller.register(stop, zmq.POLLIN)
+        try:
+            while True:
+                ready = dict(poller.poll())
+                if stop in ready:
+                    return
+                if zap in ready:
+                    reply, _ = zap_reply(zap.recv_multipart(), self.decide)
+                    zap.send_multipart(reply)
+        finally:
+            stop.close(0)
+            zap.close(0)
 
-class _DomainPolicy:
-    def __init__(self, auth: RoleAuthenticator, domain: str) -> None:
-        self.auth, self.domain = auth, domain
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        key_s = key.decode("ascii") if isinstance(key, bytes) else str(key)
-        c = self.auth.registry.lookup(key_s)
+    def decide(self, domain: str, key: str) -> str | None:
+        """`role:name` for an admitted key on `domain`; None, counted, queued and (rate-limited) logged, if not."""
+        policy = DOMAIN_ROLES.get(domain)
+        c = self.registry.lookup(key)
         why = None
-        if c is None:
+        if policy is None:
+            why = f"unknown domain {domain!r}"
+        elif c is None:
             why = "unknown key"
         elif c.revoked:
             why = f"revoked key of {c.name}"
-        elif c.role not in DOMAIN_ROLES[self.domain]:
-            why = f"role {c.role} of {c.name} may not use the {self.domain} link"
-        if why is None:
-            self.auth.counters[f"admitted_{self.domain}"] += 1
-            return True
-        fp = fingerprint(key_s)
-        self.auth.counters["refused_handshakes"] += 1
-        log.warning("refused %s connection: %s (key %s)", self.domain, why, fp)
-        self.auth.refusals.append({"domain": self.domain, "why": why, "fingerprint": fp})
-        return False
+        elif c.role not in policy:
+            why = f"role {c.role} of {c.name} may not use the {domain} link"
+        if why is None and c is not None:
+            self.counters[f"admitted_{domain}"] += 1
+            return f"{c.role}:{c.name}"
+        fp = fingerprint(key)
+        self.counters["refused_handshakes"] += 1
+        line = self.refusal_log.line(time.monotonic_ns(), f"refused {domain} connection: {why} (key {fp})")
+        if line is not None:
+            log.warning("%s", line)
+        self.refusals.append({"domain": domain, "why": why, "fingerprint": fp})
+        return None
+
+    def stop(self) -> None:
+        if self._pipe is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._pipe.send(b"STOP")
+            if self._thread is not None:
+                self._thread.join(5)
+            self._pipe.close(0)
+            self._pipe = None
+        self._thread = None
 
 
 # ------------------------------------------------------------------------------------------- sockets

@@ -96,12 +96,12 @@ HANDSHAKE_FLOOR_BYTES = 1024
 bytes fails every CURVE handshake of a DEALER). The largest command a peer sends is CURVE INITIATE: 292 bytes
 from our DEALERs, 547 from a peer that sets the longest routing id (255 bytes). Margin: 1.9x that."""
 CONTROL_MAX_BYTES = codec.MAX_MESSAGE_BYTES
-"""4096, the control codec's own cap (`decode` refuses more). Largest frames: servo_cp 228 (to the bedside),
+"""4096, the control codec's own cap (`decode` refuses more). Largest frames: servo_cp 292 (to the bedside),
 ack 60 (to the console); the largest the codec defines is COUNTERS, 3104. The margin up to the codec's cap
 keeps a message sent the wrong way a counted refusal (docs/protocol.md) instead of a dropped connection."""
 TELEMETRY_MAX_BYTES = codec.MAX_MESSAGE_BYTES
 """4096, the codec's cap: COUNTERS ≤ 3104 (its JSON ≤ codec.MAX_COUNTERS_BYTES), EVENT ≤ 1062, TELEMETRY
-608. Margin 992 bytes (32 %) over COUNTERS."""
+892 (four arms with measured_cf). Margin 992 bytes (32 %) over COUNTERS."""
 VIDEO_FRAME_MAX_BYTES = video_wire.FRAME_HEADER_SIZE + video_wire.MAX_PAYLOAD_BYTES
 """64 + 96 MiB, the video wire's own cap: the raw size of the largest stereo picture the configuration allows
 (its margin over the largest encoded frame: `video_wire.MAX_PAYLOAD_BYTES`)."""

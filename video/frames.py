@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from transport.video_wire import Layout
+from transport.video_wire import NO_STAMP, Layout, SceneStamp
 from video.framecode import eye_views
 
 
@@ -24,6 +25,7 @@ class StereoFrame:
     layout: Layout
     capture_ns: int  # time.monotonic_ns() when the picture was taken
     source_seq: int  # the device's frame counter, or the source's own
+    stamp: SceneStamp = NO_STAMP  # a rendered frame: the bedside state it shows (video/rendered.py)
 
     @property
     def left(self) -> np.ndarray:
@@ -70,6 +72,19 @@ class StereoSource(ABC):
     def close(self) -> None:  # noqa: B027 - most sources have nothing to release
         pass
 
+    def stats(self) -> dict[str, object]:
+        """Figures of the source's own for the sender's summary (the rendered source: its render times)."""
+        return {}
+
+    def set_fps(self, fps: float) -> bool:
+        """Deliver at `fps` from now on (never faster than the source's own rate), when the source paces itself;
+        False for a device that delivers at its own rate (the sender then drops pictures before the encoder)."""
+        pacer = getattr(self, "pacer", None)
+        if not isinstance(pacer, Pacer):
+            return False
+        pacer.set_fps(min(fps, pacer.native_fps))
+        return True
+
     def __enter__(self) -> StereoSource:
         return self
 
@@ -78,26 +93,51 @@ class StereoSource(ABC):
 
 
 class Pacer:
-    """Releases frame slots at `fps` like a camera: a late reader skips slots instead of bursting."""
+    """Releases frame slots at `fps` like a camera: a late reader skips slots instead of bursting.
 
-    def __init__(self, fps: float) -> None:
+    The rate can change (`set_fps`, the sender fitting the picture to the machines, video/adapt.py): the next slot
+    is then due one new period after the last one, slot numbers run on, and no slot counts as skipped because of
+    the change. `clock`/`sleep` are for tests."""
+
+    def __init__(self, fps: float, clock: Callable[[], int] = time.monotonic_ns,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         if fps <= 0:
             raise VideoSourceError(f"fps must be positive, got {fps}")
+        self.clock, self.sleep = clock, sleep
+        self.native_fps = self.fps = fps
         self.period_ns = int(1e9 / fps)
-        self.t0 = time.monotonic_ns()
+        self.start_ns = self.t0 = clock()  # slot `slot0` is due at t0, each next one a period later
+        self.slot0 = 0
         self.slot = -1
         self.skipped = 0
 
+    def due_ns(self, slot: int) -> int:
+        return self.t0 + (slot - self.slot0) * self.period_ns
+
+    def content_s(self, slot: int) -> float:
+        """The moment a slot shows, in seconds from the start, whatever the rate was since: what a played source
+        (a file, a test pattern) must show at that slot, so a lower rate shows fewer moments, not slow motion."""
+        return (self.due_ns(slot) - self.start_ns) / 1e9
+
+    def set_fps(self, fps: float) -> None:
+        if fps <= 0:
+            raise VideoSourceError(f"fps must be positive, got {fps}")
+        if fps == self.fps:
+            return
+        if self.slot >= 0:  # re-anchor on the last slot released
+            self.t0, self.slot0 = self.due_ns(self.slot), self.slot
+        self.fps, self.period_ns = fps, int(1e9 / fps)
+
     def wait(self) -> int:
         """Sleep until the next slot is due; returns the slot number."""
-        now = time.monotonic_ns()
+        now = self.clock()
         nxt = self.slot + 1
-        late_slot = (now - self.t0) // self.period_ns
+        late_slot = self.slot0 + (now - self.t0) // self.period_ns
         if late_slot > nxt:  # more than a period behind: drop the missed slots, as a camera would
             self.skipped += late_slot - nxt
             nxt = late_slot
-        due = self.t0 + nxt * self.period_ns
+        due = self.due_ns(nxt)
         if due > now:
-            time.sleep((due - now) / 1e9)
+            self.sleep((due - now) / 1e9)
         self.slot = nxt
         return nxt

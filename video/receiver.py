@@ -23,20 +23,25 @@ import numpy as np
 import zmq
 
 from base.config import Config
+from base.stats import percentiles
 from safety.video_guard import VideoGuard, VideoStatus
 from transport import security
 from transport.video_wire import (
+    NO_STAMP,
     Codec,
     Frame,
     FrameHeader,
     Layout,
+    ModeReason,
     Report,
+    SceneStamp,
     VideoWireError,
     decode,
     encode_frame,
     encode_report,
 )
 from transport.zmqlink import video_client
+from video.adapt import eye_size
 from video.codecs import CodecError, Decoder, budget, make_decoder
 from video.framecode import eye_views
 from video.session import ReceiverSession
@@ -66,6 +71,15 @@ class FrameView:
     age_ms: float  # capture -> the latest() call
     status: VideoStatus
     stale: bool  # the pane must show the picture as not live
+    stamp: SceneStamp = NO_STAMP  # what a rendered frame shows: the bedside state and last command it was drawn from
+    fps: int = 0  # the sender's frame rate in its current mode (0: not stated)
+    mode_reason: ModeReason = ModeReason.NONE  # why the picture is below the configured one (video/adapt.py)
+    send_ns: int = 0  # bedside clock: encoding finished (the header's send time)
+
+    def picture(self) -> dict[str, Any]:
+        """The picture's mode for the HUD (console/ui/status.py `picture_text`): per-eye size, frame rate, reason."""
+        w, h = eye_size(self.image.shape[1], self.image.shape[0], self.layout)
+        return {"width": w, "height": h, "fps": self.fps, "reason": self.mode_reason.name.lower()}
 
     @property
     def left(self) -> np.ndarray:
@@ -113,6 +127,13 @@ class VideoReceiver:
         self._decoder: Decoder | None = None
         self._ages: deque[float] = deque(maxlen=600)
         self._arrivals: deque[tuple[int, int]] = deque(maxlen=600)  # (decoded_ns, bytes)
+        self._decode_ms: deque[float] = deque(maxlen=600)
+        self._paint_ms: deque[float] = deque(maxlen=600)
+        # what painting costs this viewer (note_painted), for the reports: the newest painted picture's paint time
+        # and lag, and since when a decoded picture has been waiting for the painter
+        self._paint_ns = 0
+        self._paint_lag_ns = 0
+        self._unpainted_since: int | None = None
         self.counters: dict[str, int] = {"received": 0, "decoded": 0, "bad_messages": 0, "decode_errors": 0,
                                          "dropped_display": 0, "key_requests": 0, "resets": 0}
         self.last_error = ""
@@ -181,6 +202,7 @@ class VideoReceiver:
         if admit.request_key:
             self.counters["key_requests"] += 1
             self._send(sock, self.session.report(rx, h, rx, decoded=False, key_request=True))
+        t_dec = time.monotonic_ns()
         try:
             img = self._decoder.decode(msg.payload)
             if img.shape[0] != h.height or img.shape[1] != h.width:
@@ -208,8 +230,15 @@ class VideoReceiver:
             self.guard.on_frame(decoded, h.frame_id, h.capture_ns, offset, h.content_sig, h.source_seq)
             self._ages.append((decoded - (h.capture_ns - offset)) / 1e6)
             self._arrivals.append((decoded, len(msg.payload)))
+            self._decode_ms.append((decoded - t_dec) / 1e6)
+            paint_ns = self._paint_ns
+            if paint_ns and self._unpainted_since is None:
+                self._unpainted_since = decoded
+            waiting = 0 if self._unpainted_since is None else decoded - self._unpainted_since
+            lag_ns = max(self._paint_lag_ns, waiting) if paint_ns else 0
             self._cond.notify_all()
-        self._send(sock, self.session.report(time.monotonic_ns(), h, rx, decoded=True, key_request=False))
+        self._send(sock, self.session.report(time.monotonic_ns(), h, rx, decoded=True, key_request=False,
+                                             decode_ns=decoded - t_dec, paint_ns=paint_ns, paint_lag_ns=lag_ns))
         if self._tap is not None:  # as received, with what became of it
             with self._lock:
                 stale = self.guard.peek(decoded).stale
@@ -226,7 +255,7 @@ class VideoReceiver:
                          h.keyframe, d.degraded, h.capture_ns, d.received_ns, d.decoded_ns, d.offset_ns,
                          d.size_bytes,
                          (d.decoded_ns - local_capture) / 1e6, (now - local_capture) / 1e6, status,
-                         status.stale)
+                         status.stale, h.stamp, h.fps, h.mode_reason, h.send_ns)
 
     def latest(self, now_ns: int | None = None) -> FrameView | None:
         """The newest decoded picture, judged now; None before the first one."""
@@ -250,6 +279,16 @@ class VideoReceiver:
             self._consumed = True
             return self._view(self._latest, time.monotonic_ns())
 
+    def note_painted(self, view: FrameView, paint_ns: int, painted_ns: int) -> None:
+        """A pane painted `view` (any thread): what it took and how long the picture waited for it. The next reports
+        carry both, so the sender can fit the picture to this machine (video/adapt.py)."""
+        with self._lock:
+            self._paint_ns = max(1, paint_ns)
+            self._paint_lag_ns = max(0, painted_ns - view.decoded_ns)
+            self._paint_ms.append(paint_ns / 1e6)
+            latest = self._latest
+            self._unpainted_since = None if latest is None or latest.seq <= view.seq else latest.decoded_ns
+
     def status(self, now_ns: int | None = None) -> VideoStatus:
         """The stale-video guard's verdict now: feed `hold_reason` to the hold logic every tick. This is
         the one call that records transitions (`changed`); `latest()` only peeks."""
@@ -264,6 +303,13 @@ class VideoReceiver:
             arr = list(self._arrivals)
             out: dict[str, Any] = dict(self.counters)
             out.update(lost=self.session.lost, stream_id=self.session.stream_id, last_error=self.last_error)
+            for key, times in (("decode_ms", self._decode_ms), ("paint_ms", self._paint_ms)):
+                if times:
+                    out[key] = percentiles(list(times), True, ("p50", "p95"), 2)
+            if self._latest is not None:
+                lh = self._latest.header
+                w, h = eye_size(lh.width, lh.height, lh.layout)
+                out["picture"] = {"width": w, "height": h, "fps": lh.fps, "reason": lh.mode_reason.name.lower()}
         if ages:
             n = len(ages)
             out["age_ms"] = {"p50": round(ages[n // 2], 1), "p95": round(ages[min(n - 1, int(0.95 * n))], 1),

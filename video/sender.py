@@ -29,9 +29,20 @@ from base.config import Config
 from base.errors import UserError
 from base.runtime import StopFlag, die_with_parent
 from transport import security
-from transport.video_wire import Codec, FrameHeader, Report, VideoWireError, decode, encode_frame
+from transport.video_wire import (
+    Codec,
+    FrameHeader,
+    Layout,
+    ModeReason,
+    Report,
+    ReportFlags,
+    VideoWireError,
+    decode,
+    encode_frame,
+)
 from transport.zmqlink import video_server
 from video.abr import AdaptiveBitrate, Level
+from video.adapt import MachinePolicy, Mode, eye_size, mode_ladder
 from video.codecs import CODEC_NAMES, CodecError, Encoder, H264Encoder, JpegEncoder
 from video.framecode import content_signature
 from video.frames import StereoFrame, StereoSource, VideoSourceError
@@ -62,6 +73,12 @@ class VideoSender:
         self.level = Level(0, self.vc.bitrate_kbps, 1.0, 1.0)
         self.session = SenderSession(random.randrange(1, 2**32), self.vc.viewer_timeout_ms,
                                      self.vc.max_queue_ms, abr=self.abr)
+        ladder = mode_ladder(self.vc.fps, self.vc.bitrate_kbps, min_kbps, self.vc.min_fps)
+        self.policy = (MachinePolicy(ladder, self.vc.busy_high, self.vc.busy_low) if self.vc.fit_machine else None)
+        self.mode: Mode = ladder[0]  # fitted to the machines (video/adapt.py); the ABR level fits the link
+        self._last_kept_ns: int | None = None  # frame-rate decimation for a source that cannot slow down
+        self.work_ms: deque[float] = deque(maxlen=600)
+        self._layout = Layout.SIDE_BY_SIDE
         self.ctx = ctx or zmq.Context.instance()
         sec = security.for_server(cfg, self.ctx)  # ZAP handler up before the bind (transport/security.py)
         self.endpoint = endpoint or video_endpoint(cfg, bind=True)
@@ -101,26 +118,68 @@ class VideoSender:
                 log.info("adaptive bitrate: level %d, %d kbit/s, scale %.2f", lvl.index, lvl.bitrate_kbps,
                          lvl.scale)
                 self.level = lvl
+            if self.policy is not None and msg.decode_us and not msg.flags & ReportFlags.HELLO:
+                self._set_mode(self.policy.on_viewer(now, parts[0], msg.decode_us * 1000, msg.paint_us * 1000,
+                                                     msg.paint_lag_us * 1000))
+
+    # ------------------------------------------------------------------------------------------- mode
+    def _set_mode(self, mode: Mode | None) -> None:
+        """The policy chose another size/frame rate: the source slows down (or speeds up) if it paces itself, and
+        the next picture gets a new encoder (an IDR) at the new size and rate."""
+        if mode is None or mode == self.mode:
+            return
+        self.mode = mode
+        self.source.set_fps(mode.fps)
+        reason = self.policy.reason.name.lower() if self.policy is not None else "none"
+        log.info("video mode %d: scale %.2f, %d fps, %d kbit/s (%s)", mode.index, mode.scale, mode.fps, mode.kbps,
+                 reason)
+
+    def mode_reason(self) -> ModeReason:
+        if self.mode.index > 0 and self.policy is not None:
+            return self.policy.reason
+        return ModeReason.LINK if self.level.index > 0 else ModeReason.NONE
+
+    def _kbps(self) -> int:
+        return min(self.level.bitrate_kbps, self.mode.kbps)
+
+    def _keep(self, capture_ns: int) -> bool:
+        """Drop pictures before the encoder when the source delivers faster than the mode's frame rate (a camera
+        at its own rate); a paced source already delivers at it. Capture times stay the device's."""
+        pacer = getattr(self.source, "pacer", None)
+        if self.mode.fps >= self.vc.fps or getattr(pacer, "fps", None) == self.mode.fps:
+            return True
+        last = self._last_kept_ns
+        if last is not None and capture_ns - last < 0.9e9 / self.mode.fps:
+            return False
+        self._last_kept_ns = capture_ns
+        return True
 
     # ----------------------------------------------------------------------------------------- frames
     def _picture_size(self, frame: StereoFrame) -> tuple[int, int]:
         h, w = frame.image.shape[:2]
-        return _even(w * self.level.scale), _even(h * self.level.scale, 2)
+        scale = min(self.level.scale, self.mode.scale)
+        return _even(w * scale), _even(h * scale, 2)
 
     def _ensure_encoder(self, w: int, h: int) -> bool:
         """Right-sized encoder at the current level; True when it is new (its first frame is an IDR)."""
         enc = self.encoder
-        if enc is not None and (enc.width, enc.height) == (w, h):
-            if self.codec == Codec.H264 and enc.bitrate_kbps != self.level.bitrate_kbps:  # type: ignore[attr-defined]
-                enc.set_bitrate(self.level.bitrate_kbps)
+        same_rate = getattr(enc, "fps", self.mode.fps) == self.mode.fps  # JPEG has no rate to keep
+        if enc is not None and (enc.width, enc.height) == (w, h) and same_rate:
+            if self.codec == Codec.H264 and enc.bitrate_kbps != self._kbps():  # type: ignore[attr-defined]
+                enc.set_bitrate(self._kbps())
             elif isinstance(enc, JpegEncoder):
                 enc.set_quality(int(self.vc.jpeg_quality * self.level.quality_factor))
             return False
         if enc is not None:
             enc.close()
         if self.codec == Codec.H264:
-            self.encoder = H264Encoder(w, h, self.vc.fps, self.level.bitrate_kbps, self.vc.vbv_ms,
-                                       self.vc.refresh_frames, self.vc.encoder_threads)
+            # opened at the mode's rate (its VBV cap), then set to what the link allows; the intra refresh heals a
+            # lost frame in the same time at any frame rate
+            refresh = max(2, round(self.vc.refresh_frames * self.mode.fps / self.vc.fps))
+            h264 = H264Encoder(w, h, self.mode.fps, self.mode.kbps, self.vc.vbv_ms, refresh, self.vc.encoder_threads)
+            if self._kbps() != self.mode.kbps:
+                h264.set_bitrate(self._kbps())
+            self.encoder = h264
         else:
             jpeg = JpegEncoder(w, h, self.vc.jpeg_quality)
             jpeg.set_quality(int(self.vc.jpeg_quality * self.level.quality_factor))
@@ -131,9 +190,14 @@ class VideoSender:
 
     def step(self) -> None:
         """One capture slot: read a picture, hear the viewers, and encode+send it if anyone can use it."""
+        t_read = time.monotonic_ns()
         frame = self.source.read()
         self.stats["frames_read"] += 1
         self._drain_reports()
+        self._layout = frame.layout
+        if not self._keep(frame.capture_ns):
+            self.stats["frames_decimated"] = self.stats.get("frames_decimated", 0) + 1
+            return
         now = time.monotonic_ns()
         w, h = self._picture_size(frame)
         self._ensure_encoder(w, h)
@@ -142,7 +206,10 @@ class VideoSender:
             return
         img = frame.image
         if (img.shape[1], img.shape[0]) != (w, h):
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+            # area averaging is exact and cheap at 1/2 but ~5x dearer than bilinear at 3/4 (6.8 vs 1.4 ms from
+            # 2560x720 here): as much as the encode it is meant to save
+            interp = cv2.INTER_AREA if w * 2 <= img.shape[1] else cv2.INTER_LINEAR
+            img = cv2.resize(img, (w, h), interpolation=interp)
         sig = content_signature(frame.image)
         t0 = time.perf_counter_ns()
         assert self.encoder is not None
@@ -150,9 +217,14 @@ class VideoSender:
         self._fresh = False
         self.encode_ms.append((time.perf_counter_ns() - t0) / 1e6)
         send_ns = time.monotonic_ns()
+        # this frame's work on this machine: drawing it (a rendered source stamps capture before drawing), resizing
+        # and encoding; wall time, so a machine busy with other work shows as a slower one
+        work_ns = send_ns - max(frame.capture_ns, t_read)
+        self.work_ms.append(work_ns / 1e6)
         header = FrameHeader(self.codec, pkt.keyframe, frame.layout, self.session.stream_id, plan.frame_id,
                              frame.capture_ns, send_ns, frame.source_seq & (2**64 - 1), sig, w, h,
-                             self.level.bitrate_kbps if self.codec == Codec.H264 else 0)
+                             self._kbps() if self.codec == Codec.H264 else 0, frame.stamp,
+                             self._send_fps(), self.mode_reason())
         data = encode_frame(header, pkt.data)
         failed = []
         for ident in plan.targets:
@@ -165,6 +237,8 @@ class VideoSender:
                     raise
                 failed.append(ident)
                 self.session.forget(ident)
+                if self.policy is not None:
+                    self.policy.forget(ident)
         self.stats["send_failed"] += len(failed)
         self.session.sent(send_ns, plan, pkt.keyframe, tuple(failed))
         if len(failed) < len(plan.targets):
@@ -173,6 +247,22 @@ class VideoSender:
             self.stats["frames_sent"] += 1
             self.stats["bytes_sent"] += len(data)
             self.stats["keyframes"] += int(pkt.keyframe)
+        if self.policy is not None:
+            self._set_mode(self.policy.on_sender(send_ns, work_ns))
+
+    def _send_fps(self) -> int:
+        """The rate pictures leave at: the mode's, or a slower source's own."""
+        pacer = getattr(self.source, "pacer", None)
+        native = getattr(pacer, "native_fps", self.mode.fps)
+        return max(1, round(min(self.mode.fps, native)))
+
+    def video_mode(self) -> dict[str, Any]:
+        """The mode now: picture size per eye, frame rate, bitrate and why it is below the configured one."""
+        enc = self.encoder
+        w, h = (None, None) if enc is None else eye_size(enc.width, enc.height, self._layout)
+        return {"width": w, "height": h, "fps": self._send_fps(),
+                "kbps": self._kbps() if self.codec == Codec.H264 else None,
+                "reason": self.mode_reason().name.lower(), "index": self.mode.index}
 
     def run(self, should_stop: Any) -> None:
         while not should_stop():
@@ -187,7 +277,12 @@ class VideoSender:
                 "bitrate_kbps": self.level.bitrate_kbps if self.codec == Codec.H264 else None,
                 "scale": self.level.scale, "level_changes": len(s.level_changes),
                 "encode_ms_p50": enc[len(enc) // 2] if enc else None,
+                "work_ms_p50": sorted(self.work_ms)[len(self.work_ms) // 2] if self.work_ms else None,
+                "video_mode": self.video_mode(),
+                "mode_changes": [(round(t / 1e9, 3), m.scale, m.fps, r.name.lower())
+                                 for t, m, r in (self.policy.changes if self.policy is not None else [])],
                 "source_skipped": getattr(getattr(self.source, "pacer", None), "skipped", 0),
+                **self.source.stats(),
                 "last_error": self.last_error}
 
     def close(self) -> None:
@@ -199,11 +294,12 @@ class VideoSender:
 
 def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = None,
                source_spec: str | None = None, *, endpoint: str | None = None,
-               report: Any | None = None, recorder: str | None = None) -> None:
+               report: Any | None = None, recorder: str | None = None, state: str | None = None) -> None:
     """Process entry: capture, encode and send until `stop` is set or SIGTERM/SIGINT.
 
     `source_spec` overrides cfg.video.source; `endpoint` overrides the bind address (tests, bench).
-    `recorder`: the recorder's video endpoint (recording/), frames are recorded as sent.
+    `recorder`: the recorder's video endpoint (recording/), frames are recorded as sent. `state`: the bedside state
+    block (transport/bedside_state.py) the `rendered` source draws from.
     `report` (a multiprocessing queue) receives ("ready", endpoint) once bound and ("summary", dict) at
     exit. A missing camera or bad spec logs the error, reports ("error", text) and returns.
     """
@@ -214,7 +310,7 @@ def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = Non
     flag = StopFlag()  # signal-safe; installs nothing when run in a thread (tests, benches)
     spec = source_spec or cfg.video.source
     try:
-        source = open_source(spec, cfg.video)
+        source = open_source(spec, cfg.video, config=cfg, state=state)
     except VideoSourceError as exc:
         log.error("video source %s: %s", spec, exc)
         if report is not None:

@@ -195,13 +195,21 @@ class ReceiverSession:
             return True
         return False
 
-    def report(self, now_ns: int, h: FrameHeader, rx_ns: int, decoded: bool, key_request: bool) -> Report:
+    def report(self, now_ns: int, h: FrameHeader, rx_ns: int, decoded: bool, key_request: bool,
+               decode_ns: int = 0, paint_ns: int = 0, paint_lag_ns: int = 0) -> Report:
+        """The ack of a frame; with what decoding it and painting the newest painted picture cost this viewer
+        (the sender fits the picture to them, video/adapt.py)."""
         if decoded:
             self.decoded += 1
         self.last_report_ns = now_ns
         flags = ReportFlags.KEYFRAME_REQUEST if key_request else ReportFlags(0)
+
+        def us(ns: int) -> int:
+            return min(max(0, ns) // 1000, 2**32 - 1)
+
         return Report(flags, h.stream_id, h.frame_id, h.send_ns, rx_ns, max(0, now_ns - rx_ns),
-                      min(self.lost, 2**32 - 1), min(self.decoded, 2**32 - 1))
+                      min(self.lost, 2**32 - 1), min(self.decoded, 2**32 - 1), us(decode_ns), us(paint_ns),
+                      us(paint_lag_ns))
 
     def idle(self, now_ns: int) -> Report | None:
         """A hello (with a keyframe request) when no video has arrived for a while: it (re)announces this

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 
+from base.config import Config, VideoConfig
 from transport.video_wire import Layout
 from video.frames import Pacer, StereoFrame, StereoSource, VideoSourceError, pack, to_bgr
-
-if TYPE_CHECKING:
-    from base.config import VideoConfig
 
 
 class FileSource(StereoSource):
@@ -41,6 +39,7 @@ class FileSource(StereoSource):
         file_fps = self.caps[0].get(cv2.CAP_PROP_FPS) or 0.0
         self.pacer = Pacer(fps or (file_fps if 1 <= file_fps <= 240 else 30.0))
         self.count = 0
+        self.pos = -1  # the file frame shown last
 
     def _read_one(self, cap: Any, path: str) -> np.ndarray:
         ok, img = cap.read()
@@ -52,7 +51,15 @@ class FileSource(StereoSource):
         return img
 
     def read(self) -> StereoFrame:
-        self.pacer.wait()
+        slot = self.pacer.wait()
+        # the file frame for this slot's moment: at a lower rate (video/adapt.py) or behind, frames are passed over
+        # (grabbed, not converted; at most 8 a read), so the file plays at its own speed, never in slow motion
+        want = int(self.pacer.content_s(slot) * self.pacer.native_fps + 1e-6)
+        for _ in range(min(8, want - self.pos - 1)):
+            for c in self.caps:
+                if not c.grab() and self.loop:
+                    c.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        self.pos = max(want, self.pos + 1)
         imgs = [self._read_one(c, p) for c, p in zip(self.caps, self.paths, strict=True)]
         t = time.monotonic_ns()
         if len(imgs) == 2:
@@ -134,15 +141,22 @@ class UsbSource(StereoSource):
 
 
 SPEC_HELP = (
-    "synthetic | file:SBS.mp4 | file:LEFT.mp4,RIGHT.mp4 | usb:0 | usb:0,1 | realsense[:SERIAL] | "
+    "rendered | synthetic | file:SBS.mp4 | file:LEFT.mp4,RIGHT.mp4 | usb:0 | usb:0,1 | realsense[:SERIAL] | "
     "realsense-color[:SERIAL] | realsense-file:REC.db3"
 )
 
 
-def open_source(spec: str, cfg: VideoConfig) -> StereoSource:
-    """Build the source a config string names; VideoSourceError with the accepted forms otherwise."""
+def open_source(spec: str, cfg: VideoConfig, *, config: Config | None = None, state: str | None = None
+                ) -> StereoSource:
+    """Build the source a config string names; VideoSourceError with the accepted forms otherwise. `rendered` draws
+    the arms from the bedside state block at `state` (None: the bedside has none: a still scene that says so), with
+    `config`'s tissue, arm bases and camera (None: the defaults)."""
     kind, _, arg = spec.partition(":")
     kind = kind.strip().lower()
+    if kind == "rendered":
+        from video.rendered import RenderedStereo
+
+        return RenderedStereo(config if config is not None else Config(), state)
     if kind == "synthetic":
         from video.synthetic import SyntheticStereo
 

@@ -66,7 +66,7 @@ class SyntheticStereo(StereoSource):
         """Frame `n` into a fresh packed picture (the encoder may still hold the previous one)."""
         w, h, p = self.w, self.h, self.pan
         out = np.empty((h, 2 * w, 3), np.uint8)
-        t = n / self.fps
+        t = n / self.fps if self.pacer is None else self.pacer.content_s(n)  # the slot's moment at any rate
         ox = int(p + p * 0.9 * math.sin(2 * math.pi * t / 7.0))
         oy = int(p + p * 0.9 * math.sin(2 * math.pi * t / 11.0))
         left, right = out[:, :w], out[:, w:]

@@ -6,7 +6,7 @@ injected time. Nothing here reads a clock or touches Qt, so the whole device is 
 
 Bindings (docs/masters.md has the same table):
 
-    tab / 1 / 2          switch the active hand / right hand (PSM1) / left hand (PSM2)
+    tab / 1 / 2          switch the active hand / right hand / left hand (PSM1 / PSM2 until a swap)
     mouse drag, left     move the active hand in the screen plane (x right, y up)
     mouse wheel          move it in depth (wheel up = away from you, into the screen)
     mouse drag, right    rotate it (horizontal drag: yaw, vertical drag: pitch)
@@ -16,6 +16,7 @@ Bindings (docs/masters.md has the same table):
     space                operator present (held; `sticky_presence=True` makes it a toggle)
     c                    clutch (held)
     v                    camera (held)
+    s                    arm-swap pedal (momentary): `teleop.swap_hand` takes the idle instrument
     return               engage (momentary)
     backspace            disengage
     escape               e-stop (the console latches it; reset from the GUI)
@@ -39,7 +40,7 @@ _MOVE_KEYS = {
     "pagedown": (0.0, 0.0, 1.0), "pageup": (0.0, 0.0, -1.0),
 }
 _HELD_BUTTONS = {
-    "c": "clutch", "v": "camera", "return": "engage", "backspace": "disengage", "escape": "estop",
+    "c": "clutch", "v": "camera", "return": "engage", "backspace": "disengage", "escape": "estop", "s": "swap",
 }
 _MAX_DT_S = 0.1
 """A gap between reads longer than this (a stalled GUI) moves held keys by this much at most."""

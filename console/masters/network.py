@@ -8,11 +8,11 @@ never replayed). docs/masters.md gives the layout, the frames and the rates for 
     0      4     magic b"TMST"
     4      1     version (1)
     5      1     flags: bit 0 = device valid (tracking ok)
-    6      2     buttons: bit 0 operator_present, 1 clutch, 2 camera, 3 engage, 4 disengage, 5 estop
+    6      2     buttons: bit 0 operator_present, 1 clutch, 2 camera, 3 engage, 4 disengage, 5 estop, 6 swap
     8      4     seq (uint32, +1 per message; a restarted sender may start again anywhere)
     12     8     sender monotonic time, ns (int64; for the record only, never compared with ours)
-    20     64    right hand (drives PSM1): x y z (m), qx qy qz qw, gripper 0..1, all float64
-    84     64    left hand (drives PSM2): same
+    20     64    right hand (drives PSM1 until an arm swap): x y z (m), qx qy qz qw, gripper 0..1, all float64
+    84     64    left hand (drives PSM2 until an arm swap): same
     148          total, little-endian throughout
 
 The decoding and the staleness rule are pure (`NetworkMasterState`); `NetworkMaster` only adds the socket.
@@ -33,7 +33,9 @@ MAGIC = b"TMST"
 VERSION = 1
 _FMT = struct.Struct("<4sBBHIq" + "d" * 16)
 SIZE = _FMT.size
-BUTTON_BITS = ("operator_present", "clutch", "camera", "engage", "disengage", "estop")
+BUTTON_BITS = ("operator_present", "clutch", "camera", "engage", "disengage", "estop", "swap")
+"""Bit i of the buttons field. `swap` (the arm-swap pedal) came after the others: a bridge that never sets it
+still speaks version 1, and its hands keep PSM1 and PSM2."""
 _RESTART_NS = 1_000_000_000
 """After this long without messages a lower sequence number is taken as a restarted sender."""
 

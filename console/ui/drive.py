@@ -32,7 +32,7 @@ class AutoDriver(QObject):
         self._timer.start()
 
     def following(self) -> bool:
-        return all(self.w.arm_state(n) == "FOLLOWING" for n in ("PSM1", "PSM2"))
+        return all(self.w.arm_state(n) == "FOLLOWING" for n in self.w.hand_arms())
 
     @Slot()
     def step(self) -> None:
@@ -46,7 +46,7 @@ class AutoDriver(QObject):
             return
         self.w.align()
         t = state.get("teleop") or {}
-        states = [self.w.arm_state(n) for n in ("PSM1", "PSM2")]
+        states = [self.w.arm_state(n) for n in self.w.hand_arms()]
         if (any(s in ("DISABLED", "HELD") for s in states) and now - self.last_engage > 1.0
                 and t.get("operator_present") and (state.get("video") or {}).get("ok")
                 and state.get("link") == "UP" and not t.get("estop")):

@@ -35,13 +35,13 @@ class Hud:
     """The HUD's content (text per field and per arm, RTT history) and its rendering.
 
     The video pane paints it over the picture (console/ui/video.py). It is rendered into two small
-    transparent images (top block: link/RTT/offset/video/scale and session/presence/limits/loop; bottom block:
+    transparent images (top block: link/RTT/offset/video/picture/scale and session/presence/limits/loop; bottom block:
     one line per arm) only when something changed, at most at the window's refresh rate; each video frame
     then blits them. QLabel chips over the video cost ≈10 % of a core at 60 fps (each one restyled and
     repainted with every frame): that time is taken from the machine the control loop runs on.
     """
 
-    TOP = (("link", "rtt", "offset", "video", "scale"), ("session", "presence", "limits", "loop"))
+    TOP = (("link", "rtt", "offset", "video", "picture", "scale"), ("session", "presence", "limits", "loop"))
 
     def __init__(self, point_size: int = 11) -> None:
         self.fields: dict[str, tuple[str, Severity]] = {}

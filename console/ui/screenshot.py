@@ -41,14 +41,15 @@ def console_ports() -> list[str]:
 
 
 def window_ready(win) -> bool:
-    """Both instruments following, a live picture on screen, no alarm."""
+    """Both hands' instruments following, a live picture on screen, no alarm."""
     state = win.state or {}
-    return (all(win.arm_state(n) == "FOLLOWING" for n in ("PSM1", "PSM2")) and not win.source.stale
+    return (all(win.arm_state(n) == "FOLLOWING" for n in win.hand_arms()) and not win.source.stale
             and bool((state.get("video") or {}).get("ok")) and state.get("link") == "UP" and not win.banner.alarms)
 
 
 def take_screenshot(args: argparse.Namespace) -> int:
-    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if not getattr(args, "on_screen", False):  # `teleop demo --window` on a machine with a display shows it
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
     w, h = (int(x) for x in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory(prefix="teleop-shot-") as tmp:
         before: list[str] = []
@@ -89,12 +90,22 @@ def _shoot(args: argparse.Namespace, cfg, engine, tmp: Path, size: tuple[int, in
     result: dict = {"ok": False}
     marks: dict[str, float | int] = {}
 
+    swap = getattr(args, "swap", False)
+
+    def ready() -> bool:
+        """Following with a live picture; with --swap, after the swap hand took the idle instrument."""
+        return window_ready(win) and (not swap or ("swapped" in marks and win.hand_arms() != ("PSM1", "PSM2")))
+
     def poll() -> None:
         now = time.monotonic()
-        if "follow" not in marks and window_ready(win):
+        if swap and "swapped" not in marks and window_ready(win):
+            marks["swapped"] = now
+            win.press("s")  # the arm-swap pedal, as a person presses it
+            return
+        if "follow" not in marks and ready():
             marks["follow"] = now
             marks["painted0"] = win.source.painted_frames
-        if "follow" in marks and now - marks["follow"] >= args.seconds and window_ready(win):
+        if "follow" in marks and now - marks["follow"] >= args.seconds and ready():
             result["ok"] = True
             finish()
         elif now - t0 > args.timeout + args.seconds:
@@ -115,7 +126,10 @@ def _shoot(args: argparse.Namespace, cfg, engine, tmp: Path, size: tuple[int, in
             "painted_frames": painted,
             "painted_fps": round(painted / span, 1) if span else None,
             "receiver": win.source.receiver.stats(),
+            "picture": None if win.source.view is None else win.source.view.picture(),
+            "picture_changes": win.source.picture_log,
             "engages": driver.engages,
+            "hands": dict(zip(("right", "left"), win.hand_arms(), strict=True)),
             "alarms": [a.title for a in win.banner.alarms],
             "output": str(out),
         })

@@ -17,7 +17,19 @@ ENGINE_SILENT_S = 0.5
 """No state from the engine for this long: the indicators are not current (the engine publishes at 30 Hz)."""
 ENGINE_START_S = 3.0
 """Before the first state, this long is "starting" (a warning), not a dead engine (a critical alarm)."""
-ARM_ROLE = {"PSM1": "right hand", "PSM2": "left hand", "ECM": "hands (camera)"}
+DEFAULT_HANDS = {"right": "PSM1", "left": "PSM2"}
+"""The hand assignment before a swap (console/hands.py), for a state that does not carry one."""
+
+
+def arm_hand(teleop: dict[str, Any], name: str) -> str | None:
+    """"right" / "left" for the instrument that hand drives, "both" for the endoscope, None for the idle one."""
+    if name == "ECM":
+        return "both"
+    a = (teleop.get("arms") or {}).get(name) or {}
+    if "hand" in a:
+        return a["hand"]
+    hands = teleop.get("hands") or DEFAULT_HANDS
+    return next((h for h, arm in hands.items() if arm == name), None)
 
 
 def _fmt_ms(v: float | None, digits: int = 1) -> str:
@@ -75,9 +87,10 @@ def console_alarms(state: dict[str, Any] | None, state_age_s: float, picture_sta
 
 
 def arm_lines(teleop: dict[str, Any] | None) -> list[ArmLine]:
-    """Per-arm engagement, from the controller's snapshot: following / clutched / aligning with guidance /
-    held with reason."""
-    arms = (teleop or {}).get("arms") or {}
+    """Per-arm engagement, from the controller's snapshot: which hand drives the arm (or that it is idle),
+    following / clutched / aligning with guidance / held with reason."""
+    t = teleop or {}
+    arms = t.get("arms") or {}
     out = []
     for name in ARM_NAMES:
         a = arms.get(name)
@@ -85,8 +98,13 @@ def arm_lines(teleop: dict[str, Any] | None) -> list[ArmLine]:
             continue
         st = a.get("state", "?")
         limits = a.get("active_limits") or []
+        hand = arm_hand(t, name)
+        if hand is None and st != "HELD":  # the idle instrument: no hand drives it
+            swap = t.get("swap_hand", "left")
+            out.append(ArmLine(name, st, f"idle: holds; Swap arm (S) takes it with your {swap} hand", Severity.INFO))
+            continue
         if st == "FOLLOWING":
-            text, sev = f"tool follows your {ARM_ROLE[name]}" if name != "ECM" else "endoscope follows your hands", \
+            text, sev = f"tool follows your {hand} hand" if name != "ECM" else "endoscope follows your hands", \
                 Severity.INFO
         elif st == "CLUTCHED" and name == "ECM":
             text, sev = "endoscope holds (camera pedal up)", Severity.INFO
@@ -107,6 +125,8 @@ def arm_lines(teleop: dict[str, Any] | None) -> list[ArmLine]:
         if limits:
             text += f" · limit: {', '.join(limits)}"
             sev = max(sev, Severity.WARNING)
+        if hand in ("right", "left") and st != "FOLLOWING":
+            text = f"{hand} hand · {text}"
         out.append(ArmLine(name, st, text, sev))
     return out
 
@@ -169,3 +189,18 @@ def sparkline_points(history: list[float | None], width: float, height: float,
     if cur:
         segs.append(cur)
     return segs
+
+
+PICTURE_WHY = {"bedside": "bedside machine busy", "console": "console machine busy", "link": "link congested"}
+"""Why the picture is below the configured one (transport/video_wire.py `ModeReason`, video/adapt.py)."""
+
+
+def picture_text(picture: dict[str, Any] | None) -> str:
+    """The HUD's picture field: empty at the configured picture; when the sender has lowered it, to what and why,
+    e.g. "picture 960x540 @ 30 fps (console machine busy)". `picture` is the painted frame's `FrameView.picture()`."""
+    if not picture or picture.get("reason", "none") == "none":
+        return ""
+    fps = picture.get("fps") or 0
+    rate = f" @ {fps} fps" if fps else ""
+    why = PICTURE_WHY.get(picture["reason"], picture["reason"])
+    return f"picture {picture['width']}x{picture['height']}{rate} ({why})"

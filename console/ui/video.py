@@ -18,6 +18,7 @@ window that stops painting (hidden, hung) makes the engine hold the arms.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -53,7 +54,9 @@ class FrameSource(QObject):
         self.external_reason = ""
         self.painted_frames = 0
         self.last_painted_seq = 0
+        self.picture_log: list[tuple[float, dict]] = []
         self.stats: dict = {}
+        self.paint_log = None  # a video.m2p.PaintLog: every new picture painted, with its stamp (bench only)
         self._pending = threading.Event()
         self._arrived.connect(self._on_arrived, Qt.ConnectionType.QueuedConnection)
         self.receiver = self._make_receiver(cfg)
@@ -129,11 +132,19 @@ class FrameSource(QObject):
     def fps(self) -> float | None:
         return self.stats.get("fps")
 
-    def painted(self, view: FrameView) -> None:
-        """A pane has just painted `view`: report it once per new picture."""
+    def painted(self, view: FrameView, paint_ns: int = 0) -> None:
+        """A pane has just painted `view` in `paint_ns`: report it once per new picture, to the engine (its stale
+        guard) and to the receiver (what painting costs this machine, for the sender's reports)."""
         if view.seq > self.last_painted_seq:
+            if self.paint_log is not None:  # opt-in (teleop bench m2p): first, so its time is the paint's end
+                self.paint_log.add(view, time.monotonic_ns(), paint_ns)
             self.last_painted_seq = view.seq
             self.painted_frames += 1
+            pic = view.picture()
+            if not self.picture_log or self.picture_log[-1][1] != pic:
+                self.picture_log.append((round(time.monotonic(), 3), pic))  # the modes the picture went through
+            if paint_ns > 0:
+                self.receiver.note_painted(view, paint_ns, time.monotonic_ns())
             if self.on_painted is not None:
                 self.on_painted(view)
 
@@ -180,6 +191,7 @@ class VideoPane(QWidget):
         return self._stale_cache[1]
 
     def paintEvent(self, event: QPaintEvent) -> None:
+        t0 = time.monotonic_ns()
         p = QPainter(self)
         try:
             view = self.source.view
@@ -220,7 +232,7 @@ class VideoPane(QWidget):
         finally:
             p.end()
         if view is not None:
-            self.source.painted(view)
+            self.source.painted(view, time.monotonic_ns() - t0)
 
     def _draw_hud(self, p: QPainter) -> None:
         if self.hud is None:

@@ -39,7 +39,7 @@ from console.indicators import loop_indicator
 from console.ui.hud import AlarmBanner, EventLog, Hud, format_engine_event
 from console.ui.links import EngineLink, MasterStreamer
 from console.ui.settings import ConnectionDialog, Prefs
-from console.ui.status import Severity, arm_lines, console_alarms, console_fields
+from console.ui.status import Severity, arm_lines, console_alarms, console_fields, picture_text
 from console.ui.video import FrameSource, VideoPane
 from video.compositor import DisplayMode
 from video.receiver import FrameView
@@ -48,17 +48,17 @@ log = logging.getLogger("console.ui")
 
 MIN_PRESS_S = 0.15
 REFRESH_HZ = 15
-MOMENTARY = ("return", "backspace", "escape")
+MOMENTARY = ("return", "backspace", "escape", "s")
 QT_KEYS: dict[int, str] = {
     Qt.Key.Key_Tab: "tab", Qt.Key.Key_1: "1", Qt.Key.Key_2: "2",
     Qt.Key.Key_Left: "left", Qt.Key.Key_Right: "right", Qt.Key.Key_Up: "up", Qt.Key.Key_Down: "down",
     Qt.Key.Key_PageUp: "pageup", Qt.Key.Key_PageDown: "pagedown",
     Qt.Key.Key_Q: "q", Qt.Key.Key_E: "e", Qt.Key.Key_Z: "z", Qt.Key.Key_X: "x",
-    Qt.Key.Key_Space: "space", Qt.Key.Key_C: "c", Qt.Key.Key_V: "v",
+    Qt.Key.Key_Space: "space", Qt.Key.Key_C: "c", Qt.Key.Key_V: "v", Qt.Key.Key_S: "s",
     Qt.Key.Key_Return: "return", Qt.Key.Key_Enter: "return", Qt.Key.Key_Backspace: "backspace",
     Qt.Key.Key_Escape: "escape",
 }
-HELP = ("Space presence · A align · Enter engage · Backspace disengage · C clutch · V camera · "
+HELP = ("Space presence · A align · Enter engage · Backspace disengage · C clutch · V camera · S swap arm · "
         "drag move · right-drag rotate · wheel depth · Q/E roll · Z/X grip · Tab hand · Esc E-STOP")
 
 
@@ -165,6 +165,8 @@ class ConsoleWindow(QMainWindow):
             "disengage": _button("Disengage", "stop following and release the arms (Backspace)"),
             "clutch": _button("Clutch", "tool holds while you reposition your hand (C, held)", checkable=True),
             "camera": _button("Camera", "hands drive the endoscope (V, held)", checkable=True),
+            "swap": _button("Swap arm", "arm-swap pedal: your swap hand takes the idle instrument, which you then "
+                            "align; the one it leaves holds (S)"),
             "presence": _button("Present", "operator presence (Space toggles)", checkable=True),
             "align": _button("Align", "set each hand's orientation to its tool's (A)"),
             "reset": _button("Reset E-stop", "clear a latched console e-stop (then engage again)"),
@@ -175,7 +177,7 @@ class ConsoleWindow(QMainWindow):
         b["estop"].setStyleSheet("QPushButton { background: #d70015; color: white; font-size: 18pt; "
                                  "font-weight: 900; border: 3px solid #fff; border-radius: 8px; }"
                                  "QPushButton:pressed { background: #8e000e; }")
-        for name, key in (("engage", "return"), ("disengage", "backspace"), ("estop", "escape")):
+        for name, key in (("engage", "return"), ("disengage", "backspace"), ("estop", "escape"), ("swap", "s")):
             b[name].pressed.connect(lambda k=key: self.key_down(k))
             b[name].released.connect(lambda k=key: self.key_up(k))
         b["clutch"].toggled.connect(lambda on: self._set_held("c", on))
@@ -184,7 +186,7 @@ class ConsoleWindow(QMainWindow):
         b["align"].clicked.connect(self.align)
         b["reset"].clicked.connect(self.reset_estop)
         b["connect"].clicked.connect(self.open_connection_dialog)
-        for name in ("presence", "engage", "disengage", "clutch", "camera", "align"):
+        for name in ("presence", "engage", "disengage", "clutch", "camera", "swap", "align"):
             row.addWidget(b[name])
         row.addSpacing(12)
         row.addWidget(QLabel("Scale"))
@@ -235,7 +237,7 @@ class ConsoleWindow(QMainWindow):
         self.streamer.with_master(lambda m: m.key_up(key))
 
     def press(self, key: str) -> None:
-        """A momentary press of `key` (engage, disengage, e-stop) as if clicked."""
+        """A momentary press of `key` (engage, disengage, e-stop, arm swap) as if clicked."""
         self.key_down(key)
         self.key_up(key)
 
@@ -256,8 +258,10 @@ class ConsoleWindow(QMainWindow):
     @Slot()
     def align(self) -> None:
         """Snap each hand's orientation to its tool's (the controller's align_target), where it has one."""
-        arms = ((self.link.last_state or {}).get("teleop") or {}).get("arms") or {}
-        for hand, name in enumerate(("PSM1", "PSM2")):
+        t = (self.link.last_state or {}).get("teleop") or {}
+        arms = t.get("arms") or {}
+        hands = t.get("hands") or {"right": "PSM1", "left": "PSM2"}
+        for hand, name in enumerate((hands.get("right"), hands.get("left"))):
             q = (arms.get(name) or {}).get("align_target")
             if isinstance(q, list | tuple) and len(q) == 4:
                 self.streamer.with_master(lambda m, h=hand, q=q: m.snap(h, tuple(float(x) for x in q)))
@@ -421,6 +425,11 @@ class ConsoleWindow(QMainWindow):
     def arm_state(self, name: str) -> str | None:
         return (((self.state or {}).get("teleop") or {}).get("arms") or {}).get(name, {}).get("state")
 
+    def hand_arms(self) -> tuple[str, str]:
+        """The instruments the right and left hands drive now (the engine's hand assignment, console/hands.py)."""
+        hands = ((self.state or {}).get("teleop") or {}).get("hands") or {}
+        return hands.get("right", "PSM1"), hands.get("left", "PSM2")
+
     @Slot()
     def _refresh(self) -> None:
         state = self.link.last_state
@@ -436,6 +445,7 @@ class ConsoleWindow(QMainWindow):
             self.log.add(f"cleared: {a.title}")
         age = None if view is None else view.age_ms
         fields = console_fields(state, age, self.source.fps, f"{self.cfg.link.bedside_host}")
+        fields["picture"] = picture_text(None if view is None else view.picture())
         keys = {a.key for a in alarms if a.severity is Severity.CRITICAL}
         t = (state or {}).get("teleop") or {}
         warn = {
@@ -446,6 +456,7 @@ class ConsoleWindow(QMainWindow):
             "presence": Severity.INFO if t.get("operator_present") else Severity.WARNING,
             "limits": Severity.WARNING if "none" not in fields.get("limits", "none") else Severity.INFO,
             "loop": loop_indicator((state or {}).get("loop") or {})[1],
+            "picture": Severity.WARNING if fields["picture"] else Severity.INFO,  # a lowered picture
         }
         changed = self.hud.set_fields(fields, warn)
         changed |= self.hud.set_history((state or {}).get("rtt_history_ms") or [])

@@ -19,7 +19,11 @@ BENCHES: dict[str, tuple[str, str]] = {
     "filter": ("teleop.bench.filter", "tremor filter: attenuation at 8-12 Hz, added delay at 1 Hz"),
     "hotpath": ("teleop.bench.hotpath", "bedside per-servo_cp Python: decode, receive->ack, arm integration"),
     "soak": ("teleop.bench.soak", "bedside+console+video+recording for N minutes: lost, freezes, RSS/fd growth"),
+    "stall": ("teleop.bench.stall", "both 1 kHz loops under issue #19's stress for N minutes: tick max, stalls "
+                                    "with their stacks, unexplained freezes"),
     "recording": ("teleop.bench.recording", "send gaps with black-box MCAP recording off vs on (stereo video)"),
+    "m2p": ("teleop.bench.m2p", "motion-to-photon: command sent -> first painted frame showing it, breakdown, "
+                                "RTT, optical check; --scenario through the link emulator"),
 }
 
 
