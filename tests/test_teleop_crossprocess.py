@@ -26,6 +26,10 @@ class InProcessConsole:
         self.cfg = load_config(None, overrides)
         master = ScriptedMaster("circle", time.monotonic_ns(), engage_at_s=engage_at_s, script=list(script))
         self.runner = ConsoleRunner(self.cfg, master=master)
+        # The script's clock starts when the runner can run: building it (keys, sockets, the first imports of a
+        # fresh checkout) once took longer than `engage_at_s` in CI, and an engage pressed before the link is up
+        # is refused, as it must be.
+        master.start_ns = time.monotonic_ns()
         self.stop = StopFlag(install_signals=False)
         self.thread = threading.Thread(target=self.runner.run, args=(self.stop,), daemon=True)
         self.thread.start()
