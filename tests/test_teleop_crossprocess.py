@@ -12,6 +12,7 @@ from crossproc import Session
 
 from base.config import load_config
 from base.runtime import StopFlag
+from console.engine import LinkState
 from console.master import ScriptedMaster, pulse
 from console.runner import ConsoleRunner
 from rehearsal.linkemu import LinkProfile, LinkProxy
@@ -24,15 +25,18 @@ class InProcessConsole:
 
     def __init__(self, overrides: list[str], script=(), engage_at_s: float = 0.4) -> None:
         self.cfg = load_config(None, overrides)
-        master = ScriptedMaster("circle", time.monotonic_ns(), engage_at_s=engage_at_s, script=list(script))
+        # The script's clock starts once the link is up: an engage pressed before that is refused, as it must
+        # be, and in CI's full run the link once took longer than `engage_at_s` to come up.
+        master = ScriptedMaster("circle", time.monotonic_ns() + 3600 * 10**9, engage_at_s=engage_at_s,
+                                script=list(script))
         self.runner = ConsoleRunner(self.cfg, master=master)
-        # The script's clock starts when the runner can run: building it (keys, sockets, the first imports of a
-        # fresh checkout) once took longer than `engage_at_s` in CI, and an engage pressed before the link is up
-        # is refused, as it must be.
-        master.start_ns = time.monotonic_ns()
         self.stop = StopFlag(install_signals=False)
         self.thread = threading.Thread(target=self.runner.run, args=(self.stop,), daemon=True)
         self.thread.start()
+        end = time.monotonic() + 10
+        while self.runner.engine.link is not LinkState.UP and time.monotonic() < end:
+            time.sleep(0.005)
+        master.start_ns = time.monotonic_ns()
 
     def events(self, source: str | None = None) -> list:
         return [e for e in list(self.runner.engine.events) if source is None or e.source == source]
