@@ -114,15 +114,19 @@ def make_app(name: str):
 
 
 def quit_on_sigterm(app) -> None:
-    """SIGTERM/SIGINT close the window cleanly (a Python handler only runs when Python code runs: a timer
-    gives it the chance while Qt's loop sleeps)."""
+    """SIGTERM/SIGINT close the window cleanly. The handler only notes the signal; the windows close from Qt's
+    event loop (a timer's slot), never inside whatever code the signal interrupted: a Python handler runs
+    between any two bytecodes, and closing from there shut the sockets under a running slot (the monitor's
+    `_drain` then read a closed socket: a traceback; libzmq aborted with `_input_stopped`). The timer also gives
+    the handler its chance to run while Qt's loop sleeps."""
     from PySide6.QtCore import QTimer
 
+    asked: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: app.closeAllWindows())
+        signal.signal(sig, lambda signum, _frame: asked.append(signum))
     timer = QTimer(app)
-    timer.setInterval(200)
-    timer.timeout.connect(lambda: None)
+    timer.setInterval(100)
+    timer.timeout.connect(lambda: app.closeAllWindows() if asked else None)
     timer.start()
     app._sig_timer = timer  # keep it alive
 
