@@ -26,6 +26,17 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def positive_minutes(text: str) -> float:
+    """argparse type for `--minutes`: a positive, finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes (e.g. --minutes 10)") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number of minutes (e.g. --minutes 10)")
+    return value
+
+
 def has_display() -> bool:
     """A screen to open a window on (X11 or Wayland)."""
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

@@ -68,6 +68,16 @@ def test_seconds_must_be_positive(command: str, value: str) -> None:
     assert "--seconds" in line and f"teleop {command} --help" in line
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "ten"])
+@pytest.mark.parametrize("bench", ["soak", "stall"])
+def test_bench_minutes_must_be_positive(bench: str, value: str) -> None:
+    """A negative run once ran and reported its targets met."""
+    rc, err = teleop("bench", bench, "--minutes", value)
+    line = one_line(err)
+    assert rc == 2
+    assert "--minutes" in line and f"teleop bench {bench} --help" in line
+
+
 def test_a_bad_keys_directory_names_the_command_that_makes_one(tmp_path: Path) -> None:
     rc, err = teleop("keys", "list", "--dir", str(tmp_path))
     line = one_line(err)

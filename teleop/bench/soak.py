@@ -40,6 +40,7 @@ from base.procs import (
     start_role,
     teleop_command,
 )
+from teleop.args import positive_minutes
 from teleop.bench.link import machine
 from transport.security import throwaway_keys
 
@@ -49,7 +50,7 @@ EXPLAIN_MARGIN_NS = 500_000_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--minutes", type=float, default=10.0, help="how long (default 10)")
+    p.add_argument("--minutes", type=positive_minutes, default=10.0, help="how long (default 10)")
     p.add_argument("--scenario", help="run through `teleop linkemu --scenario S` (default: direct, i.e. lan)")
     p.add_argument("--sample-s", type=float, default=10.0, help="RSS/fd sampling period (default 10 s)")
 

@@ -54,6 +54,7 @@ import zmq
 
 from base.config import load_config
 from base.procs import Role, free_ports, port_overrides, start_role, teleop_command
+from teleop.args import positive_minutes
 from teleop.bench.estop import HOG_MARGIN_S, MonitorChurn, _hogs
 from teleop.bench.link import machine
 from teleop.bench.soak import SOAK_VIDEO, _tracebacks
@@ -112,7 +113,7 @@ json.dump({"gaps": gaps}, sys.stdout)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--minutes", type=float, default=10.0, help="how long (default 10)")
+    p.add_argument("--minutes", type=positive_minutes, default=10.0, help="how long (default 10)")
     p.add_argument("--out", metavar="DIR", help="where the stacks, logs and summaries go (default: a new temporary "
                                                  "folder, kept and named in the report)")
     p.add_argument("--disk-mbps", type=float, default=2.0, help="the slow disk's write rate, MB/s (default 2)")
