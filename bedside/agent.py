@@ -225,7 +225,6 @@ class BedsideAgent:
         self.estop_console = False
         self.estop_local = False
         self.last_valid_ns = now_ns
-        self.last_applied_seq = 0
         self.last_applied: tuple[int, int, int, int] = (0, 0, 0, 0)
         """The last servo_cp applied: (epoch, seq, its send time on the console's clock, when it arrived here), for
         the frames drawn from this state (transport/bedside_state.py, the video wire's SceneStamp)."""
@@ -486,7 +485,6 @@ class BedsideAgent:
         self.gate.accept(now_ns, msg)
         self.watchdog.feed(now_ns)
         self.last_valid_ns = now_ns
-        self.last_applied_seq = msg.seq
         self.last_applied = (msg.epoch, msg.seq, msg.send_ns, now_ns)
         self._last_rejection = None  # a freeze is blamed on rejections only if nothing valid came after them
         self.counters["applied"] += 1
@@ -524,6 +522,11 @@ class BedsideAgent:
         return AckStatus.ESTOP_LATCHED if self.estop else AckStatus.DISABLED
 
     # ------------------------------------------------------------------ time
+
+    @property
+    def last_applied_seq(self) -> int:
+        """The sequence number of the last servo_cp applied (0 before any), as TELEMETRY reports it."""
+        return self.last_applied[1]
 
     def next_deadline_ns(self) -> int | None:
         """When `check_watchdog` must run at the latest: the watchdog's deadline or, with drivers that watch their

@@ -227,6 +227,7 @@ class BedsideServer:
         telem_ns = 1_000_000_000 // cfg.bedside.telemetry_hz
         next_tick = next_telem = next_counters = now
         end = None if seconds is None else now + int(seconds * 1e9)
+        waited: tuple[list, int] | None = None  # a frame the blocking wait returned, with its arrival time
         realtime_gc()
         # after the sockets: zmq's I/O thread too
         self._announce(realtime_scheduling(cfg.bedside.realtime_priority, "bedside"))
@@ -245,11 +246,16 @@ class BedsideServer:
                     agent.check_watchdog(now)  # before reading anything that piled up
                 lap(_AGENT, clock())
                 while True:
-                    try:
-                        frames = ctrl.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._receive(frames, clock())
+                    if waited is not None:
+                        frames, rx = waited
+                        waited = None
+                    else:
+                        try:
+                            frames = ctrl.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        rx = clock()
+                    self._receive(frames, rx)
                 lap(_RECEIVE, clock())
                 if now >= next_tick:  # after the acks: integrating the arms must not delay a reply
                     agent.advance(now)
@@ -280,20 +286,9 @@ class BedsideServer:
                 ctrl.rcvtimeo = timeout_ms
                 due = t + timeout_ms * 1_000_000
                 try:
-                    frames = ctrl.recv_multipart(copy=False)
+                    waited = (ctrl.recv_multipart(copy=False), clock())
                 except zmq.Again:
-                    continue
-                # A command woke the loop: answer it now, before the loop's bookkeeping (the period, the stall
-                # timer), which would otherwise sit between its arrival and its ack. What the top of the loop
-                # does first still comes first: the local e-stop, and the watchdog if its deadline passed.
-                rx = clock()
-                watch.rest(rx)
-                if self.local_estop.pending:
-                    self.local_estop.apply(agent, rx)
-                if dl is not None and rx >= dl:
-                    agent.check_watchdog(rx)
-                self._receive(frames, rx)
-                lap(_RECEIVE, clock())
+                    waited = None
         finally:
             agent.on_loop_health(clock(), watch.health.counters())  # the final figures for the summary
             watch.close()

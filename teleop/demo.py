@@ -200,20 +200,16 @@ def print_window_summary(s: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "window", False):
-        w = run_scripted_window(args)
-        if args.json:
-            print(json.dumps(w, indent=2))
-        else:
-            print_window_summary(w)
-        return 1 if w["errors"] else 0
-    if not args.headless:
-        if has_display():
-            return run_window_demo(args)
-        print("teleop demo: no display found: running the headless demo (DISPLAY and WAYLAND_DISPLAY are unset)",
-              file=sys.stderr)
-    s = run_headless(args)
+        s, show = run_scripted_window(args), print_window_summary
+    else:
+        if not args.headless:
+            if has_display():
+                return run_window_demo(args)
+            print("teleop demo: no display found: running the headless demo (DISPLAY and WAYLAND_DISPLAY are "
+                  "unset)", file=sys.stderr)
+        s, show = run_headless(args), print_summary
     if args.json:
         print(json.dumps(s, indent=2))
     else:
-        print_summary(s)
+        show(s)
     return 1 if s["errors"] else 0

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,9 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from base.procs import free_ports, port_overrides, start_role, teleop_command
+from base.procs import free_ports, port_overrides, start_role
 from base.stats import percentiles
 from teleop.args import positive_seconds
+from teleop.bench.emulated import EmulatedLink
 from teleop.bench.link import machine
 from transport.security import throwaway_keys
 from video.m2p import Commands, PaintLog, Step, crop, find_band, metadata_m2p, optical_steps, tip_x
@@ -241,18 +241,6 @@ def _eye(view) -> np.ndarray:
     return eye_views(view.image, view.layout)[0]
 
 
-def _linkemu(scenario: str, tmp: Path, sets: list[str]) -> tuple[subprocess.Popen, dict[str, str]]:
-    proc = subprocess.Popen(teleop_command("linkemu", "--scenario", scenario, "--listen-port", "0", "--report",
-                                           str(tmp / "linkemu.json"), *sets),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    ready = proc.stdout.readline()
-    if not ready.startswith("READY"):
-        proc.kill()
-        raise RuntimeError(f"teleop linkemu did not start: {ready!r} {proc.stderr.read() if proc.stderr else ''}")
-    return proc, dict(kv.split("=", 1) for kv in ready.split()[1:])
-
-
 def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
     from console.ui.app import (
@@ -286,10 +274,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     win_stats: dict[str, Any] = {}
     try:
         if args.scenario:
-            linkemu, ports = _linkemu(args.scenario, tmp, passthrough(args, [*bed_sets, *(args.overrides or [])]))
-            con_sets = [o for o in con_sets if not o.startswith(("link.control_port", "link.telemetry_port",
-                                                                 "link.video_port"))]
-            con_sets += port_overrides(int(ports["control"]), int(ports["telemetry"]), int(ports["video"]))
+            linkemu = EmulatedLink(args.scenario, tmp, passthrough(args, [*bed_sets, *(args.overrides or [])]))
+            con_sets = linkemu.console_sets(con_sets)
         cfg, overrides = window_config(args, con_sets)
         engine = start_engine(args, overrides, str(tmp / "console.json"))
         lower_priority(GUI_NICE)
@@ -314,13 +300,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             report_engine(engine)
         bedside.stop(timeout=15)
         if linkemu is not None:
-            linkemu.terminate()
-            try:
-                linkemu.wait(10)
-            except subprocess.TimeoutExpired:
-                linkemu.kill()
-            if (tmp / "linkemu.json").exists():
-                link_report = json.loads((tmp / "linkemu.json").read_text())
+            link_report = linkemu.stop()
     assert op is not None
     if op.measure_ns is None or not op.measure_ns[1]:
         raise RuntimeError(op.error or f"the run never measured (phase {op.phase}): {engine.stderr_text()[-2000:]}")

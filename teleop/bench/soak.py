@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,9 +37,9 @@ from base.procs import (
     pid_listening_on,
     port_overrides,
     start_role,
-    teleop_command,
 )
 from teleop.args import positive_minutes
+from teleop.bench.emulated import EmulatedLink
 from teleop.bench.link import machine
 from transport.security import throwaway_keys
 
@@ -182,7 +181,7 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     events_path, bed_summary, con_summary = tmp / "bedside-events.jsonl", tmp / "bedside.json", tmp / "console.json"
     roles: dict[str, Role] = {}
-    linkemu: subprocess.Popen | None = None
+    linkemu: EmulatedLink | None = None
     link_report: dict[str, Any] = {}
     window = None
     exceptions: list[str] = []
@@ -192,16 +191,8 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         roles["bedside"] = start_role("bedside", ["bedside", "--event-log", str(events_path), "--summary",
                                                   str(bed_summary), *sets(base)], timeout=60)
         if args.scenario:
-            linkemu = subprocess.Popen(teleop_command("linkemu", "--scenario", args.scenario, "--listen-port", "0",
-                                                      "--report", str(tmp / "linkemu.json"), *sets(base)),
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            assert linkemu.stdout is not None
-            ready = linkemu.stdout.readline()
-            f = dict(kv.split("=", 1) for kv in ready.split()[1:])
-            con_sets = [o for o in con_sets if not o.startswith(("link.control_port", "link.telemetry_port",
-                                                                 "link.video_port"))]
-            con_sets += [f"link.control_port={f['control']}", f"link.telemetry_port={f['telemetry']}",
-                         f"link.video_port={f['video']}"]
+            linkemu = EmulatedLink(args.scenario, tmp, sets(base))
+            con_sets = linkemu.console_sets(con_sets)
         roles["console"] = start_role("console", ["console", "--ui", "--summary", str(con_summary),
                                                   *sets(con_sets)], timeout=60)
         window = HeadlessWindow(load_config(None, con_sets), video=True, auto_engage_s=1.0)
@@ -238,13 +229,7 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     exceptions.append(f"{name} exited with {code}")
                 exceptions += [f"{name}: {tb}" for tb in _tracebacks(roles[name])]
         if linkemu is not None:
-            linkemu.terminate()
-            try:
-                linkemu.wait(10)
-            except subprocess.TimeoutExpired:
-                linkemu.kill()
-            if (tmp / "linkemu.json").exists():
-                link_report = json.loads((tmp / "linkemu.json").read_text())
+            link_report = linkemu.stop()
     con = json.loads(con_summary.read_text()) if con_summary.exists() else {}
     bed = json.loads(bed_summary.read_text()) if bed_summary.exists() else {}
     freezes = [json.loads(line) for line in events_path.read_text().splitlines()
