@@ -15,10 +15,13 @@ import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
 PYCHECK
 
 # Debian libraries: libusb for pyrealsense2; EGL/fontconfig/xkbcommon/dbus/glib for Qt (offscreen too);
-# the xcb set for a real window; iproute2 for the network-namespace tests; venv for the virtualenv.
+# the xcb set for a real window; iproute2 for the network-namespace tests; venv for the virtualenv;
+# PortAudio for sound (voice, alarms), and a PulseAudio server with its ALSA plugin so that a machine without a
+# sound card (CI) still plays and records through real devices: null sinks (voice/soundserver.py, runs as root).
 DEB_PKGS=(libusb-1.0-0 libegl1 libgl1 libopengl0 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3
           libglib2.0-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0
-          libxcb-randr0 libxcb-render-util0 libxcb-image0 iproute2)
+          libxcb-randr0 libxcb-render-util0 libxcb-image0 iproute2
+          libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins)
 if command -v dpkg-query >/dev/null 2>&1; then
   pyver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
   "$PY" -c 'import ensurepip' >/dev/null 2>&1 || DEB_PKGS+=("python${pyver}-venv")

@@ -45,6 +45,59 @@ class LinkConfig:
     console_timeout_ms: int = _f(
         100, "console declares the link LOST after this long without an ack or telemetry", 10, 5000
     )
+    paths: str = _f(
+        "", "more network paths to the bedside besides the default one (docs/operations.md, 'Redundant paths'): "
+        "comma-separated HOST[:CONTROL_PORT[:TELEMETRY_PORT[:VIDEO_PORT]]], missing ports = the link.*_port "
+        "ones; the console connects to each, the bedside binds each; every command goes out on every path")
+
+    def __post_init__(self) -> None:
+        link_paths(self, "console")  # a malformed entry is a ConfigError naming link.paths
+
+
+MAX_PATHS = 4
+"""The default path and at most three more: every path costs a receive (and a dropped copy) per command."""
+
+
+@dataclass(frozen=True)
+class PathEndpoint:
+    """One network path to the bedside: where the console connects (or the bedside binds) its control,
+    telemetry and video sockets. Path 0 is the default one (link.bedside_host / link.bind_host)."""
+
+    index: int
+    host: str
+    control_port: int
+    telemetry_port: int
+    video_port: int
+
+    @property
+    def name(self) -> str:
+        return f"path{self.index}"
+
+
+def link_paths(link: LinkConfig, side: str) -> tuple[PathEndpoint, ...]:
+    """Every path, the default one first: `side` "console" starts from link.bedside_host, "bedside" from
+    link.bind_host. ConfigError naming link.paths for an entry that is not HOST[:PORT[:PORT[:PORT]]], a port out
+    of range, a path given twice, or more than MAX_PATHS in all."""
+    first = link.bedside_host if side == "console" else link.bind_host
+    out = [PathEndpoint(0, first, link.control_port, link.telemetry_port, link.video_port)]
+    for raw in (e.strip() for e in link.paths.split(",")) if link.paths.strip() else ():
+        host, *ports = raw.split(":")
+        if not host or len(ports) > 3 or not all(p.isdigit() and 1024 <= int(p) <= 65535 for p in ports):
+            raise ConfigError(f"link.paths: {raw!r} is not HOST[:CONTROL_PORT[:TELEMETRY_PORT[:VIDEO_PORT]]] with "
+                              "ports 1024..65535: write e.g. 10.0.2.1 or 127.0.0.1:5591:5592:5593")
+        got = [int(p) for p in ports] + [link.control_port, link.telemetry_port, link.video_port][len(ports):]
+        out.append(PathEndpoint(len(out), host, *got))
+    seen: set[tuple[str, int]] = set()
+    for p in out:
+        for port in (p.control_port, p.telemetry_port, p.video_port):
+            if (p.host, port) in seen:
+                raise ConfigError(f"link.paths: {p.host}:{port} is used twice: each path needs endpoints of its own "
+                                  "(another host, or other ports)")
+            seen.add((p.host, port))
+    if len(out) > MAX_PATHS:
+        raise ConfigError(f"link.paths: {len(out)} paths; at most {MAX_PATHS} (the default one and "
+                          f"{MAX_PATHS - 1} more): drop some")
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -160,19 +213,58 @@ def _mm_list(cfg: Any, key: str, n: int, lo: float, hi: float) -> tuple[float, .
 class ConsoleConfig:
     rate_hz: int = _f(1000, "servo_cp stream rate", 100, 2000)
     master: str = _f(
-        "circle", "master device", choices=("circle", "figure8", "still", "file")
+        "auto", "the one master that drives (docs/masters.md): a scripted trajectory (circle, figure8, still), a "
+        "recorded file, the window's keyboard/mouse (needs the window), a SpaceMouse (hidapi), a network bridge "
+        "(haptic devices, two-way: force feedback); auto = keyboard with the window, circle without",
+        choices=("auto", "circle", "figure8", "still", "file", "keyboard", "spacemouse", "bridge")
     )
     master_file: str = _f("", "recorded master trajectory (CSV) when master = 'file'")
     engage_at_s: float = _f(
         0.5, "scripted masters press engage this long after start (after the presence debounce)", 0.0, 3600.0
     )
-    master_port: int = _f(5580, "loopback port where the window (or a haptic bridge) streams master poses",
+    master_port: int = _f(5580, "loopback port where the window's keyboard/mouse master streams its poses",
                           1024, 65535)
     master_timeout_ms: float = _f(50.0, "hold if the streamed master goes silent this long", 5.0, 1000.0)
+    bridge_endpoint: str = _f(
+        "tcp://127.0.0.1:5583", "console.master = bridge: where the console binds its SUB for the bridge's "
+        "samples (docs/masters.md; never the window's console.master_port)")
+    bridge_force_endpoint: str = _f(
+        "tcp://127.0.0.1:5584", "console.master = bridge: where the console binds its PUB of force feedback")
+    spacemouse_stale_ms: float = _f(
+        250.0, "a SpaceMouse deflected but silent this long is a FAULT (stalled or unplugged)", 20.0, 5000.0)
+    force_gain: float = _f(0.2, "force feedback: master force per newton at the tool tip (dVRK's bilateral "
+                           "example: 0.2; 0 = no force feedback)", 0.0, 2.0)
+    force_max_n: float = _f(3.0, "force feedback: saturation, N at the master per hand", 0.0, 20.0)
+    force_smoothing_hz: float = _f(
+        100.0, "force feedback: first-order low-pass cut-off (0 = none; the lag it adds is what passivity "
+        "guards)", 0.0, 1000.0)
+    force_stale_ms: float = _f(
+        20.0, "force feedback: a force not refreshed by telemetry for this long starts to fade", 2.0, 1000.0)
+    force_fade_ms: float = _f(
+        30.0, "force feedback: a stale force fades linearly to zero over this long (never holds)", 0.0, 1000.0)
+    force_passivity: bool = _f(
+        True, "force feedback: time-domain passivity observer + controller (Hannaford & Ryu 2002; "
+        "docs/masters.md): the master never receives more energy than it put in")
     ui_state_port: int = _f(5581, "loopback PUB port: engine state and events for the window", 1024, 65535)
     ui_intent_port: int = _f(5582, "loopback PULL port: heartbeats, intents, video reports from the window",
                              1024, 65535)
     gui_timeout_ms: float = _f(250.0, "hold if the window's heartbeat is missing this long", 50.0, 5000.0)
+    presence: str = _f(
+        "toggle", "how the window's keyboard master knows the surgeon is there: 'held' = only while Space (or a "
+        "pedal mapped to it) is held; 'toggle' = Space or the Present button toggles it, and it ends when the "
+        "window loses focus or after console.presence_idle_s without any key or mouse input (docs/user-guide.md)",
+        choices=("held", "toggle"))
+    presence_idle_s: float = _f(
+        20.0, "'toggle' presence ends after this long without a key or mouse input: a surgeon who walked away",
+        2.0, 600.0)
+    alarm_pause_s: float = _f(
+        120.0, "an alarm silenced on the console or the station sounds again after this long if still present "
+        "(IEC 60601-1-8 audio paused; a new alarm sounds at once)", 10.0, 300.0)
+    alarm_volume: float = _f(0.5, "loudness of the alarm tones, 0..1 of full scale (0 = visual alarms only)",
+                             0.0, 1.0)
+    alarm_output: str = _f(
+        "default", "where alarm tones play: 'default' or a sound device (name or index), 'null' (none), "
+        "'file:PATH' (a WAV file); a device that cannot open falls back to 'null' with a warning")
     realtime_priority: int = _f(
         10, "SCHED_FIFO priority of the 1 kHz engine loop and its zmq I/O thread (0 = normal scheduling; not "
         "permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
@@ -184,6 +276,16 @@ class ConsoleConfig:
 
     def __post_init__(self) -> None:
         _bound_above_period("console", self.tick_bound_ms, "rate_hz", self.rate_hz)
+        for key in ("bridge_endpoint", "bridge_force_endpoint"):
+            if not getattr(self, key).startswith(("tcp://", "ipc://")):
+                raise ConfigError(f"console.{key}: {getattr(self, key)!r} is not a ZeroMQ endpoint: use "
+                                  "tcp://HOST:PORT or ipc://PATH")
+        if self.bridge_endpoint == self.bridge_force_endpoint:
+            raise ConfigError("console.bridge_force_endpoint equals console.bridge_endpoint: give the force stream "
+                              "its own port")
+        if self.bridge_endpoint.endswith(f":{self.master_port}"):
+            raise ConfigError(f"console.bridge_endpoint uses console.master_port ({self.master_port}), the window's "
+                              "keyboard/mouse stream: two masters would drive at once; pick another port")
 
 
 @dataclass(frozen=True)
@@ -222,6 +324,10 @@ class VideoConfig:
     stale_ms: float = _f(
         200.0, "hold: newest frame older than this, or no new frame for this long", 20.0, 5000.0
     )
+    failover_ms: float = _f(
+        100.0, "several paths (link.paths): the viewer moves the stream to the next path after this long without a "
+        "frame on its path (< video.stale_ms, so a cut path never makes the picture stale; video/failover.py)",
+        10.0, 5000.0)
     stuck_ms: float = _f(
         500.0, "hold: camera content/counter unchanged this long while frames arrive", 50.0, 10000.0
     )
@@ -303,10 +409,16 @@ class RecordingConfig:
     )
     video_queue: int = _f(120, "producer->recorder queue for video, in frames (2 s at 60 fps); full = counted drop",
                           1, 10000)
+    live_view: bool = _f(False, "serve what is recorded, read-only, to Foxglove over a WebSocket (recording/live.py)")
+    live_host: str = _f("127.0.0.1", "address the live view binds: loopback; reach it through an SSH tunnel "
+                                     "(it has no CURVE roles: docs/recording.md, Live view)")
+    live_port: int = _f(8765, "TCP port of the live view (0: any free port, printed in the log)", 0, 65535)
 
     def __post_init__(self) -> None:
         if not self.dir.strip():
             raise ConfigError("recording.dir must not be empty")
+        if not self.live_host.strip():
+            raise ConfigError("recording.live_host must not be empty (127.0.0.1 keeps the live view on this host)")
 
 
 @dataclass(frozen=True)
@@ -322,6 +434,29 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class VoiceConfig:
+    """The voice intercom between the console and the bedside station (voice/, docs/operations.md, Audio)."""
+
+    enabled: bool = _f(False, "start the voice intercom with the console (`teleop voice` runs the station's end)")
+    station_host: str = _f("", "address of the station's voice endpoint (empty: link.bedside_host)")
+    port: int = _f(5575, "station ROUTER port for voice (CURVE domain 'voice': surgeon and station keys only)",
+                   1024, 65535)
+    input: str = _f("default", "microphone: 'default', 'pulse', a PortAudio device name or index, 'tone:HZ', "
+                    "'burst:HZ:PERIOD_MS', 'file:PATH.wav' or 'silence'")
+    output: str = _f("default", "speaker: 'default', 'pulse', a device name or index, 'file:PATH.wav' or 'null'")
+    mode: str = _f("ptt", "who hears the mic: 'ptt' (only while push-to-talk is held) or 'open' (always)",
+                   choices=("ptt", "open"))
+    volume: float = _f(1.0, "speaker volume (1 = as received)", 0.0, 2.0)
+    bitrate: int = _f(32000, "Opus bit rate, bits/s", 6000, 128000)
+    lost_ms: float = _f(500.0, "'voice link lost' after this long without a packet (alarm; arms do not hold)",
+                        100.0, 10000.0)
+    keepalive_ms: float = _f(100.0, "send a keepalive this often while not talking (< voice.lost_ms)", 20.0, 1000.0)
+    jitter_min_ms: float = _f(10.0, "smallest playout buffer (one 10 ms frame at least)", 10.0, 200.0)
+    jitter_max_ms: float = _f(200.0, "largest playout buffer the adaptive jitter buffer may grow to", 20.0, 1000.0)
+    record: bool = _f(True, "record voice sent and heard at this end to MCAP (recording.dir; docs/recording.md)")
+
+
+@dataclass(frozen=True)
 class Config:
     link: LinkConfig = field(default_factory=LinkConfig)
     bedside: BedsideConfig = field(default_factory=BedsideConfig)
@@ -331,6 +466,7 @@ class Config:
     teleop: TeleopConfig = field(default_factory=TeleopConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
 
     def __post_init__(self) -> None:
         errors = relation_errors(self)
@@ -349,7 +485,10 @@ RELATIONS: tuple[tuple[str, str, bool, str], ...] = (
     *((f"teleop.workspace_{a}_min_mm", f"teleop.workspace_{a}_max_mm", True, "the workspace box needs a size")
       for a in "xyz"),
     ("video.busy_low", "video.busy_high", True, "restoring the picture needs a margin below the busy limit"),
+    ("video.failover_ms", "video.stale_ms", True, "the picture must move to another path before it goes stale"),
     ("recording.max_file_mb", "recording.retention_mb", False, "the current file alone would exceed the retention"),
+    ("voice.keepalive_ms", "voice.lost_ms", True, "a quiet end must not look lost"),
+    ("voice.jitter_min_ms", "voice.jitter_max_ms", True, "the adaptive jitter buffer needs room to adapt"),
     ("bedside.watchdog_ms", "bedside.driver_watchdog_ms", False,
      "a driver holding on its own must not end a session the bedside's own watchdog would keep"),
     # The console clamps before the bedside checks (safety/limits.py, the same code, these numbers and the same

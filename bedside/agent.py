@@ -33,7 +33,8 @@ States (CRTK operating_state) and what moves them, all in `SESSION` (the one mec
 * Every transition is logged with its reason, published as an Event and kept in `freezes`/`counters`.
 
 Roles and control (docs/security.md). Every frame arrives with its sender's `role:name` (the CURVE key's
-ZAP User-Id). A `monitor` may raise an e-stop and nothing else; only a `surgeon` may ENABLE or command.
+ZAP User-Id). The bedside `station` may raise the bedside's (local) e-stop and reset it with a reason, which is
+audited; a `monitor` may only ping; only a `surgeon` may ENABLE or command.
 Exactly one surgeon controls: another surgeon's ENABLE is refused (and announced to the controller as a
 handover request) while the controller holds an ENABLED session; control passes when the controller
 releases (DISABLE) or after its link was lost and the arms were held. Every grant, release and refusal is
@@ -82,6 +83,7 @@ from transport.messages import (
     ServoCp,
     Telemetry,
 )
+from transport.paths import TOOK_EFFECT, CopyFilter, ack_status
 from transport.security import INSECURE_USER
 
 log = logging.getLogger("bedside.agent")
@@ -210,6 +212,9 @@ class BedsideAgent:
         """Arms not mounted (`bedside.arms`) are never enabled nor moved, and are reported DISABLED, not homed."""
         self._mounted_mask = sum(1 << i for i, m in enumerate(self._mounted) if m)
         self._instrument_mask = sum(1 << i for i, a in enumerate(self.arms) if a.name in INSTRUMENT_ARMS)
+        n = len(self.arms)
+        self._arms_in = tuple(tuple(i for i in range(n) if m >> i & 1) for m in range(1 << n))
+        """The arms each arm mask names, in order: the 1 kHz path visits those, not every arm with a bit test."""
         self._driver_bound_ns = None if driver_clock is None else int(cfg.driver_watchdog_ms * 1e6)
         self._commanded = [_Commanded() for _ in self.arms]
         self._rates = [rate_window(self.limits, cfg) for _ in self.arms]
@@ -242,8 +247,12 @@ class BedsideAgent:
         self._freezes_drained = 0
         self._revoked: frozenset[str] = frozenset()
         self._revoked_at_ns = -(10**18)
+        self._control_since_ns = now_ns  # when the controller last changed
+        self._stations: set[bytes] = set()  # station connections told who is in control (`_station_joined`)
         self.events: list[Event] = []
         """Outbox: the socket layer publishes and clears it."""
+        self.copies: CopyFilter | None = None
+        """With several paths (`use_paths`): the controller's applied frames, to know their copies by."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -343,11 +352,11 @@ class BedsideAgent:
             self.counters[f"decode_error_{type(exc).__name__}"] += 1
             self._rate_limited_event(now_ns, None, Reason.NONE, f"malformed frame from {user} dropped: {exc}")
             return []
-        role = user.partition(":")[0]
         # Who, before anything is judged: only the connection and key that enabled may touch the controller's state.
         from_controller = peer == self.controller and user == self.controller_user
-        if role != "surgeon" and not (role == "monitor" and (isinstance(msg, Ping)
-                                                              or (isinstance(msg, EStop) and msg.engage))):
+        role = "surgeon" if from_controller else user.partition(":")[0]  # only a surgeon's ENABLE is ever granted
+        if role != "surgeon" and not ((role == "station" and isinstance(msg, Ping | EStop))
+                                      or (role == "monitor" and isinstance(msg, Ping))):
             self.counters["forged_role"] += 1
             status = AckStatus.REJECTED_ROLE
         elif isinstance(msg, ServoCp):
@@ -364,14 +373,18 @@ class BedsideAgent:
             status = self._enable(now_ns, peer, user, msg)
         elif isinstance(msg, Disable):
             status = self._disable(now_ns, peer, user)
-        elif isinstance(msg, EStop):  # latches whoever sends it (a surgeon or a monitor); judges nobody
-            source = "local" if role == "monitor" else "console"  # the on-site team's remote button
-            if msg.engage:
-                status = self.raise_estop(now_ns, f"{source} ({user})" if source == "console" else "local", user)
+        elif isinstance(msg, EStop):  # latches whoever sends it (a surgeon or the bedside station); judges nobody
+            if role == "station":  # the on-site team's button: the bedside's own (local) latch
+                status = self._station_estop(now_ns, user, msg)
+            elif msg.engage:
+                status = self.raise_estop(now_ns, f"console ({user})", user)
             else:
                 status = self.reset_estop(now_ns, "console")
         elif isinstance(msg, Ping):  # changes nothing: not even the controller's pings feed its transit baseline
             status = AckStatus.PONG
+            if (role == "station" and (msg.epoch != self.epoch or peer not in self._stations)
+                    and self._due(now_ns, (peer, "station"))):
+                self._station_joined(now_ns, peer, user)
         else:  # ACK, TELEMETRY, EVENT, COUNTERS: the bedside sends these, it never acts on one (no ack either)
             self.counters["unexpected_type"] += 1
             self._rate_limited_event(now_ns, "unexpected_type", Reason.NONE, f"{type(msg).__name__} seq {msg.seq} "
@@ -386,6 +399,34 @@ class BedsideAgent:
             self._rate_limited_event(now_ns, status, _REJECTION_REASON.get(status, Reason.NONE),
                                      f"{type(msg).__name__} seq {msg.seq} from {user} refused: {status.name}")
         return [Outgoing(peer, self._ack(now_ns, msg, now_ns, status))]
+
+    def use_paths(self, n_paths: int) -> None:
+        """The bedside listens on `n_paths` paths (link.paths): the socket layer calls `on_path_message`."""
+        self.copies = CopyFilter(n_paths)
+
+    def on_path_message(self, now_ns: int, path: int, peer: bytes, data: bytes,
+                        user: str = INSECURE_USER) -> list[Outgoing]:
+        """`on_message` for a frame that came on `path` of several (transport/paths.py). Who first, as there: a
+        byte-identical copy, from the controller (its key and its connections' one routing id), of a frame that
+        took effect, on a path that has not delivered it yet, is dropped silently and counted per path; every
+        other frame, a replay included, is judged in full by `on_message`. Only the controller's frames that
+        took effect feed the filter: no other peer and no refused frame changes what counts as a copy."""
+        copies = self.copies
+        assert copies is not None, "use_paths first"
+        if peer == self.controller and user == self.controller_user and copies.is_copy(path, data):
+            self.counters[copies.copy_keys[path]] += 1
+            return []
+        before = (self.controller, self.controller_user)
+        out = self.on_message(now_ns, peer, data, user)
+        if (self.controller, self.controller_user) != before:
+            copies.reset()  # control changed hands: the old controller's frames are nobody's copies now
+        if out and peer == self.controller and user == self.controller_user:
+            status = ack_status(out[0].data)
+            if status in TOOK_EFFECT:
+                copies.took_effect(path, data)
+                if status == AckStatus.APPLIED:
+                    self.counters[copies.applied_keys[path]] += 1
+        return out
 
     def _due(self, now_ns: int, key: object) -> bool:
         """One event per `key` per second: counters carry exact numbers, events must not flood at 1 kHz."""
@@ -426,6 +467,8 @@ class BedsideAgent:
             self._audit(now_ns, f"control granted to {user}" + (
                 f" (was {self.controller_user}, {self.state.name} {self.reason.name})" if self.controller_user else ""))
         new_controller = (peer, user) != (self.controller, self.controller_user)
+        if self.controller_user != user:
+            self._control_since_ns = now_ns
         self.controller_user = user
         epoch = self._next_epoch
         self._next_epoch = self._next_epoch % (2**32 - 1) + 1
@@ -466,21 +509,22 @@ class BedsideAgent:
         if msg.arm_mask & ~self._mounted_mask or (msg.arm_mask & self._instrument_mask).bit_count() > N_HANDS:
             self._rate_limited_event(now_ns, AckStatus.REJECTED_ARM, Reason.NONE, self._arm_refusal(msg.arm_mask))
             return AckStatus.REJECTED_ARM
-        for i in range(len(self.arms)):
-            if msg.arm_mask >> i & 1:
-                bad = self._validate(i, msg.arms[i], msg.send_ns)
-                if bad is not None:
-                    self._hold(i)
-                    self._commanded[i].limit_hit = True
-                    self._rate_limited_event(now_ns, bad[0], Reason.LIMIT, bad[1])
-                    return bad[0]
-        for i, (arm, c) in enumerate(zip(self.arms, self._commanded, strict=True)):
-            if msg.arm_mask >> i & 1:
-                arm.servo_cp(msg.arms[i])
-                self._rates[i].accept(msg.send_ns, msg.arms[i])
-                c.mode = ArmMode.FOLLOWING
-                c.limit_hit = False
-            elif c.mode is ArmMode.FOLLOWING:
+        commanded, setpoints, send_ns = self._arms_in[msg.arm_mask], msg.arms, msg.send_ns
+        for i in commanded:
+            bad = self._validate(i, setpoints[i], send_ns)
+            if bad is not None:
+                self._hold(i)
+                self._commanded[i].limit_hit = True
+                self._rate_limited_event(now_ns, bad[0], Reason.LIMIT, bad[1])
+                return bad[0]
+        for i in commanded:
+            self.arms[i].servo_cp(setpoints[i])
+            self._rates[i].accept(send_ns, setpoints[i])
+            c = self._commanded[i]
+            c.mode = ArmMode.FOLLOWING
+            c.limit_hit = False
+        for i in self._arms_in[~msg.arm_mask & self._mounted_mask]:  # the arms left out hold where they are
+            if self._commanded[i].mode is ArmMode.FOLLOWING:
                 self._hold(i)
         self.gate.accept(now_ns, msg)
         self.watchdog.feed(now_ns)
@@ -500,23 +544,53 @@ class BedsideAgent:
         return (f"servo_cp commands {len(named)} instruments at once ({', '.join(named)}); a surgeon has "
                 f"{N_HANDS} hands: refused, nothing moved")
 
-    def raise_estop(self, now_ns: int, source: str, user: str = "") -> AckStatus:
-        """Latch an e-stop from `source` ('local' = the bedside team's, else the console's); arms hold at once."""
+    def _station_joined(self, now_ns: int, peer: bytes, user: str) -> None:
+        """Who is in control and for how long, as an INFO (HANDOVER) event, for a station that does not know: its
+        first ping on a connection, or a ping whose header epoch is not the current session's (the station puts
+        the epoch of the last such answer it saw there; telemetry events can be dropped for a slow subscriber).
+        At most one a second per connection. So a station started mid-operation, or one that missed a grant,
+        shows who is in control."""
+        if len(self._stations) >= 64:  # connections come and go; a bound, not a history
+            self._stations.clear()
+        self._stations.add(peer)
+        if self.controller_user is None or self.state is OperatingState.DISABLED:
+            text = f"{user} asked who is in control: nobody"
+        else:
+            text = (f"{user} asked who is in control: {self.controller_user}, for "
+                    f"{(now_ns - self._control_since_ns) / 1e9:.1f} s")
+        self._emit(now_ns, EventKind.INFO, Reason.HANDOVER, text, self.state)
+
+    def _station_estop(self, now_ns: int, user: str, msg: EStop) -> AckStatus:
+        """The bedside station's e-stop (the local latch) and its reset, which must say why: the reason is in
+        the RESET event, so in the event log and the recording."""
+        who = f"the bedside station ({user})"
+        if msg.engage:
+            return self.raise_estop(now_ns, "local", user, who)
+        reason = msg.reason.strip()
+        if not reason:
+            return AckStatus.REJECTED_NO_REASON
+        return self.reset_estop(now_ns, "local", f"{who}, reason: {reason}")
+
+    def raise_estop(self, now_ns: int, source: str, user: str = "", by: str = "") -> AckStatus:
+        """Latch an e-stop from `source` ('local' = the bedside team's, else the console's); arms hold at once.
+        `by`: who, in the event's words (default: the bedside's own button for 'local', else `source`)."""
         if source == "local":
             self.estop_local = True
         else:
             self.estop_console = True
-        self._freeze(now_ns, Reason.ESTOP, f"e-stop raised by {source}")
-        self._transition(now_ns, SessionTrigger.ESTOP, Reason.ESTOP, f"e-stop raised by {source}; arms held")
+        by = by or ("the bedside e-stop" if source == "local" else source)
+        self._freeze(now_ns, Reason.ESTOP, f"e-stop raised by {by}")
+        self._transition(now_ns, SessionTrigger.ESTOP, Reason.ESTOP, f"e-stop raised by {by}; arms held")
         return AckStatus.ESTOP_LATCHED
 
-    def reset_estop(self, now_ns: int, source: str) -> AckStatus:
+    def reset_estop(self, now_ns: int, source: str, by: str = "") -> AckStatus:
         """Clear `source`'s latch only; motion still needs a new ENABLE from the surgeon."""
         if source == "local":
             self.estop_local = False
         else:
             self.estop_console = False
-        text = f"e-stop reset by {source}" + ("; still latched elsewhere" if self.estop else "")
+        by = by or ("the bedside e-stop" if source == "local" else source)
+        text = f"e-stop reset by {by}" + ("; still latched elsewhere" if self.estop else "")
         log.warning("%s", text)
         self._emit(now_ns, EventKind.INFO, Reason.RESET, text, self.state)
         return AckStatus.ESTOP_LATCHED if self.estop else AckStatus.DISABLED

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import zmq
 
-from base.config import Config
+from base.config import Config, link_paths
 from base.errors import UserError
 from base.runtime import JsonLines, StopFlag, announce_ready, realtime_gc, realtime_scheduling
 from bedside.agent import BedsideAgent
@@ -29,7 +29,7 @@ from safety.loop_watch import LoopWatch, Stall
 from transport import codec, security
 from transport.bedside_state import StateWriter
 from transport.messages import N_ARMS
-from transport.zmqlink import control_server, tcp, telemetry_publisher
+from transport.zmqlink import also_bind, control_server, tcp, telemetry_publisher
 
 log = logging.getLogger("bedside")
 
@@ -126,20 +126,35 @@ class BedsideServer:
         except BaseException:
             self.ctrl.close(0)
             raise
+        # More paths (link.paths): a ROUTER each (one controller's connections share one routing id, which a
+        # ROUTER admits once), and the one PUB bound on each, so telemetry and events go out on every path.
+        self.paths = link_paths(cfg.link, "bedside")
+        self.extra: list[zmq.Socket] = []
+        try:
+            for p in self.paths[1:]:
+                self.extra.append(control_server(ctx, tcp(p.host, p.control_port), self.sec, key="link.paths"))
+                also_bind(self.pub, tcp(p.host, p.telemetry_port), key="link.paths")
+        except BaseException:
+            for sock in (self.ctrl, *self.extra):
+                sock.close(0)
+            raise
         # What the rendered endoscope draws: the arms' state after every tick, in shared memory (no socket, no wait).
         self.state = StateWriter(N_ARMS) if video else None
         try:
             self.video = VideoChild(cfg, recorder.video_endpoint if recorder is not None else None,
                                     self.state.path if self.state is not None else None) if video else None
         except BaseException:
-            self.ctrl.close(0)
-            self.pub.close(0)
+            for sock in (self.ctrl, self.pub, *self.extra):
+                sock.close(0)
             if self.state is not None:
                 self.state.close()
             raise
         self.events = JsonLines(event_log)
         # the box both ends share; the drivers' own watchdogs on the host's clock, not the loop's
         self.agent = BedsideAgent(cfg.bedside, time.monotonic_ns(), teleop=cfg.teleop, driver_clock=time.monotonic_ns)
+        self.socks = [self.ctrl, *self.extra]
+        if self.extra:
+            self.agent.use_paths(len(self.paths))
         self.local_estop = LocalEStop()
         self._share_state(time.monotonic_ns())
 
@@ -160,6 +175,7 @@ class BedsideServer:
             recording=rec.info.get("file", "failed") if rec is not None else "off",
             recorder_pid=rec.pid if rec is not None else 0,
             sched=sched,
+            paths=len(self.paths),
         )
         log.info("bedside up: watchdog %d ms, tick %d Hz, telemetry %d Hz",
                  cfg.bedside.watchdog_ms, cfg.bedside.tick_hz, cfg.bedside.telemetry_hz)
@@ -186,6 +202,35 @@ class BedsideServer:
             else:
                 tap.add(K_BEDSIDE, t_ack, ack)  # recorded after it left, never before
         tap.add(K_COMMAND, rx, frames[1].bytes, user.encode())  # the command, not the peer id
+
+    def _receive_path(self, path: int, frames: list, rx: int) -> None:
+        """`_receive` with several paths: the agent knows copies by their path, and every ack leaves on every
+        path (a ROUTER drops what is addressed to a peer it does not know), the console keeping the first."""
+        agent, sec, tap = self.agent, self.sec, self.tap
+        if len(frames) != 2:
+            agent.on_bad_envelope()
+            return
+        user = security.user_of(frames[1], sec is not None)
+        if sec is not None:
+            if agent.revocations_due(rx):
+                agent.set_revoked(rx, (c.name for c in sec.auth.registry.clients() if c.revoked))
+            if agent.refuse_revoked(user):
+                return
+        for out in agent.on_path_message(rx, path, frames[0].bytes, frames[1].bytes, user):
+            t_ack = time.monotonic_ns()
+            ack = codec.restamp(out.data, t_ack)
+            sent = False
+            for sock in self.socks:
+                try:
+                    sock.send_multipart([out.peer, ack], zmq.NOBLOCK)
+                    sent = True
+                except zmq.Again:
+                    pass
+            if sent:
+                tap.add(K_BEDSIDE, t_ack, ack)
+            else:
+                agent.on_ack_dropped()
+        tap.add(K_COMMAND, rx, frames[1].bytes, user.encode())
 
     def _publish(self, t_ns: int, data: bytes) -> None:
         self.pub.send(data, zmq.NOBLOCK)
@@ -236,6 +281,12 @@ class BedsideServer:
                                        cfg.logging.stall_stacks == "all")
         lap, clock, hook = watch.lap, time.monotonic_ns, self.step_hook
         due: int | None = None  # when the wait was planned to end
+        socks = self.socks
+        multi = bool(self.extra)
+        receive = self._receive if not multi else lambda f, r: self._receive_path(0, f, r)
+        poller = zmq.Poller()
+        for sock in socks:
+            poller.register(sock, zmq.POLLIN)
         try:
             while not stop and (end is None or now < end):
                 now = clock()
@@ -255,7 +306,9 @@ class BedsideServer:
                         except zmq.Again:
                             break
                         rx = clock()
-                    self._receive(frames, rx)
+                    receive(frames, rx)
+                if multi:
+                    self._drain_extra(clock)
                 lap(_RECEIVE, clock())
                 if now >= next_tick:  # after the acks: integrating the arms must not delay a reply
                     agent.advance(now)
@@ -283,8 +336,11 @@ class BedsideServer:
                 # select() then recv. Millisecond resolution is enough here (the watchdog fires ≤ 1 ms late).
                 wake = min(next_tick, next_telem) if dl is None else min(next_tick, next_telem, dl)
                 timeout_ms = max(1, -(-(wake - t) // 1_000_000))
-                ctrl.rcvtimeo = timeout_ms
                 due = t + timeout_ms * 1_000_000
+                if multi:  # any path's frame wakes the loop; the drain above reads it
+                    poller.poll(timeout_ms)
+                    continue
+                ctrl.rcvtimeo = timeout_ms
                 try:
                     waited = (ctrl.recv_multipart(copy=False), clock())
                 except zmq.Again:
@@ -293,12 +349,24 @@ class BedsideServer:
             agent.on_loop_health(clock(), watch.health.counters())  # the final figures for the summary
             watch.close()
 
+    def _drain_extra(self, clock: Callable[[], int]) -> None:
+        """Every frame waiting on the paths after the first (link.paths), each with its arrival time."""
+        for k, sock in enumerate(self.extra, 1):
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._receive_path(k, frames, clock())
+
     def finish(self) -> None:
         """Close the event log with the final counters, the sockets and the video child; the caller then
         closes the recorder."""
         self.events.write({"type": "summary", "t_ns": time.monotonic_ns(), "counters": dict(self.agent.counters)})
         self.events.close()
         self.ctrl.close(0)
+        for sock in self.extra:
+            sock.close(0)
         self.pub.close(0)
         if self.video is not None:
             self.video.close()

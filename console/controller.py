@@ -172,6 +172,8 @@ class TeleopController:
         self._hands: tuple[Pose, Pose] | None = None
         self._grippers = (0.0, 0.0)
         self._view: BedsideView | None = None
+        self._fault = ""
+        self._restart_filters = False
 
     # ------------------------------------------------------------------ events
 
@@ -195,6 +197,16 @@ class TeleopController:
         """An external hold (link lost, video stale, GUI lost): every engaged arm holds now."""
         self._engage_pending_ns = None  # a press made before this hold must not engage after it
         self._hold_all(now_ns, reason, text)
+
+    def master_changed(self, now_ns: int, text: str) -> None:
+        """Another master drives from now on (console/runner.py `switch_master`): every arm holds, the tremor
+        filters restart at the new device's hands, and an engage held through the switch is not a press: only a
+        new press engages, through ALIGNING (orientation check, fresh capture), so the switch never moves a tool."""
+        self._engage_pending_ns = None
+        self._hold_all(now_ns, Reason.CONSOLE_REQUEST, text)
+        self._restart_filters = True
+        self._engage_prev = True
+        self._event(now_ns, "master switched", Reason.CONSOLE_REQUEST, text)
 
     def inhibit(self, now_ns: int, reason: Reason, active: bool, text: str = "") -> None:
         """A condition that holds the arms and refuses engagement for as long as it is active."""
@@ -242,7 +254,8 @@ class TeleopController:
         if view.bedside_estop:
             return Reason.ESTOP, "bedside e-stop latched: reset it at the bedside, then press engage"
         if not valid:
-            return Reason.FAULT, "master device fault (no valid sample): check the device, then press engage"
+            return Reason.FAULT, (self._fault
+                                  or "master device fault (no valid sample): check the device, then press engage")
         if not view.link_ok:
             return Reason.LINK_LOST, "link to the bedside lost: arms held; press engage once it is back"
         if view.bedside_state is OperatingState.FAULT:
@@ -261,8 +274,13 @@ class TeleopController:
         self._view = view
         b = sample.buttons
         valid = _sample_ok(now_ns, sample)
+        self._fault = f"master device fault: {sample.fault}" if sample.fault and not valid else ""
         self._estop_button = b.estop
         present = self.presence.update(now_ns, b.operator_present)
+        if sample.presence_immediate and not b.operator_present:
+            # A deadman switch (docs/masters.md): its release holds on this tick, not after presence_off_ms, and
+            # its return is debounced again from the start.
+            present = self.presence.present = False
         if present != self._present:
             self._present = present
             self._event(now_ns, "operator present" if present else "operator absent",
@@ -277,6 +295,10 @@ class TeleopController:
                 self._event(now_ns, f"latency {lat.level.value}", Reason.LATENCY if lat.text else Reason.NONE,
                             lat.text or "link RTT back under the warning threshold",
                             warn=lat.level in loud)
+        if valid and self._restart_filters:
+            self._restart_filters = False
+            for f, h in zip(self.filters, sample.hands, strict=True):
+                f.reset(h.pose.position)
         if valid:
             self._hands = (
                 Pose(self.filters[0].update(sample.hands[0].pose.position), sample.hands[0].pose.orientation),

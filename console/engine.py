@@ -33,12 +33,17 @@ from enum import Enum, StrEnum
 from base.config import Config
 from base.stats import Histogram
 from console.controller import BedsideView, TeleopController, TeleopOutput
+from console.engagement import ArmState
+from console.force import ForceFeedback, ForceOutput, ForceSettings, hand_forces
+from console.hands import Hand
 from console.master import MasterSample
 from safety.statemachine import StateMachine, Transition, TransitionTable
 from safety.watchdog import Watchdog
 from transport import codec
 from transport.clock import OffsetEstimator
 from transport.messages import (
+    ARM_NAMES,
+    ECM_INDEX,
     N_ARMS,
     Ack,
     AckStatus,
@@ -120,6 +125,8 @@ class ConsoleEngine:
         self.counters: Counter[str] = Counter()
         self.events: list[EngineEvent] = []
         self.last_output: TeleopOutput | None = None
+        self.force = ForceFeedback(ForceSettings.from_config(cfg.console))
+        """Force feedback for a master that takes force (console/force.py); fed by every telemetry."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -132,6 +139,12 @@ class ConsoleEngine:
         (source "loop", reason LOOP_OVERRUN) for the window, the recording and the summary. Nothing else: the
         link watchdog and the bedside's judge what the stall did."""
         self.events.append(EngineEvent(now_ns, "loop", "overrun", Reason.LOOP_OVERRUN, text))
+
+    def on_video(self, now_ns: int, state: str, text: str) -> None:
+        """The stale-video guard changed state (console/uilink.py): an event (source "video", name the state:
+        "ok", "stale", "stuck", "no video") so the recording shows each stale episode and its length."""
+        self.events.append(EngineEvent(now_ns, "video", state, Reason.NONE if state == "ok" else Reason.VIDEO_STALE,
+                                       text or "video live"))
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -240,12 +253,31 @@ class ConsoleEngine:
         # An arm the bedside reports not homed (not mounted there) has no pose to align with: it is never captured.
         self.tools = tuple(a.measured_cp if a.flags & ArmFlags.HOMED else None for a in t.arms)
         self.bedside_estop = t.estop
+        self._feed_force(now_ns, t)
         if t.seq < self._session_from_seq:
             return  # published before our session began
         self.bedside_state = t.operating_state
         self.bedside_reason = t.reason
         if self.epoch and (t.operating_state is not OperatingState.ENABLED or t.epoch != self.epoch):
             self._drop_session(now_ns, t.reason, f"bedside is {t.operating_state.name} ({t.reason.name})")
+
+    def _feed_force(self, now_ns: int, t: Telemetry) -> None:
+        """Each hand's contact force (its arm's measured_cf while that arm follows it), master frame."""
+        ctl = self.controller
+        hands = getattr(ctl, "hands", None)
+        if hands is None or len(t.arms) != N_ARMS:
+            return  # a test double without hands, or a bedside with other arms: no force
+        idx = (ARM_NAMES.index(hands.arm_of(Hand.RIGHT)), ARM_NAMES.index(hands.arm_of(Hand.LEFT)))
+        coupled = (ctl.arms[idx[0]].eng.state is ArmState.FOLLOWING and t.seq >= self._session_from_seq,
+                   ctl.arms[idx[1]].eng.state is ArmState.FOLLOWING and t.seq >= self._session_from_seq)
+        forces = hand_forces([a.measured_cf for a in t.arms], idx, coupled,
+                             t.arms[ECM_INDEX].measured_cp.orientation)
+        off = self.offset_ns(now_ns)
+        self.force.on_force(now_ns, now_ns if off is None else t.send_ns - off, forces)
+
+    def force_step(self, now_ns: int, sample: MasterSample) -> ForceOutput:
+        """This tick's force for a master that takes force: zero without a valid sample's velocities."""
+        return self.force.step(now_ns, sample.velocities if sample.valid else None)
 
     # ------------------------------------------------------------------ outbound
 

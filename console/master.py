@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
-from base.geometry import IDENTITY_Q, Pose
+from base.errors import UserError
+from base.geometry import IDENTITY_Q, Pose, Vec3
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,14 @@ class MasterSample:
     buttons: MasterButtons
     valid: bool = True
     """False when the device reports a fault (lost tracking, stale HID report): the console holds."""
+    fault: str = ""
+    """Why the sample is invalid, with what to do, in one sentence (the console shows it with the FAULT hold)."""
+    presence_immediate: bool = False
+    """The device's presence input needs no debounce (a deadman switch, a head sensor the device debounces
+    itself): losing it holds the arms on the first tick without it, not after `teleop.presence_off_ms`."""
+    velocities: tuple[Vec3, Vec3] | None = None
+    """Each hand's velocity (m/s, master frame) as the device measures it; the force loop's passivity observer
+    needs it (console/force.py). None: the device does not report it (and receives no force)."""
 
 
 class MasterDevice(Protocol):
@@ -58,8 +67,10 @@ class MasterDevice(Protocol):
     def close(self) -> None: ...
 
 
-class MasterError(RuntimeError):
-    """A master device that cannot be opened or read; the message says what to do."""
+class MasterError(UserError, RuntimeError):
+    """A master device that cannot be opened or read; the message says what to do (one line, no traceback)."""
+
+    label = "master device"
 
 
 @dataclass(frozen=True, slots=True)

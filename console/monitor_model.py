@@ -42,6 +42,25 @@ EVENTS_KEPT = 2000
 """Bedside events kept for a reader (the event log widget keeps as many lines)."""
 INFO_REASONS = frozenset({Reason.NONE, Reason.CONSOLE_REQUEST, Reason.STARTUP})
 CRITICAL_REASONS = frozenset({Reason.LINK_LOST, Reason.ESTOP, Reason.FAULT})
+REASON_WORDS: dict[Reason, str] = {
+    Reason.NONE: "no reason given",
+    Reason.LINK_LOST: "the link to the surgeon was lost",
+    Reason.OPERATOR_ABSENT: "the surgeon left the console",
+    Reason.ESTOP: "emergency stop",
+    Reason.FAULT: "a device fault",
+    Reason.LIMIT: "an instrument reached a limit",
+    Reason.VIDEO_STALE: "the surgeon's picture froze",
+    Reason.LATENCY: "the network delay is too high",
+    Reason.CONSOLE_REQUEST: "the surgeon released control",
+    Reason.STARTUP: "starting up",
+    Reason.STALE_COMMAND: "the surgeon's commands arrive too late",
+    Reason.GUI_LOST: "the surgeon's window stopped responding",
+    Reason.HANDOVER: "control changing hands",
+    Reason.RESET: "e-stop reset",
+    Reason.SECURITY: "a security refusal",
+    Reason.LOOP_OVERRUN: "a control loop stalled",
+}
+"""Every reason in the team's words (never the wire's names)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +131,8 @@ def monitor_alarms(telemetry: Telemetry | None, silence_s: float, timeout_s: flo
             out.append(Alarm("link", Severity.CRITICAL, "LINK LOST",
                              "the surgeon's console went silent: the bedside holds every arm"))
         elif st is OperatingState.PAUSED:
-            out.append(Alarm("paused", Severity.WARNING, "ARMS HELD", f"bedside paused: {reason.name}"))
+            out.append(Alarm("paused", Severity.WARNING, "ARMS HELD",
+                             f"every arm held: {REASON_WORDS.get(reason, reason.name.lower())}"))
     if picture_stale:
         out.append(Alarm("video", Severity.CRITICAL, "VIDEO STALE", picture_reason or "the picture is not live"))
     out.sort(key=lambda a: -a.severity)
@@ -132,7 +152,7 @@ def monitor_arm_lines(telemetry: Telemetry | None) -> list[ArmLine]:
             text += " · at a limit"
             sev = Severity.WARNING
         if arm.mode is ArmMode.HOLDING and telemetry.operating_state is OperatingState.PAUSED:
-            text = f"held: {telemetry.reason.name}"
+            text = f"held: {REASON_WORDS.get(telemetry.reason, telemetry.reason.name.lower())}"
             sev = Severity.CRITICAL
         out.append(ArmLine(name, mode, text, sev))
     return out
@@ -205,10 +225,14 @@ class MonitorModel:
             return None
         return t.arms[ARM_NAMES.index(name)]
 
+    def alarms_for(self, now_ns: int, video: VideoStatus) -> list[Alarm]:
+        """The alarms now, most severe first (`monitor_alarms`; the station words some of them its own way)."""
+        return monitor_alarms(self.telemetry, self.silence_s(now_ns), self.timeout_s, video.stale, video.reason)
+
     def refresh(self, now_ns: int, video: VideoStatus) -> MonitorView:
         """What to paint now; alarms raised and cleared are relative to the previous refresh."""
         t = self.telemetry
-        alarms = monitor_alarms(t, self.silence_s(now_ns), self.timeout_s, video.stale, video.reason)
+        alarms = self.alarms_for(now_ns, video)
         raised, cleared = alarm_changes(self.alarms, alarms)
         self.alarms = tuple(alarms)
         crit = {a.key for a in alarms if a.severity is Severity.CRITICAL}

@@ -5,8 +5,9 @@ crashed window must stop following rather than leave the arms following a pictur
 
 Three loopback sockets, all bound by the engine (docs/architecture.md):
 * master samples, GUI → engine: the network-master protocol (console/masters/network.py, PUB → SUB,
-  port `console.master_port`); the keyboard/mouse master lives in the window and streams like any
-  external haptic bridge;
+  port `console.master_port`); the keyboard/mouse master lives in the window and streams like a haptic
+  bridge, but on its own port: the engine reads it only when it is the selected master (`console.master`
+  keyboard, or auto with a window), so the window's keys and a bridge never drive at once;
 * intents, heartbeats and video reports, GUI → engine: JSON objects, PUSH → PULL (`console.ui_intent_port`);
 * state and events, engine → GUI(s): JSON objects, PUB → SUB (`console.ui_state_port`), state at 30 Hz.
 
@@ -14,6 +15,7 @@ GUI → engine messages (one JSON object per frame, at most MAX_UI_BYTES):
     {"type": "heartbeat", "seq": n}                                 from the GUI thread, 20 Hz
     {"type": "intent", "name": "set_scale", "value": 0.3}
     {"type": "intent", "name": "reset_estop"}
+    {"type": "intent", "name": "select_master", "value": "bridge"}    switch masters (docs/masters.md)
     {"type": "video", "frame_id": n, "capture_ns": t, "signature": s|null, "source_seq": n|null}
                                                                     per new frame actually painted
 Everything else (engage, clutch, camera, presence, e-stop) is a master button and travels with the poses.
@@ -30,6 +32,7 @@ import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -60,6 +63,11 @@ WINDOW: TransitionTable[WindowState, WindowTrigger] = TransitionTable("console w
     (WindowState.ATTACHED, WindowTrigger.SILENCE): WindowState.LOST,
     (WindowState.LOST, WindowTrigger.HEARTBEAT): WindowState.ATTACHED,
 }, alarm={WindowState.LOST})
+
+
+VOICE_STATES = ("CONNECTING", "UP", "LOST")
+"""The voice link's states (voice/intercom.py VoiceState), as the window reports them: spelled here so the engine
+process never imports the voice stack (PyAV) for three words."""
 
 
 class UiMessageError(ValueError):
@@ -93,6 +101,12 @@ def decode_ui_message(data: bytes) -> dict[str, Any]:
             v = msg.get("value")
             if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(_float(v)):
                 raise UiMessageError(f"set_scale needs a finite number, got {str(v)[:40]}")
+        elif msg.get("name") == "select_master":
+            if not isinstance(msg.get("value"), str) or len(msg["value"]) > 32:
+                raise UiMessageError("select_master needs a master name (console.master's choices)")
+        elif msg.get("name") == "voice":
+            if msg.get("value") not in VOICE_STATES or not isinstance(msg.get("text", ""), str):
+                raise UiMessageError(f"voice needs the voice link's state ({', '.join(VOICE_STATES)}) and a text")
         elif msg.get("name") != "reset_estop":
             raise UiMessageError(f"unknown intent {msg.get('name')!r}")
     if msg["type"] == "video":
@@ -119,6 +133,11 @@ class UiSupervisor:
         self.window = StateMachine(WINDOW, "window", logger=log)
         self.video = self.guard.peek(0)
         self.counters: Counter[str] = Counter()
+        self.on_select_master: Callable[[str], None] | None = None
+        """The runner's `request_master`: the `select_master` intent switches the one master that drives."""
+        self.on_voice: Callable[[int, str, str], None] | None = None
+        """The runner's voice-event hook: the window's voice panel reports each voice-link state (recorded as a
+        `voice` event; it holds nothing)."""
 
     def on_bytes(self, now_ns: int, data: bytes, offset_ns: int) -> None:
         try:
@@ -139,6 +158,12 @@ class UiSupervisor:
         elif kind == "intent":
             if msg["name"] == "set_scale":
                 self.controller.set_scale(now_ns, float(msg["value"]))
+            elif msg["name"] == "select_master":
+                if self.on_select_master is not None:
+                    self.on_select_master(msg["value"])
+            elif msg["name"] == "voice":
+                if self.on_voice is not None:
+                    self.on_voice(now_ns, msg["value"], msg.get("text", "")[:200])
             else:
                 self.controller.reset_estop(now_ns)
         else:

@@ -1,5 +1,13 @@
-"""The QA replay window: recorded stereo video (any display mode), an event timeline that seeks on click,
-play/pause/step/speed, and plots (RTT, frame age, tool x/y/z per arm) with a cursor at the current time.
+"""The QA replay window: recorded stereo video (any display mode) with the console's HUD and alarm banner as
+they were at that instant, an event timeline that seeks on click, play/pause/step/speed, and plots (RTT,
+frame age, tool x/y/z per arm) with a cursor at the current time, a time axis (seconds and clock time) and
+a legend on each.
+
+What the surgeon saw is rebuilt with the window's own code: the engine's state as the window received it
+is recorded (`/console/state`, 10 Hz), and the HUD texts and alarms at time t are
+console/ui/status.py's `console_fields` / `console_alarms` / `arm_lines` of the newest recorded state at or
+before t, shown by console/ui/hud.py's `Hud` and `AlarmBanner`. A recording made before that topic has no HUD
+to show, and the window says so.
 
 Why it is built like this: everything shown derives from one number, the current time on the session
 timeline (qa/session.py); `seek(t)` sets it and every widget repaints from it, so the picture, the plots
@@ -15,15 +23,17 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRect, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QPoint, QPointF, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QPolygonF
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QProgressDialog,
     QPushButton,
     QSlider,
     QSplitter,
@@ -31,16 +41,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qa.session import EVENT_KINDS, QaEvent, Session, envelope
+from console.indicators import Alarm
+from console.ui.hud import AlarmBanner, Hud
+from console.ui.status import arm_lines, console_alarms, console_fields
+from qa.figures import clock
+from qa.session import EVENT_KINDS, KIND_COLOURS, QaEvent, Session, envelope
 from qa.video import VideoTrack
 from recording.catalog import BEDSIDE, CONSOLE
 from transport.messages import ARM_NAMES
 from video.compositor import DisplayMode, compose
 from video.framecode import mark_stale
 
-KIND_COLOURS = {"engagement": "#2ca02c", "clutch": "#1f77b4", "freeze": "#d62728", "hold": "#ff7f0e",
-                "alarm": "#e377c2", "limit": "#d4a017", "rejection": "#8c564b", "state": "#7f7f7f",
-                "info": "#bcbd22"}
 SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 REPLAY_MODES = tuple(m for m in DisplayMode if m is not DisplayMode.PER_EYE)
 """One pane in the replay window: the per-eye mode (two full-screen windows) is not offered."""
@@ -54,17 +65,30 @@ class Series:
     y: np.ndarray
 
 
+def nice_ticks(a: float, b: float, n: int = 5) -> list[float]:
+    """Round tick positions (1, 2, 5 × 10^k) between a and b, about n of them."""
+    span = max(1e-9, b - a)
+    raw = span / max(1, n)
+    mag = 10 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = np.ceil(a / step) * step
+    return [float(v) for v in np.arange(first, b + step * 1e-6, step)]
+
+
 class PlotWidget(QWidget):
-    """One small time plot with a cursor; clicking seeks."""
+    """One small time plot with a cursor, a time axis (session seconds, and the clock time when known) and a
+    legend; clicking seeks."""
 
     clicked = Signal(float)
+    LEFT, AXIS_H = 52, 28
 
     def __init__(self, title: str, unit: str, series: list[Series], span: tuple[float, float],
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, clock_of=None) -> None:
         super().__init__(parent)
         self.title, self.unit = title, unit
         self.series = [Series(s.label, s.colour, *envelope(s.x, s.y)) for s in series]
         self.span = span
+        self.clock_of = clock_of  # session seconds -> "HH:MM:SS.mmm" ("" when unknown)
         ys = [s.y for s in self.series if s.y.size]
         if ys:
             lo, hi = float(min(np.min(y) for y in ys)), float(max(np.max(y) for y in ys))
@@ -73,11 +97,12 @@ class PlotWidget(QWidget):
         pad = (hi - lo) * 0.08 or 1.0
         self.yrange = (lo - pad, hi + pad)
         self.cursor = span[0]
-        self.setMinimumHeight(70)
+        self.setMinimumHeight(110)
+        self.setToolTip(f"{title} ({unit}) over {self.axis_label()}; click to seek")
 
     def _x(self, s: float) -> float:
         a, b = self.span
-        return 44 + (s - a) / max(1e-9, b - a) * (self.width() - 50)
+        return self.LEFT + (s - a) / max(1e-9, b - a) * (self.width() - self.LEFT - 6)
 
     def set_cursor(self, s: float) -> None:
         self.cursor = s
@@ -91,48 +116,84 @@ class PlotWidget(QWidget):
                 out.append((se.label, float(se.y[i])))
         return out
 
+    def legend(self) -> list[tuple[str, str]]:
+        """(label, colour) of each series, as drawn in the legend."""
+        return [(s.label, s.colour) for s in self.series]
+
+    def axis_label(self) -> str:
+        c = self.clock_of(self.span[0]) if self.clock_of else ""
+        return "session time (s)" + (f" · 0 s = {c} UTC" if c else "")
+
     def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
         try:
             w, h = self.width(), self.height()
             p.fillRect(self.rect(), QColor("#111"))
-            top, bot = 14, h - 4
+            top, bot = 16, h - self.AXIS_H
             lo, hi = self.yrange
 
             def yy(v: np.ndarray | float):
                 return bot - (np.asarray(v) - lo) / (hi - lo) * (bot - top)
 
-            p.setPen(QColor("#444"))
-            p.drawLine(44, top, 44, bot)
-            p.setPen(QColor("#aaa"))
             small = QFont(p.font())
             small.setPointSize(7)
             p.setFont(small)
-            p.drawText(2, top + 8, f"{hi:.4g}")
-            p.drawText(2, bot, f"{lo:.4g}")
+            p.setPen(QColor("#444"))
+            p.drawLine(self.LEFT, top, self.LEFT, bot)
+            p.drawLine(self.LEFT, bot, w - 6, bot)
+            p.setPen(QColor("#aaa"))
+            for v in nice_ticks(lo, hi, 3):
+                y = float(yy(v))
+                p.drawText(QRectF(0, y - 6, self.LEFT - 4, 12), Qt.AlignmentFlag.AlignRight, f"{v:.4g}")
+            p.drawText(QRectF(0, top - 14, self.LEFT - 4, 12), Qt.AlignmentFlag.AlignRight, self.unit)
             x0, x1 = self.span
+            if self.clock_of is not None and self.clock_of(x0):
+                p.drawText(QRectF(0, bot + 13, self.LEFT - 6, 12), Qt.AlignmentFlag.AlignRight, "UTC")
+            fm = p.fontMetrics()
+            cw = fm.horizontalAdvance("00:00:00") + 12
+            for v in nice_ticks(x0, x1, max(2, int((w - self.LEFT) // cw))):  # seconds, the clock time under each
+                x = self._x(v)
+                p.setPen(QColor("#444"))
+                p.drawLine(QPointF(x, bot), QPointF(x, bot + 3))
+                p.setPen(QColor("#aaa"))
+                c = self.clock_of(v)[:8] if self.clock_of else ""
+                box = QRectF(min(max(float(self.LEFT) - 4, x - cw / 2), w - cw), bot + 2, cw, 12)
+                p.drawText(box, Qt.AlignmentFlag.AlignHCenter, f"{v:g} s")
+                if c:
+                    p.drawText(box.translated(0, 11), Qt.AlignmentFlag.AlignHCenter, c)
             for se in self.series:
                 if not se.x.size:
                     continue
-                xs = 44 + (se.x - x0) / max(1e-9, x1 - x0) * (w - 50)
+                xs = self.LEFT + (se.x - x0) / max(1e-9, x1 - x0) * (w - self.LEFT - 6)
                 pts = QPolygonF([QPointF(a, b) for a, b in zip(xs.tolist(), yy(se.y).tolist(), strict=True)])
                 p.setPen(QPen(QColor(se.colour), 1))
                 p.drawPolyline(pts)
             label = f"{self.title} ({self.unit})  " + "  ".join(
                 f"{n} {v:.3g}" for n, v in self.value_at(self.cursor))
             p.setPen(QColor("#ddd"))
-            p.drawText(48, 11, label)
+            p.drawText(self.LEFT + 4, 11, label)
+            lx = w - 8  # legend, right-aligned: a swatch and a label per series; below the title if it would touch
+            need = sum(fm.horizontalAdvance(n) + 24 for n, _c in self.legend())
+            ly = 11 if self.LEFT + 12 + fm.horizontalAdvance(label) + need < w else top + 10
+            for name, colour in reversed(self.legend()):
+                tw = fm.horizontalAdvance(name)
+                lx -= tw
+                p.setPen(QColor("#ddd"))
+                p.drawText(int(lx), ly, name)
+                lx -= 14
+                p.fillRect(QRectF(lx, ly - 7, 10, 6), QColor(colour))
+                lx -= 10
             if not self.series or not any(s.x.size for s in self.series):
                 p.drawText(QRect(0, 0, w, h), Qt.AlignmentFlag.AlignCenter, "not in this recording")
             cx = self._x(self.cursor)
             p.setPen(QPen(QColor("#ffffff"), 1))
-            p.drawLine(QPointF(cx, 0), QPointF(cx, h))
+            p.drawLine(QPointF(cx, top), QPointF(cx, bot))
         finally:
             p.end()
 
     def mousePressEvent(self, e: QMouseEvent) -> None:
         a, b = self.span
-        self.clicked.emit(a + (e.position().x() - 44) / max(1.0, self.width() - 50) * (b - a))
+        self.clicked.emit(a + (e.position().x() - self.LEFT) / max(1.0, self.width() - self.LEFT - 6) * (b - a))
 
 
 class TimelineWidget(QWidget):
@@ -235,6 +296,7 @@ class VideoView(QWidget):
         self.layout = None
         self.stale_text = ""
         self.caption = ""
+        self.hud: Hud | None = None  # the console's HUD as it was (ReplayWindow sets its content)
         self._frame: np.ndarray | None = None
         self._qimg: QImage | None = None
         self._key: tuple | None = None
@@ -265,6 +327,11 @@ class VideoView(QWidget):
             else:
                 p.setPen(QColor(255, 80, 80))
                 p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no video at this time")
+            if self.hud is not None and self.hud.fields:
+                top, bottom = self.hud.images(self.width(), self.devicePixelRatioF())
+                p.drawImage(QPoint(0, 0), top)
+                p.drawImage(QPoint(0, self.height() - 22 - round(bottom.height() / bottom.devicePixelRatio())),
+                            bottom)
             p.setPen(QColor(255, 255, 255))
             p.fillRect(QRect(0, self.height() - 20, self.width(), 20), QColor(0, 0, 0, 160))
             p.drawText(6, self.height() - 6, self.caption)
@@ -297,6 +364,11 @@ class ReplayWindow(QWidget):
         self.info = QLabel(self._info_text())
         self.info.setWordWrap(True)
         self.video = VideoView()
+        self.hud = self.video.hud = Hud(point_size=9)
+        self.banner = AlarmBanner(sound=False)
+        self.states = session.json_rows("console", CONSOLE.state)
+        self._state_t = np.asarray([t for t, _ in self.states], np.int64)
+        self.alarms: list[Alarm] = []
         self.mode_box = QComboBox()
         for m in REPLAY_MODES:
             self.mode_box.addItem(m.label, m.value)
@@ -328,7 +400,8 @@ class ReplayWindow(QWidget):
         self.event_list = QListWidget()
         for e in self.events:
             lat = f" · {e.latency_ms:.1f} ms" if e.latency_ms is not None else ""
-            it = QListWidgetItem(f"{session.seconds(e.t_ns):9.3f} s  {e.kind:<10} {e.name}{lat}  {e.text}")
+            c = clock(session, e.t_ns)
+            it = QListWidgetItem(f"{session.seconds(e.t_ns):9.3f} s {c:>12}  {e.kind:<10} {e.name}{lat}  {e.text}")
             it.setForeground(QColor(KIND_COLOURS[e.kind]))
             self.event_list.addItem(it)
         self.event_list.itemClicked.connect(lambda it: self.seek_to_event(self.event_list.row(it)))
@@ -340,12 +413,16 @@ class ReplayWindow(QWidget):
         for wdg in (self.play_btn, self.back_btn, self.fwd_btn, QLabel("speed"), self.speed_box, self.time_label):
             controls.addWidget(wdg)
         controls.addStretch(1)
+        view_row = QHBoxLayout()  # a second row: the left side may then be narrower than all controls in one
         for wdg in (self.source_box, QLabel("display"), self.mode_box, self.swap_box):
-            controls.addWidget(wdg)
+            view_row.addWidget(wdg)
+        view_row.addStretch(1)
         left = QVBoxLayout()
         left.addWidget(self.info)
+        left.addWidget(self.banner)
         left.addWidget(self.video, 5)
         left.addLayout(controls)
+        left.addLayout(view_row)
         left.addWidget(self.slider)
         left.addWidget(self.timeline)
         left.addWidget(self.event_list, 2)
@@ -361,24 +438,31 @@ class ReplayWindow(QWidget):
         split.addWidget(rw)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
-        split.setSizes([830, 570])
+        split.setSizes([800, 600])
         outer = QVBoxLayout(self)
         outer.addWidget(split)
         self.timer = QTimer(self)
         self.timer.setInterval(self.TICK_MS)
         self.timer.timeout.connect(self._tick)
-        self.resize(1400, 860)
+        self.resize(1500, 900)
         tr = self.tracks.get(self.track_role)
         self.seek(int(tr.frames["t"][0]) if tr is not None and len(tr) else self.t_ns)
 
     # ------------------------------------------------------------------ building
+
+    def _clock_of(self, sec: float) -> str:
+        return clock(self.session, self._ns(sec))
 
     def _ns(self, s: float) -> int:
         return int(self.session.t0_ns + s * 1e9)
 
     def _info_text(self) -> str:
         s = self.session
-        parts = [f"{', '.join(f.path.name for f in s.files)} · {s.duration_s:.1f} s · clock: {s.clock}"]
+        start = clock(s, s.t0_ns, with_date=True)
+        parts = [f"{', '.join(f.path.name for f in s.files)} · {s.duration_s:.1f} s · timeline: {s.clock} clock"
+                 + (f" · started {start} UTC" if start else "")]
+        if not s.has("console", CONSOLE.state):
+            parts.append("no console HUD recorded (a recording from before /console/state)")
         _lt, off = s.offsets()
         if "bedside" in s.roles and "console" in s.roles:
             parts.append(f"bedside aligned by clock offset {np.median(off) / 1e6:+.3f} ms" if off.size
@@ -400,7 +484,7 @@ class ReplayWindow(QWidget):
         if s.has("console", CONSOLE.link):
             lk = s.link()
             rtt.append(Series("link", "#ffaa00", sec(lk["t"]), lk["rtt_ms"]))
-        plots.append(PlotWidget("RTT", "ms", rtt, span))
+        plots.append(PlotWidget("RTT", "ms", rtt, span, clock_of=self._clock_of))
         age: list[Series] = []
         if len(s.video_frames("console")):
             v = s.video_frames("console")
@@ -408,7 +492,7 @@ class ReplayWindow(QWidget):
         if len(s.video_frames("bedside")):
             v = s.video_frames("bedside")
             age.append(Series("capture→sent", "#17becf", sec(v["t"]), (v["t"] - v["capture"]) / 1e6))
-        plots.append(PlotWidget("frame age", "ms", age, span))
+        plots.append(PlotWidget("frame age", "ms", age, span, clock_of=self._clock_of))
         role = "bedside" if s.has("bedside", BEDSIDE.telemetry) else "console"
         tel = s.telemetry(role)
         for j, arm in enumerate(ARM_NAMES):
@@ -416,7 +500,7 @@ class ReplayWindow(QWidget):
             if len(tel):
                 for k, (axis, col) in enumerate((("x", "#ff5555"), ("y", "#55dd55"), ("z", "#5599ff"))):
                     ser.append(Series(axis, col, sec(tel["t"]), tel["pos"][:, j, k] * 1000))
-            plots.append(PlotWidget(f"{arm} tool position ({role})", "mm", ser, span))
+            plots.append(PlotWidget(f"{arm} tool position ({role})", "mm", ser, span, clock_of=self._clock_of))
         return plots
 
     # ------------------------------------------------------------------ time
@@ -432,8 +516,45 @@ class ReplayWindow(QWidget):
         self.timeline.set_cursor(sec)
         for pl in self.plots:
             pl.set_cursor(sec)
-        self.time_label.setText(f"{sec:8.3f} / {s.duration_s:.3f} s")
+        c = clock(s, self.t_ns)
+        self.time_label.setText(f"{sec:8.3f} / {s.duration_s:.3f} s" + (f"  ·  {c} UTC" if c else ""))
         self._show_video()
+        self._show_hud()
+
+    def state_at(self, t_ns: int) -> tuple[int, dict] | None:
+        """The newest recorded engine state at or before `t_ns` (what the window was showing), or None."""
+        i = int(np.searchsorted(self._state_t, t_ns, side="right")) - 1
+        return self.states[i] if i >= 0 else None
+
+    def _show_hud(self) -> None:
+        """HUD and banner at the current time, by the console window's own rules (console/ui/status.py)."""
+        st = self.state_at(self.t_ns)
+        if st is None:
+            self.hud.set_fields({})
+            self.banner.show_alarms([])
+            self.alarms = []
+            return
+        t, state = st
+        age, fps, stale = self._picture_at(self.t_ns)
+        self.hud.set_fields(console_fields(state, age, fps))
+        self.hud.set_arms(arm_lines(state.get("teleop")))
+        self.hud.set_history([v for v in state.get("rtt_history_ms") or []])
+        self.alarms = console_alarms(state, (self.t_ns - t) / 1e9, stale)
+        self.banner.show_alarms(self.alarms)
+        self.video.update()
+
+    def _picture_at(self, t_ns: int) -> tuple[float | None, float | None, bool]:
+        """(age of the console's frame on screen in ms, frames received in the last second, its stale flag)."""
+        tr = self.tracks.get("console")
+        if tr is None or not len(tr):
+            return None, None, False
+        f = tr.frames
+        i = tr.index_at(t_ns)
+        if i < 0:
+            return None, 0.0, False
+        lo = int(np.searchsorted(f["t"], t_ns - 1_000_000_000, side="right"))
+        age = float(f["age_ms"][i])
+        return (age if np.isfinite(age) else None), float(i + 1 - lo), bool(f["stale"][i])
 
     def seek_to_event(self, i: int) -> None:
         if 0 <= i < len(self.events):
@@ -509,3 +630,43 @@ class ReplayWindow(QWidget):
     def closeEvent(self, e) -> None:
         self.timer.stop()
         super().closeEvent(e)
+
+
+def load_session(files: list[str], parent: QWidget | None = None, also=None) -> Session:
+    """Load `files` with a progress dialog (a long recording takes seconds): the window's own progress
+    indication, beside the progress bar on stderr."""
+    dlg = QProgressDialog("Loading the recording…", "", 0, 1000, parent)
+    dlg.setWindowTitle("teleop replay")
+    dlg.setCancelButton(None)
+    dlg.setMinimumDuration(300)
+    dlg.setValue(0)
+
+    def progress(frac: float, what: str) -> None:
+        dlg.setLabelText(f"Loading {what}… {frac * 100:.0f} %")
+        dlg.setValue(int(frac * 1000))
+        QApplication.processEvents()
+        if also is not None:
+            also(frac, what)
+
+    try:
+        return Session(files, progress=progress)
+    finally:
+        dlg.close()
+
+
+def grab_html(html_path: str, png: str, width: int = 1200, height: int = 1600) -> None:
+    """A picture of an HTML report as Qt's rich-text view renders it (offscreen, no browser engine needed):
+    `teleop report … --screenshot PNG` for the docs."""
+    from pathlib import Path
+
+    from PySide6.QtCore import QUrl
+    from PySide6.QtWidgets import QTextBrowser
+
+    view = QTextBrowser()
+    view.setSearchPaths([str(Path(html_path).resolve().parent)])
+    view.setSource(QUrl.fromLocalFile(str(Path(html_path).resolve())))
+    view.resize(width, height)
+    view.show()
+    QApplication.processEvents()
+    view.grab().save(png)
+    view.close()

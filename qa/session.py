@@ -71,8 +71,13 @@ def check_files(paths: list[str]) -> list[str]:
 Progress = Callable[[float, str], None]
 """progress(fraction 0..1, what): called now and then while loading."""
 
-EVENT_KINDS = ("engagement", "clutch", "freeze", "hold", "alarm", "limit", "rejection", "state", "info")
+EVENT_KINDS = ("engagement", "clutch", "hold", "video", "freeze", "alarm", "limit", "rejection", "refusal", "state",
+               "info")
 """Timeline marker kinds, in legend order."""
+KIND_COLOURS = {"engagement": "#2ca02c", "clutch": "#1f77b4", "hold": "#ff7f0e", "video": "#9467bd",
+                "freeze": "#d62728", "alarm": "#e377c2", "limit": "#d4a017", "rejection": "#8c564b",
+                "refusal": "#17becf", "state": "#7f7f7f", "info": "#bcbd22"}
+"""One colour per kind, in every plot and in the replay window's lanes."""
 
 _FILE_RE = re.compile(r"^(bedside|console)-")
 
@@ -524,7 +529,8 @@ class Session:
                     "scale": np.asarray([r.get("scale", np.nan) for r in rows], float),
                     "session_ready": np.asarray([bool(r.get("session_ready")) for r in rows], bool),
                     "link": np.asarray([r.get("link", "") for r in rows], object),
-                    "hands": np.asarray([_hands(r.get("hands")) for r in rows], object)}
+                    "hands": np.asarray([_hands(r.get("hands")) for r in rows], object),
+                    "paths": _objects([r.get("paths") for r in rows])}
         return self._table("console", CONSOLE.link, build)
 
     def video_frames(self, role: str) -> Table:
@@ -680,20 +686,22 @@ def classify_console(e: dict) -> str:
         return "alarm"
     if src == "bedside":
         return classify_bedside({"kind": name, "reason": reason, "to": ""})
+    if src == "video":  # the stale-video guard's state (console/runner.py): "ok", "stale", "stuck", "no video"
+        return "video"
+    if "refused" in low:  # the console refused what the surgeon asked (engage, swap, e-stop reset): no limit
+        return "refusal"
     if "limit" in low:
         return "limit"
     if src == "teleop" and name == "swap":  # an arm swap: which instrument follows changed
         return "engagement"
-    if "clutched" in low:
-        return "clutch"
-    if "->held" in low:
+    if "->held" in low:  # before the clutch test: "ECM CLUTCHED->HELD" is a hold
         return "hold"
+    if "->clutched" in low or "clutched->" in low:
+        return "clutch"
     if "->following" in low or (src == "session" and name == "granted") or low == "engage":
         return "engagement"
     if (src == "link" and name == "LOST") or "estop" in low or "latency" in low or reason in ("ESTOP", "FAULT"):
         return "alarm"
-    if "refused" in low:
-        return "rejection"
     return "info"
 
 
@@ -711,6 +719,14 @@ def envelope(x: np.ndarray, y: np.ndarray, bins: int = 2000) -> tuple[np.ndarray
     ys = np.empty(2 * idx.size)
     ys[0::2], ys[1::2] = lo, hi
     return xs, ys
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-D object array of `values` as they are (lists stay lists; numpy would make a 2-D array of them)."""
+    out = np.empty(len(values), object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
 
 
 def _hands(h: object) -> str:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcap.writer import CompressionType, Writer
@@ -21,8 +22,9 @@ from mcap.writer import CompressionType, Writer
 from base.config import load_config
 from bedside.agent import BedsideAgent
 from console.engine import EngineEvent
-from recording.catalog import BEDSIDE, CONSOLE, Topics
-from recording.convert import console_event_json, event_json
+from recording.catalog import BEDSIDE, CONSOLE, Topics, schema_bytes
+from recording.catalog import SCHEMAS as CATALOG_SCHEMAS
+from recording.convert import arm_transforms, console_event_json, event_json
 from safety.loop_health import LoopHealth
 from transport import codec
 from transport.messages import (
@@ -51,9 +53,11 @@ SCHEMAS = {
     BEDSIDE.event: "teleop.Event", BEDSIDE.freeze: "teleop.Freeze", BEDSIDE.counters: "teleop.Counters",
     BEDSIDE.video_frame: "teleop.VideoFrame", CONSOLE.command: "teleop.Command", CONSOLE.ack: "teleop.Ack",
     CONSOLE.telemetry: "teleop.Telemetry", CONSOLE.event: "teleop.ConsoleEvent",
-    CONSOLE.link: "teleop.LinkStatus", CONSOLE.video_frame: "teleop.VideoFrame", CONSOLE.stall: "teleop.Stall",
+    CONSOLE.link: "teleop.LinkStatus", CONSOLE.state: "teleop.ConsoleState",
+    CONSOLE.video_frame: "teleop.VideoFrame", CONSOLE.stall: "teleop.Stall",
     BEDSIDE.config: "teleop.Config", CONSOLE.config: "teleop.Config",
     BEDSIDE.recording: "teleop.RecordingStatus", CONSOLE.recording: "teleop.RecordingStatus",
+    BEDSIDE.tf: "foxglove.FrameTransform", CONSOLE.tf: "foxglove.FrameTransform",
 }
 
 
@@ -106,8 +110,8 @@ def _wall(ns: int) -> dict:
 class _File:
     """Messages of one role, sorted by log_time on close (the recorder writes in arrival order)."""
 
-    def __init__(self, role: str, mono_to_wall_ns: int) -> None:
-        self.role, self.m2w = role, mono_to_wall_ns
+    def __init__(self, role: str, mono_to_wall_ns: int, host: str = "synth") -> None:
+        self.role, self.m2w, self.host = role, mono_to_wall_ns, host
         self.items: list[tuple[int, int, str, bytes]] = []
 
     def add(self, topic: str, t_ns: int, body: dict) -> None:
@@ -118,7 +122,7 @@ class _File:
         with open(path, "wb") as f:
             w = Writer(f, chunk_size=chunk_size, compression=CompressionType.ZSTD)
             w.start(profile="", library="teleop-qa-synth")
-            w.add_metadata("teleop.session", {"role": self.role, "host": "synth", "pid": "0",
+            w.add_metadata("teleop.session", {"role": self.role, "host": self.host, "pid": "0",
                                               "mono_to_wall_ns": str(self.m2w), "version": "0.1.0",
                                               "config": config_text})
             chans: dict[str, int] = {}
@@ -127,8 +131,9 @@ class _File:
                     name = SCHEMAS.get(topic) or ("foxglove.PoseInFrame" if topic.endswith("_cp") else
                                                   "foxglove.CompressedVideo" if topic.endswith("/video") else
                                                   "teleop.Unknown")
-                    sid = w.register_schema(name, "jsonschema",
-                                            json.dumps({"title": name, "type": "object"}).encode())
+                    body = (schema_bytes(name) if name in CATALOG_SCHEMAS else
+                            json.dumps({"title": name, "type": "object"}).encode())
+                    sid = w.register_schema(name, "jsonschema", body)
                     chans[topic] = w.register_channel(topic, "json", sid)
                 w.add_message(chans[topic], log_time=log_t, data=data, publish_time=pub_t)
             w.finish()
@@ -143,6 +148,8 @@ class SynthResult:
     """bedside monotonic − console monotonic."""
     console_t0_ns: int
     bedside_t0_ns: int
+    truth: dict = field(default_factory=dict)
+    """What the script did and the bedside counted (`story=True`): what qa/figures.py must find again."""
 
 
 def _figure(home: tuple[float, float, float], tau: float, phase: float, amp: float) -> tuple[float, float, float]:
@@ -155,17 +162,27 @@ def _figure(home: tuple[float, float, float], tau: float, phase: float, amp: flo
 
 def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h264", eye_w: int = 320,
                eye_h: int = 192, fps: int = 30, offset_ns: int = 5_000_000_000, delay_us: int = 300,
-               bitrate_kbps: int = 2000, refresh_frames: int = 30, amp_m: float = 0.015) -> SynthResult:
-    """Write `console-…mcap` and `bedside-…mcap` into `out_dir`; returns their paths and clocks."""
+               bitrate_kbps: int = 2000, refresh_frames: int = 30, amp_m: float = 0.015, story: bool = False,
+               wall_ns: int = 1_700_000_000_000_000_000, host: str = "synth") -> SynthResult:
+    """Write `console-…mcap` and `bedside-…mcap` into `out_dir`; returns their paths and clocks.
+
+    `story` adds, in every cycle but the first, what a QA report must count (STORY below): a hold in the
+    first-command grace, video-stale episodes with their holds, a refused engage, a console e-stop and its
+    reset; `truth` then holds what happened. `wall_ns`: the wall clock at the console's start."""
     from video.codecs import H264Encoder, JpegEncoder
     from video.synthetic import SyntheticStereo
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(None, [f"video.width={eye_w}", f"video.height={eye_h}", f"video.fps={fps}",
-                             f"video.refresh_frames={refresh_frames}", f"video.codec={video or 'h264'}"])
+                             f"video.refresh_frames={refresh_frames}", f"video.codec={video or 'h264'}",
+                             *([f"bedside.first_command_ms={GRACE_MS}"] if story else [])])
     c0, b0 = 1_000_000_000_000, 1_000_000_000_000 + offset_ns
-    con, bed = _File("console", 1_700_000_000_000_000_000 - c0), _File("bedside", 1_700_000_000_000_000_000 - b0)
+    con, bed = _File("console", wall_ns - c0, host), _File("bedside", wall_ns - b0, host)
+    truth: dict = {"stale_episodes": [], "refusals": 0, "estops": 0, "holds": {}, "alarms": 0, "limit_rejections": 0,
+                   "other_rejections": 0}
+    stale_until = grace_until = -1
+    video_live = False
     d = delay_us * 1000
     agent = BedsideAgent(cfg.bedside, b0, first_epoch=1000, teleop=cfg.teleop)
     # Both loops' health as the real loops record it; the console's stands still while it is stalled below.
@@ -190,13 +207,17 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
         agent.tick(tb)
         # ---- console decides
         msg = None
-        stalled = 2.60 <= ph < 2.68
+        stalled = 2.60 <= ph < 2.68 or tc < grace_until
+        if story and cyc > 0:
+            stale_until, video_live = _story(k, ph, tc, tb, con, agent, user, truth, stale_until, video_live,
+                                             session and not was_clutch)
         bed_loop.tick(tb)
         bed_loop.lap(0, tb + 20_000 + 5_000 * (k % 7))  # the arms' step: 20-50 µs
         over = None if stalled else con_loop.tick(tc)
         if not stalled:
             con_loop.lap(0, tc + 40_000 + 10_000 * (k % 5))  # the engine's step: 40-80 µs
         if over is not None:
+            truth["alarms"] += 1  # the console loop's overrun
             con.add(CONSOLE.event, tc, _console_event(tc, "loop", "overrun", Reason.LOOP_OVERRUN, over.text))
             con.add(CONSOLE.stall, tc, {"t_ns": tc, "role": "console", "tick_ms": over.period_ns / 1e6,
                                         "bound_ms": over.bound_ns / 1e6, "step": over.step,
@@ -204,14 +225,14 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
                                         "loop_stack": ['File "qa/synth.py", line 0 in synthetic_stall'],
                                         "stacks": "", "file": ""})
         if not stalled:
-            want = ph >= 2.78 or (ph < 2.6 and (cyc > 0 or ph >= 0.2))
+            want = (ph >= 2.78 or (ph < 2.6 and (cyc > 0 or ph >= 0.2))) and not (story and 4.5 <= ph < 4.7)
             if not session and not pending_enable and want:
                 pending_enable = True
                 seq += 1
                 msg = Enable(epoch, seq, tc)
                 con.add(CONSOLE.event, tc, _console_event(tc, "teleop", "engage", Reason.NONE, "engage pressed"))
             if msg is None and session:
-                clutch = 1.2 <= ph < 1.6
+                clutch = 1.2 <= ph < 1.6 or tc < stale_until  # a held arm: nothing commanded
                 if clutch != was_clutch:
                     for arm in INSTRUMENTS:
                         a, b = ("FOLLOWING", "CLUTCHED") if clutch else ("CLUTCHED", "FOLLOWING")
@@ -249,13 +270,19 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
                 con.add(CONSOLE.ack, rc, aj)
                 if ack.status is AckStatus.ENABLED:
                     epoch, session, pending_enable = ack.epoch, True, False
+                    if story and cyc > 0 and 2.7 <= ph < 2.9 and not truth.get(f"grace{cyc}"):
+                        truth[f"grace{cyc}"] = True  # the console says nothing through the first-command grace
+                        grace_until = rc + (GRACE_MS + 30) * MS
                     con.add(CONSOLE.event, rc, _console_event(rc, "session", "granted", Reason.NONE,
                                                                  f"bedside granted epoch {ack.epoch}"))
                     for arm in INSTRUMENTS:
                         con.add(CONSOLE.event, rc, _console_event(rc, "teleop", f"{arm} ALIGNING->FOLLOWING",
                                                                      Reason.NONE, "tool follows"))
                 elif ack.status.rejected and ack.status is not AckStatus.REJECTED_EPOCH:
-                    con.add(CONSOLE.event, rc, _console_event(rc, "bedside", "REJECTION", Reason.LIMIT,
+                    kind = "limit_rejections" if ack.status in _LIMIT_STATUSES else "other_rejections"
+                    truth[kind] += 1
+                    why = Reason.LIMIT if ack.status in _LIMIT_STATUSES else ack.reason
+                    con.add(CONSOLE.event, rc, _console_event(rc, "bedside", "REJECTION", why,
                                                                  f"seq {ack.echo_seq} {ack.status.name}"))
         agent.tick(tb + d + 1000)
         # ---- bedside publishes
@@ -263,11 +290,14 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
             bed.add(BEDSIDE.event, e.send_ns, event_json(e, e.send_ns))
             rc = e.send_ns + d - offset_ns
             con.add(CONSOLE.event, rc, _console_event(rc, "bedside", e.kind.name, e.reason, e.text))
+            if e.to_state.name in ("PAUSED", "FAULT") and e.reason in (Reason.ESTOP, Reason.FAULT):
+                truth["alarms"] += 1  # the bedside's e-stop or fault
             if e.to_state.name == "PAUSED" and e.from_state.name == "ENABLED":
                 session = False
                 for arm in INSTRUMENTS:
                     con.add(CONSOLE.event, rc, _console_event(rc, "teleop", f"{arm} FOLLOWING->HELD", e.reason,
                                                                  f"held: {e.reason.name}"))
+                    truth["holds"][e.reason.name] = truth["holds"].get(e.reason.name, 0) + 1
         for fz in agent.drain_freezes():
             bed.add(BEDSIDE.freeze, fz.at_ns, fz.record())
         if k // 5 != last_tel:
@@ -281,6 +311,10 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
                                                             "frame_id": f"{name}_base",
                                                             "pose": _foxpose(a.measured_cp)})
             con.add(CONSOLE.telemetry, tt + d - offset_ns, telemetry_json(tt + d - offset_ns, tel))
+            if k % 20 == 0:  # recording.catalog.TF_HZ; the static part once a second
+                tools = {name: a.measured_cp for name, a in zip(ARM_NAMES, tel.arms, strict=True)}
+                for tf in arm_transforms(tools, tt + bed.m2w, k % 1000 == 0):
+                    bed.add(BEDSIDE.tf, tt, tf)
         if k % 10 == 0 and msg is not None and isinstance(msg, ServoCp):
             for name, a in zip(ARM_NAMES, msg.arms, strict=True):
                 con.add(CONSOLE.pose(name), tc, {"timestamp": _wall(tc + con.m2w),
@@ -292,7 +326,12 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
                                           "arms": {a: ("FOLLOWING" if session else "HELD") if a in INSTRUMENTS
                                                    else "DISABLED" for a in ARM_NAMES},
                                           "hands": {"right": INSTRUMENTS[0], "left": INSTRUMENTS[1]},
-                                          "counters": {"sent": seq, **con_loop.counters()}})
+                                          "counters": {"sent": seq, **con_loop.counters(),
+                                                       "video_stale_episodes": len(truth["stale_episodes"])}})
+        if k % 100 == 0:  # the engine's state as its window got it (console/runner.py), at STATE_RECORD_HZ
+            stale = tc < stale_until
+            con.add(CONSOLE.state, tc, _state_json(tc, agent, epoch, session, was_clutch, stale, 2 * d / 1e6,
+                                                   offset_ns))
         if k % 1000 == 0:
             agent.on_loop_health(tb, bed_loop.counters())
             bed.add(BEDSIDE.counters, tb, {"t_ns": tb, "values": dict(codec.decode(agent.counters_message(tb))
@@ -310,9 +349,86 @@ def synthesize(out_dir: str | Path, seconds: float = 4.0, video: str | None = "h
         f.add(Topics(f.role).config, (c0 if f is con else b0), {"t_ns": c0 if f is con else b0,
                                                               "video": {"width": eye_w, "height": eye_h, "fps": fps,
                                                                         "refresh_frames": refresh_frames}})
-    cp = con.write(out / "console-20231114-221320-000.mcap", toml)
-    bp = bed.write(out / "bedside-20231114-221320-000.mcap", toml)
-    return SynthResult(cp, bp, offset_ns, c0, b0)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(wall_ns // 1_000_000_000))
+    cp = con.write(out / f"console-{stamp}-000.mcap", toml)
+    bp = bed.write(out / f"bedside-{stamp}-000.mcap", toml)
+    if story:
+        truth["freezes"] = [(f.reason.name, f.latency_ns / 1e6) for f in agent.freezes]
+        truth["grace_holds"] = sum(1 for k in truth if k.startswith("grace"))
+        truth["handovers"] = sum(1 for e in bed.items if e[2] == BEDSIDE.event and b'"HANDOVER"' in e[3])
+        truth["link_counter_episodes"] = len(truth["stale_episodes"])
+        truth["wall_start_ns"] = wall_ns
+    return SynthResult(cp, bp, offset_ns, c0, b0, truth)
+
+
+_LIMIT_STATUSES = (AckStatus.REJECTED_STEP, AckStatus.REJECTED_ORIENTATION_STEP, AckStatus.REJECTED_WORKSPACE,
+                   AckStatus.REJECTED_SPEED)
+GRACE_MS = 100
+"""bedside.first_command_ms in synthetic sessions: the story's grace hold comes 100 ms after its grant."""
+STORY = ((3.20, 0.150), (3.60, 0.230))
+"""Video-stale episodes of the story, (phase in the cycle, duration) in seconds: each holds the engaged arms."""
+
+
+def _story(k: int, ph: float, tc: int, tb: int, con: _File, agent: BedsideAgent, user: str, truth: dict,
+           stale_until: int, video_live: bool, engaged: bool) -> tuple[int, bool]:
+    """One millisecond of the story: the console's video guard (events `video`, holds and their clearing, the
+    engage that follows), a refused engage, and a console e-stop raised and reset at the bedside."""
+    ms = round(ph * 1000)
+    if not video_live:
+        con.add(CONSOLE.event, tc, _console_event(tc, "video", "ok", Reason.NONE, "video live"))
+        video_live = True
+    for start, dur in STORY:
+        if ms == round(start * 1000):
+            con.add(CONSOLE.event, tc, _console_event(tc, "video", "stale", Reason.VIDEO_STALE,
+                                                      "video stale: newest frame is 201 ms old (limit 200 ms)"))
+            truth["stale_episodes"].append((tc, dur * 1000))
+            truth["_held"] = engaged
+            if engaged:
+                for arm in INSTRUMENTS:
+                    con.add(CONSOLE.event, tc, _console_event(tc, "teleop", f"{arm} FOLLOWING->HELD",
+                                                              Reason.VIDEO_STALE, "video stale"))
+                truth["holds"]["VIDEO_STALE"] = truth["holds"].get("VIDEO_STALE", 0) + len(INSTRUMENTS)
+            stale_until = tc + round(dur * 1000) * MS
+        if ms == round((start + dur) * 1000):
+            con.add(CONSOLE.event, tc, _console_event(tc, "video", "ok", Reason.NONE, "video live"))
+            con.add(CONSOLE.event, tc, _console_event(tc, "teleop", "inhibit cleared", Reason.VIDEO_STALE,
+                                                      "VIDEO_STALE cleared: press engage to resume"))
+            if truth.pop("_held", False):  # the surgeon engages again at once; the tool realigns
+                for arm in INSTRUMENTS:
+                    for a, b in (("HELD", "ALIGNING"), ("ALIGNING", "FOLLOWING")):
+                        con.add(CONSOLE.event, tc, _console_event(tc, "teleop", f"{arm} {a}->{b}", Reason.NONE,
+                                                                  "surgeon pressed engage"))
+    if ms == 4200:
+        truth["refusals"] += 1
+        con.add(CONSOLE.event, tc, _console_event(tc, "teleop", "engage refused", Reason.OPERATOR_ABSENT,
+                                                  "engage refused: operator absent (presence sensor)"))
+    if ms == 4500:
+        truth["estops"] += 1
+        truth["alarms"] += 1  # the console's e-stop press
+        con.add(CONSOLE.event, tc, _console_event(tc, "teleop", "estop", Reason.ESTOP, "console e-stop pressed"))
+        agent.raise_estop(tb, "console", user, "the console e-stop")
+    if ms == 4650:
+        agent.reset_estop(tb, "console")
+    return stale_until, video_live
+
+
+def _state_json(tc: int, agent: BedsideAgent, epoch: int, session: bool, clutch: bool, stale: bool, rtt_ms: float,
+                offset_ns: int) -> dict:
+    """A console engine state message (console/runner.py `_publish_state`) with what the synthetic console knows."""
+    arm_state = "HELD" if stale or not session else "CLUTCHED" if clutch else "FOLLOWING"
+    hands = {"right": INSTRUMENTS[0], "left": INSTRUMENTS[1]}
+    arms = {a: {"state": arm_state if a in INSTRUMENTS else "DISABLED",
+                "reason": "VIDEO_STALE" if stale and a in INSTRUMENTS else "NONE", "guidance": "",
+                "active_limits": [], "hand": {v: k for k, v in hands.items()}.get(a)} for a in ARM_NAMES}
+    video = ({"state": "stale", "ok": False, "reason": "video stale: newest frame is 201 ms old (limit 200 ms)"}
+             if stale else {"state": "ok", "ok": True, "reason": ""})
+    return {"type": "state", "t_ns": tc, "link": "UP", "rtt_ms": rtt_ms, "rtt_history_ms": [rtt_ms] * 30,
+            "clock_offset_ns": offset_ns,
+            "bedside": {"state": agent.state.name, "reason": agent.reason.name, "estop": agent.estop},
+            "session": {"epoch": epoch, "ready": session},
+            "teleop": {"arms": arms, "hands": hands, "scale": 0.2, "effective_scale": 0.2, "operator_present": True,
+                       "estop": False, "latency": {"level": "ok"}, "inhibits": {}},
+            "video": video, "master": "synthetic", "counters": {}, "loop": {}, "paths": None}
 
 
 def _foxpose(sp: CartesianSetpoint) -> dict:

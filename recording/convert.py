@@ -19,7 +19,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from recording.catalog import POSE_HZ, VIDEO_FRAME_ID, Topics, video_schema
+from recording.catalog import (
+    POSE_HZ,
+    TF_HZ,
+    VIDEO_FRAME_ID,
+    WORLD_FRAME,
+    Topics,
+    base_frame,
+    tool_frame,
+    video_schema,
+)
 from transport import codec
 from transport import video_wire as wire
 from transport.messages import (
@@ -53,7 +62,7 @@ K_DROPS = 5  # producer's cumulative drops: payload DROPS; extra = producer id (
 DROPS = struct.Struct("<qq")  # control items dropped, video items dropped (cumulative, per producer)
 VIDEO_RX = struct.Struct("<qqq??")  # received_ns, decoded_ns (-1: decode failed), offset_ns, degraded, stale
 
-JSON_TOPICS = {"bedside": frozenset({"freeze", "stall"}), "console": frozenset({"event", "link", "stall"})}
+JSON_TOPICS = {"bedside": frozenset({"freeze", "stall"}), "console": frozenset({"event", "link", "stall", "state"})}
 
 
 def head(kind: int, t_ns: int, extra: bytes = b"") -> bytes:
@@ -106,6 +115,31 @@ def pose_in_frame(sp: CartesianSetpoint, wall_ns: int, frame_id: str) -> dict[st
     p = sp.position
     return {"timestamp": wall_time(wall_ns), "frame_id": frame_id,
             "pose": {"position": {"x": p[0], "y": p[1], "z": p[2]}, "orientation": _quat(sp.orientation)}}
+
+
+_IDENTITY = {"translation": {"x": 0.0, "y": 0.0, "z": 0.0}, "rotation": {"x": 0.0, "y": 0.0, "z": 0.0, "w": 1.0}}
+
+
+def frame_transform(parent: str, child: str, wall_ns: int, sp: CartesianSetpoint | None = None) -> dict[str, Any]:
+    """foxglove.FrameTransform of `child` in `parent` (identity without a pose)."""
+    d: dict[str, Any] = {"timestamp": wall_time(wall_ns), "parent_frame_id": parent, "child_frame_id": child}
+    if sp is None:
+        return {**d, **_IDENTITY}
+    p = sp.position
+    return {**d, "translation": {"x": p[0], "y": p[1], "z": p[2]}, "rotation": _quat(sp.orientation)}
+
+
+def arm_transforms(tools: dict[str, CartesianSetpoint], wall_ns: int, static: bool) -> list[dict[str, Any]]:
+    """The transform tree of one telemetry instant: <arm>_base → <arm>_tool (measured_cp) for every arm, and
+    with `static` world → <arm>_base (identity: every pose is in the patient frame) and ECM_tool → the
+    endoscope's camera frame (the video's frame_id), so Foxglove's 3D panel shows the arms beside the video."""
+    out = []
+    if static:
+        out += [frame_transform(WORLD_FRAME, base_frame(a), wall_ns) for a in tools]
+        if "ECM" in tools:
+            out.append(frame_transform(tool_frame("ECM"), VIDEO_FRAME_ID, wall_ns))
+    out += [frame_transform(base_frame(a), tool_frame(a), wall_ns, sp) for a, sp in tools.items()]
+    return out
 
 
 _COMMAND_TYPES: dict[type, str] = {ServoCp: "servo_cp", Enable: "enable", Disable: "disable", Ping: "ping",
@@ -232,6 +266,9 @@ class Translator:
         self.mono_to_wall_ns = mono_to_wall_ns
         self.pose_period_ns = 1_000_000_000 // pose_hz
         self._next_pose_ns = -(2**63)
+        self.tf_period_ns = 1_000_000_000 // TF_HZ
+        self._next_tf_ns = -(2**63)
+        self._next_static_ns = -(2**63)
         self.drops: dict[str, tuple[int, int]] = {}
         self.invalid = 0
         self.last_error = ""
@@ -291,10 +328,17 @@ class Translator:
             return [(tp.ack, t, ack_json(msg, t, rtt))]
         if isinstance(msg, Telemetry):
             out: list[Record] = [(tp.telemetry, t, telemetry_json(msg, t))]
+            wall = t + self.mono_to_wall_ns
             if self.role == "bedside":
-                wall = t + self.mono_to_wall_ns
                 out += [(tp.pose(name), t, pose_in_frame(a.measured_cp, wall, f"{name}_base"))
                         for name, a in zip(ARM_NAMES, msg.arms, strict=True)]
+            if t >= self._next_tf_ns:
+                self._next_tf_ns = t + self.tf_period_ns
+                static = t >= self._next_static_ns
+                if static:
+                    self._next_static_ns = t + 1_000_000_000
+                tools = {name: a.measured_cp for name, a in zip(ARM_NAMES, msg.arms, strict=True)}
+                out += [(tp.tf, t, tf) for tf in arm_transforms(tools, wall, static)]
             return out
         if isinstance(msg, Event):
             if self.role == "bedside":

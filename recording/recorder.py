@@ -153,6 +153,15 @@ class RecorderLoop:
         self._trim = _malloc_trim()
         spec = os.environ.get(TRACEMALLOC_ENV)
         self.memtrace = MemoryTrace(spec, role) if spec else None
+        self.live: Any = None
+        if rc.live_view:  # read-only Foxglove view of the same records (recording/live.py); off by default
+            from recording.live import LiveView
+
+            try:
+                self.live = LiveView(rc.live_host, rc.live_port, f"teleop {role}")
+            except Exception as exc:  # port taken, bad address: the black box records on without its view
+                log.error("live view not started on %s:%d: %s: choose another recording.live_port",
+                          rc.live_host, rc.live_port, exc)
 
     def start(self, now_ns: int) -> None:
         self.files.open(now_ns)
@@ -170,6 +179,8 @@ class RecorderLoop:
             for topic, t_ns, msg in self.translator.translate(item):
                 schema = Translator.video_schema_of((topic, t_ns, msg)) if topic.endswith("/video") else None
                 self.files.write(topic, t_ns, msg, schema)
+                if self.live is not None:
+                    self.live.publish(topic, schema or self.files.schema_for(topic), t_ns + self.mono_to_wall_ns, msg)
 
     def _status(self, now_ns: int) -> None:
         self._next_status = now_ns + STATUS_NS
@@ -242,6 +253,9 @@ class RecorderLoop:
         with contextlib.suppress(Exception):
             self._status(now_ns)
         self.files.close()
+        if self.live is not None:
+            with contextlib.suppress(Exception):
+                self.live.close()
         self.control.close(0)
         self.video.close(0)
 
@@ -263,7 +277,8 @@ def run_recorder(cfg: Config, role: str, ipc_dir: str, stop: Any, report: Any) -
         report.put(("error", str(exc)))
         return
     report.put(("ready", {"control": loop.control_endpoint, "video": loop.video_endpoint,
-                          "dir": str(loop.files.dir), "file": str(loop.files.path), "pid": os.getpid()}))
+                          "dir": str(loop.files.dir), "file": str(loop.files.path), "pid": os.getpid(),
+                          "live": loop.live.url if loop.live is not None else ""}))
     try:
         loop.run(lambda: bool(flag) or stop.is_set())
     finally:

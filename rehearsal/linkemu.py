@@ -90,6 +90,35 @@ SCENARIOS: dict[str, LinkProfile] = {
     "satellite": LinkProfile(delay_ms=315.0, jitter_ms=5.0, rate_mbps=3.5),
 }
 
+PATH_SCENARIOS: dict[str, tuple[LinkProfile, ...]] = {
+    # Several paths (link.paths), each emulated on its own: `path_links` names them path0/…, path1/….
+    # fibre: 2,400 km of fibre at 4.9 µs/km (12 ms one-way) with little jitter; 5G edge: the MP1000 trials'
+    # 38 ms RTT with up to 3 ms of jitter (GUIDE §1).
+    "fibre+5g-edge": (LinkProfile(delay_ms=12.0, jitter_ms=0.3), LinkProfile(delay_ms=19.0, jitter_ms=1.5)),
+    "lan+lan": (LinkProfile(delay_ms=0.1), LinkProfile(delay_ms=0.1)),
+    "fibre+fibre+5g-edge": (LinkProfile(delay_ms=12.0, jitter_ms=0.3), LinkProfile(delay_ms=14.0, jitter_ms=0.5),
+                            LinkProfile(delay_ms=19.0, jitter_ms=1.5)),
+}
+"""Two (or three) carriers, one profile per path in both directions."""
+
+PATH_ENDPOINTS = ("control", "telemetry", "video")
+
+
+def path_links(targets: list[tuple[str, tuple[int, int, int]]], profiles: tuple[LinkProfile, ...]
+               ) -> dict[str, tuple[int, tuple[str, int], LinkProfile, LinkProfile]]:
+    """LinkEmulator links for several paths: `targets[k]` = (host, (control, telemetry, video port)) of path k at
+    the bedside, emulated with `profiles[k]` both ways, as `path<k>/control`, `path<k>/telemetry`, `path<k>/video`
+    (so `add_outage(..., links=links_of_path(k))` cuts one path)."""
+    out = {}
+    for k, (host, ports) in enumerate(targets):
+        for kind, port in zip(PATH_ENDPOINTS, ports, strict=True):
+            out[f"path{k}/{kind}"] = (0, (host, port), profiles[k], profiles[k])
+    return out
+
+
+def links_of_path(k: int) -> tuple[str, ...]:
+    return tuple(f"path{k}/{kind}" for kind in PATH_ENDPOINTS)
+
 
 @dataclass(frozen=True)
 class Window:
@@ -350,14 +379,17 @@ class LinkEmulator:
             self.events.append(rec)
         log.info("%s", rec)
 
-    def add_outage(self, duration_s: float, mode: str = "stall", in_s: float = 0.0) -> Window:
-        """From now (+ `in_s`), every link and direction, existing connections and new ones."""
+    def add_outage(self, duration_s: float, mode: str = "stall", in_s: float = 0.0,
+                   links: tuple[str, ...] | None = None) -> Window:
+        """From now (+ `in_s`), every direction of `links` (None: every link; one path: `links_of_path(k)`),
+        existing connections and new ones."""
         now = time.monotonic_ns()
         w = window_of(Outage((now - self.start_ns) / 1e9 + in_s, duration_s, mode), self.start_ns)
+        names = list(self.links) if links is None else list(links)
         with self.lock:
             self.runtime_windows.append(w)
-            self.windows[w.id] = (w, {f"{n}/{d}" for n in self.links for d in ("up", "down")})
-            for link in self.links.values():
+            self.windows[w.id] = (w, {f"{n}/{d}" for n in names for d in ("up", "down")})
+            for link in (self.links[n] for n in names):
                 for d in ("up", "down"):
                     link["windows"][d].append(w)
                 for line in link["lines"]:
@@ -391,7 +423,7 @@ class LinkEmulator:
 
     def _boundary(self, now: int, kind: str, w: Window) -> None:
         links = sorted(self.windows[w.id][1])
-        names = sorted({lk.split("/")[0] for lk in links})
+        names = sorted({lk.rsplit("/", 1)[0] for lk in links})
         fields: dict[str, Any] = {"outage": w.id, "mode": w.mode, "links": links,
                                   "planned_ns": w.start_ns if kind == "start" else w.end_ns}
         if kind == "start" and w.mode == "reset":

@@ -1,4 +1,4 @@
-"""Two test hosts on one machine: network namespaces joined by a veth pair (root only).
+"""Two test hosts on one machine: network namespaces joined by a veth pair, or several (root only).
 
 `ip link set DEV down` on one end is a real cable cut: TCP goes silent, no FIN, no RST; bringing it back
 up lets TCP retransmit whatever it had queued, which is exactly the delivered-backlog hazard.
@@ -128,6 +128,66 @@ class NetnsHost:
     def teardown(self) -> None:
         subprocess.run(["ip", "link", "del", self.root_dev], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.bed], capture_output=True)
+
+    def __exit__(self, *exc) -> None:
+        self.teardown()
+
+
+@dataclass
+class NetnsPaths:
+    """Namespaces `<prefix>-bed` and `<prefix>-con` joined by several veth pairs, one /30 each (`subnets`): as
+    many real network paths between the same two hosts (link.paths). `cut(k)` is a silent cable cut of path k."""
+
+    prefix: str = "tlm"
+    subnets: tuple[str, ...] = ("10.231.90", "10.231.91")
+
+    @property
+    def bed(self) -> str:
+        return f"{self.prefix}-bed"
+
+    @property
+    def con(self) -> str:
+        return f"{self.prefix}-con"
+
+    def bed_ip(self, k: int) -> str:
+        return f"{self.subnets[k]}.1"
+
+    def con_dev(self, k: int) -> str:
+        return f"{self.prefix}c{k}"
+
+    def exec_prefix(self, ns: str) -> list[str]:
+        return ["ip", "netns", "exec", ns]
+
+    def link_sets(self, side: str) -> list[str]:
+        """The `--set` overrides that put a role on these paths: path 0 the default, the others link.paths."""
+        first = f"link.bind_host={self.bed_ip(0)}" if side == "bedside" else f"link.bedside_host={self.bed_ip(0)}"
+        return [first, "link.paths=" + ",".join(self.bed_ip(k) for k in range(1, len(self.subnets)))]
+
+    def __enter__(self) -> NetnsPaths:
+        self.teardown()
+        _ip("netns", "add", self.bed)
+        _ip("netns", "add", self.con)
+        for ns in (self.bed, self.con):
+            _ip("-n", ns, "link", "set", "lo", "up")
+        for k, subnet in enumerate(self.subnets):
+            bdev, cdev = f"{self.prefix}b{k}", self.con_dev(k)
+            _ip("link", "add", bdev, "type", "veth", "peer", "name", cdev)
+            _ip("link", "set", bdev, "netns", self.bed)
+            _ip("link", "set", cdev, "netns", self.con)
+            for ns, dev, addr in ((self.bed, bdev, f"{subnet}.1"), (self.con, cdev, f"{subnet}.2")):
+                _ip("-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
+                _ip("-n", ns, "link", "set", dev, "up")
+        return self
+
+    def cut(self, k: int) -> None:
+        _ip("-n", self.con, "link", "set", self.con_dev(k), "down")
+
+    def restore(self, k: int) -> None:
+        _ip("-n", self.con, "link", "set", self.con_dev(k), "up")
+
+    def teardown(self) -> None:
+        for ns in (self.bed, self.con):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
     def __exit__(self, *exc) -> None:
         self.teardown()

@@ -24,11 +24,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("teleop.config_cmd", "print the effective configuration as commented TOML"),
     "diagrams": ("teleop.diagrams_cmd", "print, regenerate (--write) or check (--check) docs/state-machines.md"),
     "linkemu": ("teleop.linkemu_cmd", "emulate a long-distance link (delay, jitter, rate, stalls, cuts) on loopback"),
-    "keys": ("teleop.keys_cmd", "create, list and revoke CurveZMQ keys by role (surgeon, monitor, qa)"),
+    "linkcheck": ("teleop.linkcheck_cmd", "qualify every network path to a live bedside before surgery: go/no-go"),
+    "keys": ("teleop.keys_cmd", "create, list and revoke CurveZMQ keys by role (surgeon, station, monitor, qa)"),
     "monitor": ("teleop.monitor_cmd", "read-only view for the on-site team: video, bedside state, alarms, events"),
+    "station": ("teleop.station_cmd", "the on-site team's station: video, who is in control, alarms, bedside e-stop"),
     "screenshot": ("teleop.screenshot_cmd", "run a bedside and the console window offscreen, driven, and save a PNG"),
     "replay": ("teleop.replay_cmd", "QA: replay recordings (video, events, plots) or re-drive a bedside with one"),
     "report": ("teleop.report_cmd", "QA: HTML report with plots and a summary table from recordings"),
+    "voice": ("teleop.voice_cmd", "voice intercom, one end: the station's (binds) or the console's (--side console)"),
 }
 
 

@@ -13,12 +13,12 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 from base.procs import free_ports, port_overrides, start_role
+from qa.figures import holds_by_reason, stale_holds
 from teleop.args import has_display, positive_seconds
 from transport.security import throwaway_keys
 
@@ -129,12 +129,6 @@ def run_window_demo(args: argparse.Namespace) -> int:
             bedside.stop()
 
 
-ENGAGED_TO_HELD = re.compile(r"^\S+ (FOLLOWING|CLUTCHED|CAMERA|ALIGNING)->HELD$")
-
-
-def stale_holds(events: list[dict]) -> int:
-    """Times the stale-video guard held arms that were engaged (one hold holds every arm at the same instant)."""
-    return len({e["t_ns"] for e in events if e.get("reason") == "VIDEO_STALE" and ENGAGED_TO_HELD.match(e["name"])})
 
 
 def run_scripted_window(args: argparse.Namespace) -> dict:
@@ -155,10 +149,7 @@ def run_scripted_window(args: argparse.Namespace) -> dict:
         win = json.loads((t / "window.json").read_text()) if (t / "window.json").exists() else {}
     events = eng.get("events", [])
     rx = win.get("receiver") or {}
-    holds: dict[str, int] = {}
-    for e in events:
-        if ENGAGED_TO_HELD.match(e.get("name", "")):
-            holds[e["reason"]] = holds.get(e["reason"], 0) + 1
+    holds = holds_by_reason(events)  # the rule the QA report counts with (qa/figures.py)
     errors = [] if rc == 0 else [f"the window was not following with a live picture at the end (alarms: "
                                  f"{win.get('alarms')})"]
     return {

@@ -19,8 +19,9 @@ from console.engine import LINK
 from console.hands import ASSIGNMENT
 from console.uilink import WINDOW
 from safety.statemachine import TransitionTable, diagram
+from voice.intercom import VOICE_LINK
 
-MACHINES: tuple[TransitionTable, ...] = (ENGAGEMENT, ASSIGNMENT, SESSION, LINK, WINDOW)
+MACHINES: tuple[TransitionTable, ...] = (ENGAGEMENT, ASSIGNMENT, SESSION, LINK, WINDOW, VOICE_LINK)
 """Every state machine of the product, in the order docs/state-machines.md shows them."""
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "state-machines.md"

@@ -1,7 +1,7 @@
 """Manage CurveZMQ keys by role (docs/security.md).
 
   teleop keys init [--dir DIR]                  bedside key pair + empty registry (existing keys are kept)
-  teleop keys add NAME --role ROLE [--dir DIR]  a client key pair (surgeon | monitor | qa), registered
+  teleop keys add NAME --role ROLE [--dir DIR]  a client key pair (surgeon | station | monitor | qa), registered
   teleop keys list [--dir DIR]                  every client: role, fingerprint, revoked or not
   teleop keys revoke NAME [--dir DIR]           refuse that key from now on (the bedside re-reads the registry)
   teleop keys fingerprint FILE                  the fingerprint of a .key or .key_secret file

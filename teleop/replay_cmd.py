@@ -27,6 +27,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"largest position error that still counts as reproduced (default {DEFAULT_TOLERANCE_MM})")
     p.add_argument("--json", metavar="FILE", default=None, help="re-drive: also write the result as JSON")
     p.add_argument("--screenshot", metavar="PNG", default=None, help="window: save a picture after opening and exit")
+    p.add_argument("--at", metavar="SECONDS", type=float, default=None,
+                   help="window: open at this session time (seconds from the start)")
+    a = p.add_argument_group("voice (voice-<side>-*.mcap files among FILE)")
+    a.add_argument("--audio-out", metavar="WAV", help="write the recorded voice of a time range to a WAV file and exit")
+    a.add_argument("--play-audio", action="store_true", help="play the recorded voice of the time range and exit")
+    a.add_argument("--from", dest="audio_from", type=float, default=0.0, metavar="S",
+                   help="start, seconds on the replay timeline (default 0)")
+    a.add_argument("--to", dest="audio_to", type=float, default=None, metavar="S", help="end (default: the end)")
+    a.add_argument("--voice", choices=("console-rx", "console-tx", "station-rx", "station-tx"), default=None,
+                   help="which end and direction (default: what the console heard)")
 
 
 def progress_bar(prefix: str = ""):
@@ -52,16 +62,44 @@ def split_address(addr: str, default_port: int) -> tuple[str, int]:
     return (host or addr), (int(port) if port else default_port)
 
 
+def _voice(args: argparse.Namespace) -> int:
+    """--audio-out / --play-audio: the recorded voice of a time range, on the replay window's timeline."""
+    from base.errors import UserError
+    from qa.voice import export, write_wav
+
+    side, direction = args.voice.split("-") if args.voice else (None, "rx")
+    try:
+        pcm, what = export(args.files, args.audio_from, args.audio_to, direction, side)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.audio_out:
+        write_wav(args.audio_out, pcm)
+        print(f"{what} -> {args.audio_out}")
+    if args.play_audio:
+        import time
+
+        from voice.audio_io import RATE, open_output
+
+        out = open_output(args.cfg.voice.output)
+        out.play(pcm)
+        print(f"playing {what}", flush=True)
+        time.sleep(pcm.size / RATE + 0.3)
+        out.close()
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from qa.session import Session, check_files
 
     check_files(args.files)  # before the display: a bad file is named even where no window could open
+    if args.audio_out or args.play_audio:
+        return _voice(args)
     if args.screenshot and not has_display():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a picture needs no screen
     if not args.to_bedside and not args.screenshot:
         require_display("replay", instead="teleop replay FILE --screenshot PNG")
-    session = Session(args.files, progress=progress_bar("loading "))
     if args.to_bedside:
+        session = Session(args.files, progress=progress_bar("loading "))
         from qa.redrive import plan, run_redrive
 
         cfg = args.cfg
@@ -82,11 +120,14 @@ def run(args: argparse.Namespace) -> int:
         return 0 if res.ok else 1
     from PySide6.QtWidgets import QApplication
 
-    from qa.replay_window import ReplayWindow
+    from qa.replay_window import ReplayWindow, load_session
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    session = load_session(args.files, also=progress_bar("loading "))  # a progress dialog while a long file loads
     w = ReplayWindow(session)
     w.show()
+    if args.at is not None:
+        w.seek(session.t0_ns + int(args.at * 1e9))
     if args.screenshot:
         app.processEvents()
         w.grab().save(args.screenshot)

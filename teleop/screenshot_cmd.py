@@ -21,9 +21,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="give up waiting for following after this long")
     p.add_argument("--swap", action="store_true",
                    help="once following, press the arm-swap pedal and wait until the swapped hand follows again")
+    p.add_argument("--station", metavar="DIR", help="instead: the bedside station (`teleop station`) in each main "
+                   "state (surgeon in control, link lost, taken over, e-stop, reset), as DIR/station-*.png")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.station:
+        from console.ui.station_shots import take_station_screenshots
+
+        return take_station_screenshots(args)
     from console.ui.screenshot import take_screenshot  # the UI only inside the command that opens a window
 
     return take_screenshot(args)

@@ -26,8 +26,8 @@ from base.config import VideoConfig, load_config
 from bedside.agent import BedsideAgent
 from console import uilink
 from console.master import MasterButtons, MasterHand
+from console.masters.network import FORCE_SIZE, NetworkMaster, encode_master_message
 from console.masters.network import SIZE as MASTER_SIZE
-from console.masters.network import NetworkMaster, encode_master_message
 from recording.convert import DROPS, K_COMMAND, K_DROPS, K_JSON, K_VIDEO, split_items
 from recording.tap import ControlTap, VideoTap
 from transport import codec, security
@@ -192,6 +192,7 @@ def test_every_limit_covers_the_largest_legitimate_message(cfg) -> None:
     assert z.VIDEO_FRAME_MAX_BYTES == wire.FRAME_HEADER_SIZE + wire.MAX_PAYLOAD_BYTES
     assert z.UI_INTENT_MAX_BYTES == uilink.MAX_UI_BYTES
     assert z.MASTER_SAMPLE_BYTES == MASTER_SIZE
+    assert z.FORCE_MAX_BYTES == FORCE_SIZE
     assert z.RECORDING_CONTROL_MAX_BYTES >= codec.MAX_MESSAGE_BYTES
     assert z.RECORDING_VIDEO_MAX_BYTES == z.VIDEO_FRAME_MAX_BYTES
     # the handshake floor: CURVE INITIATE from a DEALER with the longest routing id (257 + metadata)

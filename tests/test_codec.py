@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import struct
 
@@ -208,6 +209,21 @@ def test_servo_cp_fast_path_decodes_and_refuses_exactly_like_the_general_path(ms
         struct.pack_into("<d", raw, codec.HEADER_SIZE + 4 + 8 * (8 * arm + 3 + data.draw(st.integers(0, 3))),
                          data.draw(st.floats(-2, 2)))
     assert _outcome(bytes(raw)) == _general_decode(bytes(raw))
+
+
+def test_servo_cp_fast_path_builds_the_same_frozen_objects():
+    """`_servo_cp` sets the slots directly (no dataclass __init__): the objects must still be frozen, equal and
+    hash alike, down to each arm's setpoint."""
+    a = CartesianSetpoint((0.01, -0.02, -0.09), (0.0, 0.0, 0.6, 0.8), 0.3)
+    msg = _servo(arms=(a, CartesianSetpoint(), a, CartesianSetpoint()))
+    fast, general = codec.decode(codec.encode(msg)), _general_decode(codec.encode(msg))[1]
+    assert fast == general == msg and hash(fast) == hash(msg) and type(fast) is ServoCp
+    assert all(type(sp) is CartesianSetpoint and hash(sp) == hash(ref)
+               for sp, ref in zip(fast.arms, msg.arms, strict=True))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.seq = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.arms[0].jaw = 1.0  # type: ignore[misc]
 
 
 def test_servo_cp_overflowing_one_arm_is_refused_even_if_the_frame_sum_is_finite():

@@ -65,7 +65,7 @@ def test_two_monitors_watch_read_only_and_show_the_link_lost_alarm(session, tmp_
             assert "LINK LOST" in m.banner.text()
             qtbot.waitUntil(lambda m=m: any("PAUSED" in line and "LINK_LOST" in line for line in m.log.lines),
                             timeout=WAIT_MS)
-            assert "held: LINK_LOST" in m.hud.arm_text("PSM1")
+            assert "held: the link to the surgeon was lost" in m.hud.arm_text("PSM1")  # plain words, no enum names
         mons[1].grab().save(str(tmp_path / "monitor-link-lost.png"))
 
         video = video_child_pid(session)

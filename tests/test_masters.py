@@ -15,11 +15,15 @@ from base.geometry import IDENTITY_Q, Pose, q_angle, q_from_axis_angle
 from console.master import MasterButtons, MasterError, MasterHand, ScriptedMaster, ScriptEvent, pulse
 from console.masters.keyboard import KeyboardMouseMaster
 from console.masters.network import (
+    FORCE_SIZE,
     SIZE,
+    ForceMessage,
     MessageError,
     NetworkMaster,
     NetworkMasterState,
+    decode_force_message,
     decode_master_message,
+    encode_force_message,
     encode_master_message,
 )
 from console.masters.spacemouse import SpaceMouseMaster, open_device, parse_report
@@ -179,7 +183,7 @@ def test_spacemouse_deflection_is_a_velocity_with_a_dead_band() -> None:
 def test_spacemouse_buttons_alone_or_from_another_device() -> None:
     sm = SpaceMouseMaster(device=FakeHid([bytes([3, 0b11])]))
     b = sm.read(0).buttons
-    assert b.clutch and b.engage and not b.operator_present
+    assert b.operator_present and b.engage and not b.clutch  # alone: left = deadman, right = engage
     kb = KeyboardMouseMaster()
     kb.key_down("space")
     sm2 = SpaceMouseMaster(device=FakeHid([bytes([3, 0b11])]), buttons_from=kb)
@@ -218,7 +222,7 @@ HANDS = (MasterHand(Pose((0.1, 0.2, 0.3), q_from_axis_angle((0, 0, 1), 0.5)), 0.
 def test_network_message_round_trip() -> None:
     b = MasterButtons(operator_present=True, camera=True, estop=True)
     data = encode_master_message(7, 123456789, HANDS, b)
-    assert len(data) == SIZE == 148
+    assert len(data) == SIZE == 200
     m = decode_master_message(data)
     assert (m.seq, m.send_ns, m.valid, m.buttons) == (7, 123456789, True, b)
     assert m.hands[0].pose.position == HANDS[0].pose.position and m.hands[0].gripper == 0.25
@@ -258,6 +262,62 @@ def test_network_state_staleness_order_and_restart() -> None:
     assert not faulty.sample(0).valid  # the sender's own fault flag is passed on
 
 
+def test_network_version_1_is_still_accepted_and_version_2_carries_velocity_source_and_deadman() -> None:
+    b = MasterButtons(operator_present=True)
+    v1 = struct.pack("<4sBBHIq16d", b"TMST", 1, 1, 1, 5, 0, *HANDS[0].pose.position, *HANDS[0].pose.orientation,
+                     0.25, *HANDS[1].pose.position, *HANDS[1].pose.orientation, 1.0)
+    m1 = decode_master_message(v1)
+    assert (m1.version, m1.velocities, m1.source, m1.deadman, m1.buttons) == (1, None, 0, False, b)
+    v1_as_2 = bytearray(v1)
+    v1_as_2[4] = 2
+    with pytest.raises(MessageError):  # a version byte that does not match the length
+        decode_master_message(bytes(v1_as_2))
+    vel = ((0.01, -0.02, 0.0), (0.0, 0.0, 0.5))
+    m2 = decode_master_message(encode_master_message(6, 0, HANDS, b, velocities=vel, source=77, deadman=True))
+    assert (m2.version, m2.velocities, m2.source, m2.deadman) == (2, vel, 77, True)
+    with pytest.raises(MessageError, match="velocity"):
+        decode_master_message(encode_master_message(6, 0, HANDS, b, velocities=((1e3, 0, 0), (0, 0, 0))))
+    st = NetworkMasterState()
+    st.feed(0, encode_master_message(1, 0, HANDS, b, velocities=vel, deadman=True))
+    s = st.sample(MS)
+    assert s.presence_immediate and s.velocities == vel
+
+
+def test_network_state_one_source_drives_a_second_is_refused_until_the_first_is_gone() -> None:
+    """Two bridges on the same port (two masters at once) never take turns: the second is refused and counted."""
+    st = NetworkMasterState(timeout_ms=50)
+    b = MasterButtons(operator_present=True)
+    assert st.feed(0, encode_master_message(1, 0, HANDS, b, source=1))
+    other = MasterHand(Pose((0.5, 0.5, 0.5), IDENTITY_Q), 0.0)
+    assert not st.feed(MS, encode_master_message(100, 0, (other, other), b, source=2))
+    assert st.conflicts == 1 and st.sample(2 * MS).hands[0].pose.position == HANDS[0].pose.position
+    assert st.feed(2 * MS, encode_master_message(2, 0, HANDS, b, source=1))  # the driving one goes on
+    assert not st.sample(500 * MS).valid  # the first went silent: stale, held
+    assert not st.feed(500 * MS, encode_master_message(101, 0, (other, other), b, source=2))  # not yet 1 s
+    assert st.feed(1100 * MS, encode_master_message(102, 0, (other, other), b, source=2))  # silent > 1 s: taken over
+    assert st.sample(1100 * MS).hands[0] == other
+
+
+def test_network_sample_faults_say_what_to_do() -> None:
+    st = NetworkMasterState(timeout_ms=50)
+    assert "no sample from the master bridge yet" in st.sample(0).fault
+    st.feed(0, encode_master_message(1, 0, HANDS, MasterButtons(), valid=False))
+    assert "invalid" in st.sample(MS).fault
+    assert "no sample from the master bridge for 100 ms" in st.sample(100 * MS).fault
+
+
+def test_force_message_round_trip_and_refusals() -> None:
+    m = ForceMessage(3, 9, 1000, 900, 950, ((0.0, 0.1, -0.2), (0.0, 0.0, 0.0)), True, (False, True))
+    data = encode_force_message(m)
+    assert len(data) == FORCE_SIZE == 88 and decode_force_message(data) == m
+    with pytest.raises(MessageError):
+        decode_force_message(data[:-1])
+    bad = bytearray(data)
+    bad[40:48] = bytes.fromhex("000000000000f87f")
+    with pytest.raises(MessageError, match="non-finite"):
+        decode_force_message(bytes(bad))
+
+
 def test_network_master_over_zeromq() -> None:
     ctx = zmq.Context()
     try:
@@ -282,3 +342,58 @@ def test_network_master_over_zeromq() -> None:
 def test_network_master_bind_failure_is_a_master_error() -> None:
     with pytest.raises(MasterError, match="cannot bind"):
         NetworkMaster("tcp://256.0.0.1:1")
+
+
+# ---------------------------------------------------------------------- the example bridge for vendors
+
+
+def _example_bridge():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "example_bridge.py"
+    spec = importlib.util.spec_from_file_location("example_bridge", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return path, mod
+
+
+def test_the_example_bridge_speaks_the_reference_protocol() -> None:
+    _, ex = _example_bridge()
+    vel = ((0.01, 0.0, -0.02), (0.0, 0.0, 0.0))
+    hands = tuple((*h.pose.position, *h.pose.orientation, h.gripper) for h in HANDS)
+    b = MasterButtons(operator_present=True, engage=True)
+    ours = encode_master_message(5, 77, HANDS, b, True, vel, 9, deadman=True)
+    assert ex.encode_sample(5, 77, hands, vel, {"operator_present": True, "engage": True}, True, 9) == ours
+    m = ForceMessage(1, 2, 3, 4, 5, ((0.1, 0.2, 0.3), (0.0, -1.0, 0.0)), True, (True, False))
+    assert ex.decode_force(encode_force_message(m)) == m.forces
+    assert ex.decode_force(b"short") is None
+
+
+def test_the_example_bridge_drives_a_network_master_across_processes() -> None:
+    import subprocess
+
+    from base.procs import free_ports
+
+    path, _ = _example_bridge()
+    b, f = free_ports(2)
+    nm = NetworkMaster(f"tcp://127.0.0.1:{b}", force_endpoint=f"tcp://127.0.0.1:{f}")
+    proc = subprocess.Popen([sys.executable, str(path), "--bridge", f"tcp://127.0.0.1:{b}", "--force",
+                             f"tcp://127.0.0.1:{f}"])
+    try:
+        deadline = time.monotonic() + 20.0  # bounded wait for the process to start, no timing assert
+        engaged = False
+        s = nm.read(time.monotonic_ns())
+        while time.monotonic() < deadline and not (s.valid and engaged):
+            time.sleep(0.01)
+            s = nm.read(time.monotonic_ns())
+            engaged = engaged or s.buttons.engage
+            nm.send_force(ForceMessage(1, 0, 0, 0, 0, ((0.0, 0.0, 0.1), (0.0, 0.0, 0.0))))
+        assert s.valid and engaged and s.buttons.operator_present and s.presence_immediate
+        assert s.velocities == ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)) and nm.state.last.source != 0
+        assert proc.poll() is None  # the force messages did not upset it
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        nm.close()

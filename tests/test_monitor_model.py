@@ -9,6 +9,7 @@ from conftest import ms
 from bedside.agent import BedsideAgent
 from console.indicators import Alarm, Severity, alarm_changes
 from console.monitor_model import (
+    REASON_WORDS,
     TELEMETRY_TIMEOUT_S,
     MonitorModel,
     VideoStatus,
@@ -147,7 +148,7 @@ def test_each_bedside_state_is_graded_as_before(state, reason, estop, expected, 
     assert v.warn["session"] is session_warn
     assert v.fields["session"] == f"bedside {state.name} ({reason.name}) · epoch 7" + (" · E-STOP" if estop else "")
     if state is OperatingState.PAUSED:
-        assert [(a.text, a.severity) for a in v.arms] == [(f"held: {reason.name}", Severity.CRITICAL)] * 4
+        assert [(a.text, a.severity) for a in v.arms] == [(f"held: {REASON_WORDS[reason]}", Severity.CRITICAL)] * 4
 
 
 def test_a_link_loss_that_recovers_raises_and_clears_the_alarm_once():
@@ -248,7 +249,7 @@ def test_the_real_bedside_agents_frames_tell_the_link_loss_story(cfg):
         lines += publish(t)
     assert any("ENABLED → PAUSED (LINK_LOST)" in line for line in lines)
     v = m.refresh(t, LIVE)
-    assert keys(v.raised) == ["link"] and "held: LINK_LOST" in v.arms[0].text
+    assert keys(v.raised) == ["link"] and "held: the link to the surgeon was lost" in v.arms[0].text
     m.receive(agent.counters_message(t), t)
     assert m.counters == dict(agent.counters)
 

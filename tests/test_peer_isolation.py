@@ -9,11 +9,12 @@ types, malformed bytes) and refused frames on the controller's own connection (b
 operator absent, and its pings) interleaved. After every step both must agree on every arm (telemetry), the
 session, the sequence mark, the transit baseline, the watchdog and every ack the controller gets.
 
-What the model delivers to both, because it is meant to act: a genuine e-stop (a surgeon's raise or reset, a
-monitor's raise: it latches whoever sends it) and the controller's own over-limit setpoints (a refused arm
-holds where it is, docs/safety.md: the controller's own doing, and its next command is judged from the held
-pose). Time advances only with the controller's commands (0-10 ms apart), so its watchdog never trips: a trip
-would let the second surgeon take control (a handover, docs/security.md), not a disturbance.
+What the model delivers to both, because it is meant to act: a genuine e-stop (a surgeon's or the bedside
+station's raise or reset: it latches whoever may send it; a monitor's is refused) and the controller's own
+over-limit setpoints (a refused arm holds where it is, docs/safety.md: the controller's own doing, and its next
+command is judged from the held pose). Time advances only with the controller's commands (0-10 ms apart), so
+its watchdog never trips: a trip would let the second surgeon take control (a handover, docs/security.md), not a
+disturbance.
 
 Then each attack on its own, and the same over real CURVE sockets: a `teleop console` streams to a real
 `teleop bedside` while a second surgeon key and a monitor key send hostile frames on their own connections; the
@@ -108,9 +109,10 @@ class PeerIsolation(RuleBasedStateMachine):
         return codec.decode(out[0].data).status if out else None
 
     def _genuine_estop(self, sender: tuple[bytes, str], msg: Message) -> bool:
-        """An ESTOP its sender may send (a surgeon's raise or reset, a monitor's raise) acts on both agents."""
+        """An ESTOP its sender may send (a surgeon's or a station's raise or reset; a monitor's is refused) acts on
+        both agents."""
         role = sender[1].partition(":")[0]
-        return isinstance(msg, EStop) and (role == "surgeon" or (role == "monitor" and msg.engage))
+        return isinstance(msg, EStop) and role in ("surgeon", "station")
 
     def _from_other(self, sender: tuple[bytes, str], frame: bytes) -> None:
         try:

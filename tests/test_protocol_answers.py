@@ -34,7 +34,7 @@ from transport.messages import (
     ServoCp,
 )
 
-SURGEON, MONITOR = "surgeon:a", "monitor:m"
+SURGEON, MONITOR, STATION = "surgeon:a", "monitor:m", "station:s"
 HOLD = (HOLD_SETPOINT,) * N_ARMS
 
 
@@ -104,11 +104,19 @@ def test_estop_answers_and_the_two_latches(cfg):
     assert b.status(lambda s: Enable(0, s, b.t)) is AckStatus.REJECTED_ESTOP
     assert b.status(lambda s: EStop(0, s, b.t, False)) is AckStatus.DISABLED  # console latch cleared...
     assert (b.agent.state, b.agent.reason) == (OperatingState.PAUSED, Reason.ESTOP)  # ...state unchanged
-    assert b.status(lambda s: EStop(0, s, b.t, True), MONITOR) is AckStatus.ESTOP_LATCHED  # the local latch
+    assert b.status(lambda s: EStop(0, s, b.t, True), MONITOR) is AckStatus.REJECTED_ROLE  # a monitor only watches
+    assert b.status(lambda s: EStop(0, s, b.t, True), STATION) is AckStatus.ESTOP_LATCHED  # the local latch
     assert b.status(lambda s: EStop(0, s, b.t, False), MONITOR) is AckStatus.REJECTED_ROLE
     assert b.status(lambda s: EStop(0, s, b.t, False)) is AckStatus.ESTOP_LATCHED  # the local one is still set
     assert b.status(lambda s: Enable(0, s, b.t)) is AckStatus.REJECTED_ESTOP
-    b.agent.reset_estop(b.t, "local")  # SIGUSR2 at the bedside: the only way to clear it
+    assert b.status(lambda s: EStop(0, s, b.t, False, "  "), STATION) is AckStatus.REJECTED_NO_REASON
+    assert b.agent.estop_local
+    b.agent.drain_events()
+    assert b.status(lambda s: EStop(0, s, b.t, False, "instrument checked"), STATION) is AckStatus.DISABLED
+    (reset,) = [e for e in b.agent.drain_events() if e.reason is Reason.RESET]
+    assert reset.text == "e-stop reset by the bedside station (station:s), reason: instrument checked"
+    assert b.status(lambda s: EStop(0, s, b.t, True), STATION) is AckStatus.ESTOP_LATCHED
+    b.agent.reset_estop(b.t, "local")  # SIGUSR2 at the bedside process clears it too
     assert b.status(lambda s: Enable(0, s, b.t)) is AckStatus.ENABLED
 
 
@@ -137,17 +145,19 @@ def test_disable_in_fault_is_refused_and_never_raises(cfg, monkeypatch):
     assert b.status(lambda s: Ping(0, s, b.t)) is AckStatus.PONG
 
 
-@pytest.mark.parametrize("user", [SURGEON, MONITOR, "qa:q"])
-def test_only_a_surgeon_commands_a_monitor_may_ping_and_raise_an_estop(cfg, user):
+@pytest.mark.parametrize("user", [SURGEON, MONITOR, STATION, "qa:q"])
+def test_only_a_surgeon_commands_a_station_may_raise_an_estop_a_monitor_only_ping(cfg, user):
     b = Bedside(cfg)
-    monitor_may = {"Ping": AckStatus.PONG, "EStop": AckStatus.ESTOP_LATCHED}
+    may = {MONITOR: {"Ping": AckStatus.PONG},
+           STATION: {"Ping": AckStatus.PONG, "EStop": AckStatus.ESTOP_LATCHED, "Reset": AckStatus.DISABLED}}
     for name, make in (("Enable", lambda s: Enable(0, s, b.t)), ("Disable", lambda s: Disable(0, s, b.t)),
                        ("ServoCp", lambda s: ServoCp(0, s, b.t, ConsoleFlags.NONE, 0, HOLD)),
-                       ("Ping", lambda s: Ping(0, s, b.t)), ("EStop", lambda s: EStop(0, s, b.t, True))):
+                       ("Ping", lambda s: Ping(0, s, b.t)), ("EStop", lambda s: EStop(0, s, b.t, True)),
+                       ("Reset", lambda s: EStop(0, s, b.t, False, "checked"))):
         got = b.status(make, user)
         if user == SURGEON:
             assert got is not AckStatus.REJECTED_ROLE, name
-        elif user == MONITOR:
-            assert got is monitor_may.get(name, AckStatus.REJECTED_ROLE), name
+        elif user in may:
+            assert got is may[user].get(name, AckStatus.REJECTED_ROLE), name
         else:
             assert got is AckStatus.REJECTED_ROLE, name

@@ -85,3 +85,54 @@ def test_step_play_speed_and_stereo_modes(qtbot, window, tmp_path):
     w.set_mode(DisplayMode.SIDE_BY_SIDE)
     w.grab().save(str(tmp_path / "replay.png"))
     assert (tmp_path / "replay.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("story"), seconds=10.0, video="jpeg", eye_w=160, eye_h=96, fps=FPS,
+                      story=True)
+
+
+def test_the_hud_and_banner_are_those_of_the_recorded_state_at_the_chosen_time(qtbot, story, tmp_path):
+    from console.ui.status import arm_lines, console_alarms, console_fields
+    from qa.synth import STORY
+
+    w = ReplayWindow(Session([story.console, story.bedside]))
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    qtbot.waitExposed(w)
+    (t_stale, dur_ms), _second = story.truth["stale_episodes"]
+    assert dur_ms == STORY[0][1] * 1000
+    for t, stale in ((t_stale + 60_000_000, True), (t_stale - 400_000_000, False)):
+        w.seek(t)
+        t_rec, state = w.state_at(t)
+        assert 0 <= t - t_rec < 100_000_000  # the newest state at or before t (recorded at 10 Hz)
+        assert state["video"]["ok"] is not stale
+        age, fps, pic_stale = w._picture_at(t)
+        assert w.hud.fields == {k: (v, w.hud.fields[k][1]) for k, v in console_fields(state, age, fps).items()}
+        assert list(w.hud.arms) == [line.name for line in arm_lines(state["teleop"])]
+        want = console_alarms(state, (t - t_rec) / 1e9, pic_stale)
+        assert [a.key for a in w.banner.alarms] == [a.key for a in want]
+        if stale:
+            assert w.banner.isVisible() and "VIDEO STALE" in w.banner.text()
+            assert "HELD" in w.hud.arm_text("PSM1") and "VIDEO_STALE" in w.hud.arm_text("PSM1")
+        else:
+            assert not w.banner.isVisible() and "FOLLOWING" in w.hud.arm_text("PSM1")
+        assert "LINK UP" in w.hud.text_of("link")
+    w.seek(t_stale + 60_000_000)
+    w.grab().save(str(tmp_path / "replay-stale.png"))
+
+
+def test_every_plot_has_a_time_axis_with_units_and_a_legend_and_holds_have_their_lane(qtbot, story):
+    w = ReplayWindow(Session([story.console, story.bedside]))
+    qtbot.addWidget(w)
+    for pl in w.plots:
+        assert pl.unit in ("ms", "mm") and pl.legend()
+        assert pl.axis_label() == "session time (s) · 0 s = 22:13:20.000 UTC"
+    lanes = {e.kind for e in w.events}
+    assert {"hold", "clutch", "video", "refusal", "freeze", "alarm"} <= lanes
+    assert all(e.kind == "hold" for e in w.events if e.name.endswith("->HELD"))
+    assert all(e.kind == "clutch" for e in w.events if "FOLLOWING->CLUTCHED" in e.name)
+    assert "started 2023-11-14 22:13:20.000 UTC" in w.info.text()
+    assert "UTC" in w.time_label.text()

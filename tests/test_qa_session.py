@@ -88,7 +88,10 @@ def test_clutches_come_from_command_flags_without_console_events(rec):
     ({"source": "ui", "name": "VIDEO STALE"}, "alarm"),
     ({"source": "teleop", "name": "scale"}, "info"),
     ({"source": "teleop", "name": "swap"}, "engagement"),
-    ({"source": "teleop", "name": "swap refused"}, "rejection"),
+    ({"source": "teleop", "name": "swap refused"}, "refusal"),
+    ({"source": "teleop", "name": "engage refused", "reason": "OPERATOR_ABSENT"}, "refusal"),  # not a limit
+    ({"source": "teleop", "name": "ECM CLUTCHED->HELD", "reason": "VIDEO_STALE"}, "hold"),  # not a clutch
+    ({"source": "video", "name": "stale", "reason": "VIDEO_STALE"}, "video"),
 ])
 def test_console_event_kinds(ev, kind):
     assert classify_console(ev) == kind

@@ -112,7 +112,8 @@ def test_bedside_command_ack_telemetry_records() -> None:
     assert ack["reason"] == "LIMIT" and "rtt_us" not in ack
     recs = tr.translate(Item(K_BEDSIDE, 5_000_000_000, b"", _telemetry(4, 5_000_000_000)))
     assert [r[0] for r in recs] == ["/bedside/telemetry", "/bedside/PSM1/measured_cp", "/bedside/PSM2/measured_cp",
-                                    "/bedside/PSM3/measured_cp", "/bedside/ECM/measured_cp"]
+                                    "/bedside/PSM3/measured_cp", "/bedside/ECM/measured_cp"] + ["/bedside/tf"] * 9
+    # the transform tree (tests/test_foxglove.py): world -> 4 bases, ECM_tool -> the camera, 4 bases -> tools
     tel = recs[0][2]
     assert tel["arms"][1]["flags"] == ["HOMED", "LIMIT"] and tel["arms"][1]["mode"] == "FOLLOWING"
     pose = recs[1][2]

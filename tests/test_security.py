@@ -138,13 +138,21 @@ def test_console_pinned_to_the_wrong_bedside_key_refuses_to_talk(session, tmp_pa
     assert session.bedside_summary()["state"] == "DISABLED"
 
 
-def test_monitor_estop_holds_the_arms_and_blocks_reengage(session):
+def test_station_estop_holds_the_arms_and_blocks_reengage_a_monitor_key_is_refused(session):
     session.start_console()
     session.wait_engaged()
     time.sleep(0.3)
-    p = Probe(session, "monitor")
+    mon = Probe(session, "monitor")
+    try:
+        mon.send(EStop, True)  # a monitor only watches
+        ack = mon.ack()
+        assert ack is not None and ack.status is AckStatus.REJECTED_ROLE
+    finally:
+        mon.close()
+    p = Probe(session, "station")
     tap = TelemetryTap("127.0.0.1", session.ports[1], session)
     try:
+        assert tap.latest().operating_state is OperatingState.ENABLED
         p.send(EStop, True)
         ack = p.ack()
         assert ack is not None and ack.status is AckStatus.ESTOP_LATCHED
@@ -155,8 +163,9 @@ def test_monitor_estop_holds_the_arms_and_blocks_reengage(session):
         assert t1.operating_state is OperatingState.PAUSED and t1.estop
         time.sleep(0.3)
         assert [a.measured_cp for a in tap.latest().arms] == [a.measured_cp for a in t1.arms]
-        p.send(EStop, False)  # a monitor may raise, never reset
-        assert p.ack().status is AckStatus.REJECTED_ROLE
+        p.send(EStop, False)  # a station resets only with a reason: it is audited
+        assert p.ack().status is AckStatus.REJECTED_NO_REASON
+        assert tap.latest().estop
     finally:
         p.close()
         tap.close()

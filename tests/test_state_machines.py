@@ -22,6 +22,7 @@ from safety.statemachine import StateMachine, Transition, TransitionError, Trans
 from teleop import diagrams_cmd
 from teleop.cli import build_parser
 from transport.messages import EventKind, OperatingState, Reason
+from voice.intercom import VOICE_LINK
 
 DOC = Path(__file__).parent.parent / "docs" / "state-machines.md"
 
@@ -56,9 +57,9 @@ def test_docs_show_each_machine_as_its_table_says() -> None:
 
 def test_every_machine_is_in_the_docs_registry_once() -> None:
     names = [t.name for t in diagrams_cmd.MACHINES]
-    assert len(set(names)) == len(names) == 5
+    assert len(set(names)) == len(names) == 6
     assert {id(t) for t in diagrams_cmd.MACHINES} == {id(t) for t in (TRANSITIONS, ASSIGNMENT, SESSION, LINK,
-                                                                       WINDOW)}
+                                                                       WINDOW, VOICE_LINK)}
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -92,7 +93,7 @@ def test_diagrams_is_a_teleop_subcommand(capsys) -> None:
     args = build_parser().parse_args(["diagrams"])
     assert args._module is diagrams_cmd
     assert diagrams_cmd.run(args) == 0
-    assert capsys.readouterr().out.count("```mermaid") == 5
+    assert capsys.readouterr().out.count("```mermaid") == 6
 
 
 # ---------------------------------------------------------------------- the mechanism

@@ -95,6 +95,8 @@ class AckStatus(IntEnum):
     """The mask commands an arm this bedside has not mounted, or more instruments than a surgeon has hands."""
     REJECTED_TISSUE_DEPTH = 30
     """A setpoint deeper inside the tissue than `bedside.tissue_max_depth_mm` (safety/tissue.py)."""
+    REJECTED_NO_REASON = 31
+    """A station's e-stop reset without a reason: the reset is audited, so it must say why."""
 
     @property
     def rejected(self) -> bool:
@@ -179,9 +181,13 @@ class Ping(Message):
 
 @dataclass(frozen=True, slots=True)
 class EStop(Message):
-    """Latching emergency stop (raise=True) or its reset (raise=False, honoured only where allowed)."""
+    """Latching emergency stop (raise=True) or its reset (raise=False, honoured only where allowed).
+
+    `reason`: why, in the sender's words (UTF-8, at most codec.MAX_ESTOP_REASON_BYTES): the bedside station's
+    reset must carry one, which the bedside writes into its audit (event log and recording)."""
 
     engage: bool
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ Layout of a keys directory (made by `teleop keys`; docs/security.md says what to
     KEYS/registry.toml                          who may connect: name, role, public key, revoked
     KEYS/clients/NAME.key, NAME.key_secret      one pair per console / monitor / QA station
 
-Roles: `surgeon` may command; `monitor` may watch and raise an e-stop, nothing else; `qa` may watch.
+Roles: `surgeon` may command; `station` (the on-site team's station at the bedside, `teleop station`) may
+watch, raise the bedside's e-stop and reset it with a reason, nothing else; `monitor` and `qa` may watch.
 The bedside's ZAP handler admits a key only if the registry lists it, unrevoked, with a role allowed on
 that socket's domain (`control` or `monitoring`), and names the connection `role:name` (ZMQ User-Id) so
 every message can be checked against its sender's role. Refusals are counted, queued for the bedside to
@@ -41,8 +42,10 @@ from base.runtime import gil_helper
 
 log = logging.getLogger("security")
 
-ROLES = ("surgeon", "monitor", "qa")
-DOMAIN_ROLES = {"control": ("surgeon", "monitor"), "monitoring": ("surgeon", "monitor", "qa")}
+ROLES = ("surgeon", "station", "monitor", "qa")
+DOMAIN_ROLES = {"control": ("surgeon", "station", "monitor"), "monitoring": ("surgeon", "station", "monitor", "qa"),
+                "voice": ("surgeon", "station")}
+"""Who may connect on each ZAP domain. `voice` (voice/link.py): the people who talk, never a monitor or QA."""
 INSECURE_USER = "surgeon:insecure"
 
 
@@ -430,7 +433,7 @@ def client_security(keys_dir: str, identity: str, server_key: str = "") -> Clien
         have = f"this directory has keys for {', '.join(known)}" if known else "this directory has no station keys"
         raise KeyFileError(f"no key for identity {identity!r} ({path} does not exist; {have}): set "
                            f"security.identity to one of them, or make one on the bedside with `teleop keys add "
-                           f"{identity} --role surgeon|monitor|qa --dir DIR` and copy it here")
+                           f"{identity} --role surgeon|station|monitor|qa --dir DIR` and copy it here")
     public, secret = load_pair(path, f"`teleop keys add {identity} --role ROLE --dir DIR` on the bedside")
     server_public = load_public(server_key or store.server_public)
     return ClientSecurity(public, secret, server_public, identity)
@@ -491,8 +494,9 @@ def user_of(frame: zmq.Frame, secure: bool) -> str:
 
 
 def throwaway_keys(root: str | Path) -> list[str]:
-    """Fresh keys for a demo, benchmark or test run (bedside, `surgeon`, `surgeon-2`, `monitor`, `qa`), and
-    the overrides that point a process at them: security is never switched off to make a harness work."""
-    store = make_throwaway_keys(root, {"surgeon": "surgeon", "surgeon-2": "surgeon", "monitor": "monitor",
-                                       "qa": "qa"})
+    """Fresh keys for a demo, benchmark or test run (bedside, `surgeon`, `surgeon-2`, `station`, `monitor`,
+    `qa`), and the overrides that point a process at them: security is never switched off to make a harness
+    work."""
+    store = make_throwaway_keys(root, {"surgeon": "surgeon", "surgeon-2": "surgeon", "station": "station",
+                                       "monitor": "monitor", "qa": "qa"})
     return [f"security.keys_dir={store.root}", "security.identity=surgeon"]

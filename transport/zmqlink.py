@@ -14,7 +14,10 @@ Why these patterns (docs/architecture.md, "Socket patterns and options, and why"
 * telemetry: bedside PUB -> console and monitors SUB. PUB drops per subscriber, so a slow monitor can
   never stall the bedside or the surgeon's console.
 * video: bedside ROUTER -> viewers' DEALER, reports back on the same connection. ROUTER_MANDATORY makes a
-  full per-viewer queue visible (EAGAIN) instead of a silent drop; HWM 2 each way keeps frames from queueing.
+  full per-viewer queue visible (EAGAIN) instead of a silent drop; SNDHWM 2 and the viewer's own acks
+  (video/session.py) keep frames from queueing.
+* No receive limit on the connecting end of a link with heartbeats (`CONNECTED_RCVHWM`): a limit plus a stalled
+  reader aborts the process in libzmq 4.3.5 (issue #3937).
 * CURVE on every network socket (transport/security.py): the bedside's sockets are CURVE servers in a ZAP
   domain (`control` or `monitoring`), consoles and monitors are clients pinned to the bedside's public key.
 * ZMTP heartbeats close dead TCP connections for hygiene; the application watchdogs, not these, freeze
@@ -31,19 +34,21 @@ them back):
 
 factory                 type    end      options
 control_server          ROUTER  bind     link*, CURVE `control`, SNDHWM/RCVHWM 64, SNDBUF/RCVBUF 32 KiB, max CONTROL
-control_client          DEALER  connect  link*, CURVE, SNDHWM 16, RCVHWM 64, IMMEDIATE, SNDBUF/RCVBUF 32 KiB,
+control_client          DEALER  connect  link*, CURVE, SNDHWM 16, RCVHWM none, IMMEDIATE, SNDBUF/RCVBUF 32 KiB,
                                          max CONTROL
 telemetry_publisher     PUB     bind     link*, CURVE `monitoring`, SNDHWM 256, max floor (subscriptions only)
-telemetry_subscriber    SUB     connect  link*, CURVE, RCVHWM 1024, subscribe all, max TELEMETRY
+telemetry_subscriber    SUB     connect  link*, CURVE, RCVHWM none, subscribe all, max TELEMETRY
 video_server            ROUTER  bind     video*, CURVE `monitoring`, ROUTER_MANDATORY, SNDHWM 2, RCVHWM 256,
                                          SNDBUF 128 KiB, max VIDEO_REPORT
-video_client            DEALER  connect  video*, CURVE, RCVHWM 2, SNDHWM 16, RCVBUF 128 KiB, max VIDEO_FRAME
+video_client            DEALER  connect  video*, CURVE, RCVHWM none, SNDHWM 16, RCVBUF 128 KiB, max VIDEO_FRAME
 ui_intent_server        PULL    bind     LINGER 0, RCVHWM 1000, max UI_INTENT (engine: the window's intents)
 ui_state_publisher      PUB     bind     LINGER 0, SNDHWM 100, max floor (engine: state and events to the windows)
 ui_intent_client        PUSH    connect  LINGER 0, SNDHWM 200, max floor (window)
 ui_state_subscriber     SUB     connect  LINGER 0, RCVHWM 200, subscribe all, max UI_STATE (window)
 master_publisher        PUB     connect  LINGER 0, SNDHWM 4, max floor (the window's keyboard/mouse master, bridges)
 master_subscriber       SUB     either   CONFLATE (newest sample wins), LINGER 0, subscribe all, max MASTER
+force_publisher         PUB     either   LINGER 0, SNDHWM 4, max floor (the console's force feedback to a bridge)
+force_subscriber        SUB     connect  CONFLATE (newest force wins), LINGER 0, subscribe all, max FORCE (bridges)
 recording_tap           PUSH    connect  SNDHWM from config, LINGER 2 s (what was handed over reaches the file),
                                          max floor
 recording_control_sink  PULL    bind     RCVHWM from config, LINGER 0, max RECORDING_CONTROL (the recorder)
@@ -114,9 +119,11 @@ UI_STATE_MAX_BYTES = 64 * 1024
 """The engine's JSON state and events: the state measured 1.7 KiB (90 RTT samples, the counters, three arms),
 events under 1.2 KiB (a bedside event's text is at most 1 KiB). Margin 38x the measured state: it grows with
 counters, never with time."""
-MASTER_SAMPLE_BYTES = 148
+MASTER_SAMPLE_BYTES = 200
 """console.masters.network.SIZE (every sample; held equal by a test): the socket's limit is the handshake
 floor, 1024."""
+FORCE_MAX_BYTES = 88
+"""console.masters.network.FORCE_SIZE (held equal by a test): the socket's limit is the handshake floor."""
 RECORDING_CONTROL_MAX_BYTES = 64 * 1024
 """The largest part of a control tap's batch: a codec frame (≤ 4096), a head (9 bytes + a peer or topic name)
 or a JSON record (link status 1-2 KiB, events and freezes < 1 KiB). ControlTap refuses a bigger JSON record as
@@ -161,6 +168,18 @@ def _open(sock: zmq.Socket, endpoint: str, bind: bool, key: str = "") -> zmq.Soc
 # ------------------------------------------------------------------------------ control and telemetry
 
 
+CONNECTED_RCVHWM = 0
+"""No receive limit on the connecting end of a link with heartbeats (the console's control DEALER, every telemetry
+SUB, every video DEALER). With a limit, a receiver that stops reading (a stalled loop, a starved window) fills its
+pipe, libzmq stops reading that connection, the heartbeats it no longer reads time out, the connection is
+replaced, and resuming the reads aborts the process in libzmq 4.3.5 (`Assertion failed: _input_stopped`, libzmq
+issue #3937; fixed upstream by commit 63c5fab1 of 2026-07-02, in no release pyzmq bundles yet). A pipe that never
+fills never stops reading. What bounds the queue instead: the control DEALER hears only answers to the commands it
+sent (SNDHWM 16) and rate-limited events; a viewer's frames are paced by its own acks (video/session.py, a viewer
+with a frame unacknowledged past RTT + `video.max_queue_ms` gets none); telemetry arrives at `bedside.telemetry_hz`
+for as long as the reader stalls. tests/test_zmqlink.py::test_a_stalled_receiver_resumes_without_an_abort."""
+
+
 def _common(sock: zmq.Socket) -> zmq.Socket:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.HEARTBEAT_IVL, 200)
@@ -183,14 +202,19 @@ def control_server(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None, 
     return _open(s, endpoint, bind=True, key=key)
 
 
-def control_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) -> zmq.Socket:
-    """Console end of the command link (DEALER). IMMEDIATE: no queueing while disconnected."""
+def control_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None,
+                   routing_id: bytes | None = None) -> zmq.Socket:
+    """Console end of the command link (DEALER). IMMEDIATE: no queueing while disconnected. `routing_id`: with
+    several paths, the console's one random identity on every path's connection, so the bedside knows them for
+    one controller (docs/protocol.md, "Check order at the bedside"); None (one path) = the bedside's own."""
     s = _common(ctx.socket(zmq.DEALER))
+    if routing_id is not None:
+        s.setsockopt(zmq.ROUTING_ID, routing_id)
     if sec is not None:
         sec.apply(s)
     _bound(s, CONTROL_MAX_BYTES, sec is not None)
     s.setsockopt(zmq.SNDHWM, CONTROL_HWM)
-    s.setsockopt(zmq.RCVHWM, CONTROL_HWM * 4)
+    s.setsockopt(zmq.RCVHWM, CONNECTED_RCVHWM)
     s.setsockopt(zmq.IMMEDIATE, 1)
     s.setsockopt(zmq.SNDBUF, SOCKET_BUFFER_BYTES)
     s.setsockopt(zmq.RCVBUF, SOCKET_BUFFER_BYTES)
@@ -208,12 +232,13 @@ def telemetry_publisher(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | N
 
 
 def telemetry_subscriber(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) -> zmq.Socket:
-    """Console's or monitor's view of the bedside telemetry (SUB, everything)."""
+    """Console's or monitor's view of the bedside telemetry (SUB, everything); no receive limit (`CONNECTED_RCVHWM`:
+    a reader that stalls must not abort when it reads again)."""
     s = _common(ctx.socket(zmq.SUB))
     if sec is not None:
         sec.apply(s)
     _bound(s, TELEMETRY_MAX_BYTES, sec is not None)
-    s.setsockopt(zmq.RCVHWM, TELEMETRY_HWM * 4)
+    s.setsockopt(zmq.RCVHWM, CONNECTED_RCVHWM)
     s.setsockopt(zmq.SUBSCRIBE, b"")
     return _open(s, endpoint, bind=False)
 
@@ -243,12 +268,13 @@ def video_server(ctx: zmq.Context, endpoint: str, sec: ServerSecurity | None, ke
 
 
 def video_client(ctx: zmq.Context, endpoint: str, sec: ClientSecurity | None) -> zmq.Socket:
-    """A viewer's video socket (DEALER): frames in (RCVHWM 2: newest only), reports back on the same path."""
+    """A viewer's video socket (DEALER): frames in, reports (acks) back on the same path. No receive limit
+    (`CONNECTED_RCVHWM`): the sender's ack pacing keeps frames from queueing, the receiver keeps the newest."""
     s = ctx.socket(zmq.DEALER)
     if sec is not None:
         sec.apply(s)
     _bound(s, VIDEO_FRAME_MAX_BYTES, sec is not None)
-    s.setsockopt(zmq.RCVHWM, 2)
+    s.setsockopt(zmq.RCVHWM, CONNECTED_RCVHWM)
     s.setsockopt(zmq.SNDHWM, 16)
     s.setsockopt(zmq.RCVBUF, VIDEO_BUFFER_BYTES)
     return _open(_video_common(s), endpoint, bind=False)
@@ -316,6 +342,26 @@ def master_subscriber(ctx: zmq.Context, endpoint: str, bind: bool = True, key: s
     return _open(s, endpoint, bind, key)
 
 
+def force_publisher(ctx: zmq.Context, endpoint: str, bind: bool = True, hwm: int = MASTER_HWM,
+                    key: str = "") -> zmq.Socket:
+    """The console's force feedback to a master bridge (PUB): a bridge that stops reading never stalls the engine."""
+    s = ctx.socket(zmq.PUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SNDHWM, hwm)
+    _bound(s, 0, curve=False)
+    return _open(s, endpoint, bind, key)
+
+
+def force_subscriber(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A bridge's end of the force feedback (SUB, CONFLATE): the newest force wins, a late burst never plays."""
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.CONFLATE, 1)
+    s.setsockopt(zmq.LINGER, 0)
+    _bound(s, FORCE_MAX_BYTES, curve=False)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    return _open(s, endpoint, bind=False)
+
+
 # ------------------------------------------------------------------------------ recorder (ipc, per role)
 
 
@@ -361,6 +407,12 @@ def start_io_thread(ctx: zmq.Context | None = None) -> None:
     """Start the context's I/O thread now (libzmq starts it with the first socket), e.g. so that the
     process's real-time scheduling, set next, covers it too."""
     (ctx or zmq.Context.instance()).socket(zmq.PUSH).close(0)
+
+
+def also_bind(sock: zmq.Socket, endpoint: str, key: str = "") -> zmq.Socket:
+    """Bind a socket the factories made to one more endpoint (another path, link.paths): the same options,
+    the same one-line error for a port in use (and the socket closed)."""
+    return _open(sock, endpoint, bind=True, key=key)
 
 
 def tcp(host: str, port: int) -> str:

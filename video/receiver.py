@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from base.config import Config
+from base.config import Config, link_paths
 from base.stats import percentiles
 from safety.video_guard import VideoGuard, VideoStatus
 from transport import security
@@ -43,6 +43,7 @@ from transport.video_wire import (
 from transport.zmqlink import video_client
 from video.adapt import eye_size
 from video.codecs import CodecError, Decoder, budget, make_decoder
+from video.failover import PathFailover
 from video.framecode import eye_views
 from video.session import ReceiverSession
 
@@ -111,7 +112,11 @@ class VideoReceiver:
         self.cfg = cfg
         self._recorder = recorder  # the console recorder's video endpoint: frames recorded as received
         self._tap: Any = None
-        self.endpoint = endpoint or f"tcp://{cfg.link.bedside_host}:{cfg.link.video_port}"
+        self.endpoints = [endpoint] if endpoint else [f"tcp://{p.host}:{p.video_port}"
+                                                      for p in link_paths(cfg.link, "console")]
+        """One per path (link.paths); the stream flows on one at a time (video/failover.py)."""
+        self.endpoint = self.endpoints[0]
+        self.failover = PathFailover(len(self.endpoints), cfg.video.failover_ms)
         self.offset_fn = clock_offset_ns_fn
         self.on_new_frame = on_new_frame
         self.guard = VideoGuard(cfg.video.stale_ms, cfg.video.stuck_ms)
@@ -136,20 +141,23 @@ class VideoReceiver:
         self._unpainted_since: int | None = None
         self.counters: dict[str, int] = {"received": 0, "decoded": 0, "bad_messages": 0, "decode_errors": 0,
                                          "dropped_display": 0, "key_requests": 0, "resets": 0}
+        if len(self.endpoints) > 1:
+            self.counters.update(path_switches=0, off_path_frames=0, active_path=0)
         self.last_error = ""
         self._thread = threading.Thread(target=self._run, name="video-receiver", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------------------------- worker
-    def _socket(self) -> zmq.Socket:
-        return video_client(self._ctx, self.endpoint, self._sec)
+    def _socket(self, endpoint: str | None = None) -> zmq.Socket:
+        return video_client(self._ctx, endpoint or self.endpoint, self._sec)
 
     def _send(self, sock: zmq.Socket, r: Report) -> None:
         with contextlib.suppress(zmq.Again):  # reports are idempotent; the next carries the same facts
             sock.send(encode_report(r), zmq.NOBLOCK)
 
     def _run(self) -> None:
-        sock = self._socket()
+        socks = [self._socket(e) for e in self.endpoints]
+        sock = socks[0]
         if self._recorder:
             from recording.tap import VideoTap  # made in this thread: sockets stay in one thread
 
@@ -157,21 +165,58 @@ class VideoReceiver:
         try:
             while not self._closed.is_set():
                 try:
-                    self._step(sock)
+                    if len(socks) > 1:
+                        self._step_paths(socks)
+                    else:
+                        self._step(sock)
                 except Exception as exc:  # never let one bad frame kill the video
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.exception("video receiver error")
                     time.sleep(0.01)
         finally:
-            sock.close(0)
+            for s in socks:
+                s.close(0)
             if self._tap is not None:
                 self._tap.close()
 
-    def _step(self, sock: zmq.Socket) -> None:
+    def _step_paths(self, socks: list[zmq.Socket]) -> None:
+        """Several paths: one step on the active path; if its path has been quiet for `video.failover_ms` and
+        nothing waits on it (a starved thread is not a cut path), move to the next, with a HELLO and a keyframe
+        request there at once; drop what still comes on the others."""
+        fo = self.failover
+        before = self.counters["received"]
+        self._step(socks[fo.active], 10)
+        now = time.monotonic_ns()
+        if self.counters["received"] != before:
+            fo.on_frame(now, fo.active)
+        elif not socks[fo.active].poll(0):
+            k = fo.due(now)
+            if k is not None:
+                self.counters["path_switches"] += 1
+                self.counters["active_path"] = k
+                log.warning("video: no frame on the active path for %.0f ms: moved to path%d",
+                            fo.bound_ns() / 1e6, k)
+                # HELLO with a keyframe request on the new path, now (an idle viewer's would wait 250 ms). Only
+                # once: a HELLO that arrives after the keyframe asks for another, which the sender holds back for
+                # video.key_min_interval, and the picture would stop again.
+                self.session.last_rx_ns = self.session.last_report_ns = None  # so `idle` says HELLO now
+                hello = self.session.idle(now)
+                if hello is not None:
+                    self._send(socks[fo.active], hello)
+        for j, other in enumerate(socks):
+            while j != fo.active:
+                try:
+                    other.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.counters["off_path_frames"] += 1
+                fo.on_frame(time.monotonic_ns(), j)  # a straggler: not shown, but that path is alive
+
+    def _step(self, sock: zmq.Socket, wait_ms: int = 50) -> None:
         hello = self.session.idle(time.monotonic_ns())
         if hello is not None:
             self._send(sock, hello)
-        if not sock.poll(50):
+        if not sock.poll(wait_ms):
             return
         data = sock.recv(zmq.NOBLOCK, copy=False).buffer
         rx = time.monotonic_ns()
@@ -266,6 +311,12 @@ class VideoReceiver:
                 return None
             self._consumed = True
             return self._view(d, now)
+
+    def latest_header(self) -> FrameHeader | None:
+        """The newest decoded frame's header (bitrate, picture mode), without taking the picture from the painter
+        (`teleop linkcheck` reads what bitrate the sender settled at on a path)."""
+        with self._lock:
+            return None if self._latest is None else self._latest.header
 
     def wait_frame(self, after_seq: int = 0, timeout_s: float = 1.0) -> FrameView | None:
         """Block until a picture newer than `after_seq` is decoded (None on timeout)."""

@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import zmq
 
-from base.config import Config
+from base.config import Config, link_paths
 from base.errors import UserError
 from base.runtime import StopFlag, die_with_parent
 from transport import security
@@ -40,7 +40,7 @@ from transport.video_wire import (
     decode,
     encode_frame,
 )
-from transport.zmqlink import video_server
+from transport.zmqlink import also_bind, video_server
 from video.abr import AdaptiveBitrate, Level
 from video.adapt import MachinePolicy, Mode, eye_size, mode_ladder
 from video.codecs import CODEC_NAMES, CodecError, Encoder, H264Encoder, JpegEncoder
@@ -84,6 +84,9 @@ class VideoSender:
         self.endpoint = endpoint or video_endpoint(cfg, bind=True)
         s = video_server(self.ctx, self.endpoint, sec, key="link.video_port")
         self.endpoint = s.getsockopt_string(zmq.LAST_ENDPOINT)
+        if endpoint is None:  # several paths (link.paths): a viewer reaches the one ROUTER on any of them
+            for p in link_paths(cfg.link, "bedside")[1:]:
+                also_bind(s, f"tcp://{p.host}:{p.video_port}", key="link.paths")
         self.sock = s
         self.encoder: Encoder | None = None
         self._fresh = False

@@ -37,6 +37,9 @@ class Peer:
     last_excess_ns: int = 0
     acked: int = 0
     missed: int = 0  # frames encoded while this viewer could not take them
+    fresh: bool = True
+    """Has had no frame yet: its first keyframe is not held back by `key_min_interval_ms` (a viewer that moved
+    its stream to another path, video/failover.py, must see a picture again within about a frame)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,8 @@ class SenderSession:
             self.skipped_no_viewer += 1
             return None
         ready = [p for p in self.peers.values() if not self.congested(now_ns, p)]
-        key_ok = self.last_key_ns is None or now_ns - self.last_key_ns >= self.key_min_interval_ns
+        key_ok = (self.last_key_ns is None or now_ns - self.last_key_ns >= self.key_min_interval_ns
+                  or any(p.fresh for p in ready))
         force_key = key_anyway or (key_ok and any(p.needs_key for p in ready))
         targets = tuple(p.ident for p in ready if force_key or not p.needs_key)
         if not targets:
@@ -129,7 +133,7 @@ class SenderSession:
         for ident, peer in self.peers.items():
             if ident in plan.targets and ident not in failed:
                 if keyframe:
-                    peer.needs_key = False
+                    peer.needs_key = peer.fresh = False
                 peer.unacked.append((plan.frame_id, now_ns))
             else:
                 peer.missed += 1

@@ -13,7 +13,8 @@ Bindings (docs/masters.md has the same table):
     arrows, pageup/down  move it at `speed_mm_s` while held (x, y; z toward you / away)
     q / e                roll it while held
     z / x                close / open its gripper while held
-    space                operator present (held; `sticky_presence=True` makes it a toggle)
+    space                operator present (held; `sticky_presence=True` makes it a toggle that also ends
+                         after `idle_s` without any key or mouse input: a surgeon who walked away)
     c                    clutch (held)
     v                    camera (held)
     s                    arm-swap pedal (momentary): `teleop.swap_hand` takes the idle instrument
@@ -49,7 +50,9 @@ _MAX_DT_S = 0.1
 class KeyboardMouseMaster:
     def __init__(self, start_ns: int = 0, mm_per_px: float = 0.5, deg_per_px: float = 0.3,
                  speed_mm_s: float = 60.0, roll_deg_s: float = 90.0, grip_per_s: float = 1.0,
-                 wheel_mm: float = 2.0, sticky_presence: bool = False) -> None:
+                 wheel_mm: float = 2.0, sticky_presence: bool = False, idle_s: float | None = None) -> None:
+        """`idle_s`: with `sticky_presence`, the toggled presence ends after this long without input (None:
+        never; the window passes `console.presence_idle_s`)."""
         self.name = "keyboard+mouse"
         self.m_per_px = mm_per_px / 1e3
         self.rad_per_px = math.radians(deg_per_px)
@@ -63,6 +66,11 @@ class KeyboardMouseMaster:
         self.grippers = [0.5, 0.5]
         self.held: set[str] = set()
         self.present_latched = False
+        self.idle_ns = None if idle_s is None else int(idle_s * 1e9)
+        self.idle_ended = 0
+        """How many times toggled presence ended for want of input (the window logs each)."""
+        self._input = False  # any key or mouse input since the last read
+        self._last_input_ns = start_ns
         self._last_ns = start_ns
 
     # ---------------------------------------------------------------- events from the GUI
@@ -71,6 +79,7 @@ class KeyboardMouseMaster:
         key = key.lower()
         if key in self.held:
             return  # auto-repeat
+        self._input = True
         self.held.add(key)
         if key == "tab":
             self.active = 1 - self.active
@@ -80,6 +89,7 @@ class KeyboardMouseMaster:
             self.present_latched = not self.present_latched
 
     def key_up(self, key: str) -> None:
+        self._input = True
         self.held.discard(key.lower())
 
     def release_all(self) -> None:
@@ -89,6 +99,7 @@ class KeyboardMouseMaster:
 
     def mouse_drag(self, dx_px: float, dy_px: float, left: bool = True, right: bool = False) -> None:
         """Mouse moved by (dx, dy) pixels (y down, as screens count) with these buttons held."""
+        self._input = True
         if left:
             self._translate((dx_px * self.m_per_px, -dy_px * self.m_per_px, 0.0))
         if right:
@@ -98,6 +109,7 @@ class KeyboardMouseMaster:
 
     def wheel(self, steps: float) -> None:
         """Wheel turned by `steps` notches; positive (away from you) pushes the hand into the screen."""
+        self._input = True
         self._translate((0.0, 0.0, -steps * self.wheel_m))
 
     def snap(self, hand: int, orientation: Quat) -> None:
@@ -113,6 +125,13 @@ class KeyboardMouseMaster:
         if dt > 0.0:
             self._integrate(dt)
         held = self.held
+        if self._input:  # a change: a key held still (a book on the keyboard) is no sign of a surgeon
+            self._input = False
+            self._last_input_ns = now_ns
+        elif (self.present_latched and self.idle_ns is not None
+              and now_ns - self._last_input_ns >= self.idle_ns):
+            self.present_latched = False
+            self.idle_ended += 1
         present = self.present_latched if self.sticky_presence else "space" in held
         buttons = MasterButtons(operator_present=present, **{f: k in held for k, f in _HELD_BUTTONS.items()})
         hands = (MasterHand(self.poses[0], self.grippers[0]), MasterHand(self.poses[1], self.grippers[1]))

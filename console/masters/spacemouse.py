@@ -2,9 +2,16 @@
 
 A SpaceMouse is a rate device: pushing the cap sets a velocity, so the hand's pose here is the integral of
 the cap's deflection over the injected time (`read(now_ns)`), with a dead band so a resting hand does not
-drift. It has no presence sensor and only two buttons, so presence and the pedals normally come from
-another device (`buttons_from`, e.g. the keyboard master); on its own, its left button is the clutch and
-its right button is engage, and operator presence is False (the console will not engage).
+drift. It has no presence sensor and only two buttons: on its own (`console.master = spacemouse`), its left
+button is a deadman (operator present while held; releasing it holds the arms on that tick) and its right
+button is engage. A rate device needs no clutch: releasing the cap stops the hand. With `buttons_from` (e.g. the
+keyboard master) presence and the pedals come from that device instead.
+
+Faults, each a FAULT hold with its sentence (MasterSample.fault): a read error (hidapi raises when the device
+is unplugged) or a device that is deflected but sends no report for `stale_ms` (a SpaceMouse repeats its report
+while deflected: silence then means a stalled or vanished device, and the stale deflection must not keep moving
+the hand). After a read error the device is reopened once a second (`opener`); once back, the arms still wait
+for a new engage.
 
 HID reports (3Dconnexion's layout): report 1 = translation x, y, z as int16 little-endian (newer devices
 send all six axes in report 1, 12 bytes), report 2 = rotation rx, ry, rz, report 3 = button bitmask. The
@@ -72,11 +79,21 @@ def open_device():
     return dev
 
 
+_REOPEN_NS = 1_000_000_000
+
+
 class SpaceMouseMaster:
     def __init__(self, device=None, hand: int = 0, buttons_from: MasterDevice | None = None,
                  speed_mm_s: float = 80.0, rot_deg_s: float = 90.0, deadband: float = 0.08,
-                 start_ns: int = 0) -> None:
+                 start_ns: int = 0, stale_ms: float = 250.0, opener=None) -> None:
+        """`device`: an open hidapi device (tests pass a fake); None opens the first SpaceMouse found, and
+        `opener` (default: the same search) reopens it after an unplug."""
+        self.opener = opener if opener is not None else (open_device if device is None else None)
         self.dev = device if device is not None else open_device()
+        self.stale_ns = int(stale_ms * 1e6)
+        self._last_report_ns = start_ns
+        self._next_reopen_ns = 0
+        self.reopened = 0
         self.name = "spacemouse"
         self.hand = hand
         self.buttons_from = buttons_from
@@ -87,6 +104,7 @@ class SpaceMouseMaster:
         self.axes = [0.0] * 6
         self.button_bits = 0
         self.fault: str | None = None
+        self._unplugged = False
         self._last_ns = start_ns
 
     def _axis(self, v: int) -> float:
@@ -95,11 +113,12 @@ class SpaceMouseMaster:
             return 0.0
         return math.copysign((abs(x) - self.deadband) / (1.0 - self.deadband), x)
 
-    def _drain(self) -> None:
+    def _drain(self, now_ns: int) -> None:
         for _ in range(64):  # bounded: a chatty device never stalls the control loop
             data = self.dev.read(64)
             if not data:
                 return
+            self._last_report_ns = now_ns
             kind, vals = parse_report(data)
             if kind == "motion":
                 self.axes = [self._axis(v) for v in vals]
@@ -113,12 +132,27 @@ class SpaceMouseMaster:
     def read(self, now_ns: int) -> MasterSample:
         dt = min(max((now_ns - self._last_ns) / 1e9, 0.0), _MAX_DT_S)
         self._last_ns = now_ns
-        if self.fault is None:
+        if self.fault is not None and self._unplugged and self.opener is not None and now_ns >= self._next_reopen_ns:
+            self._reopen(now_ns)
+        if self.fault is None or not self._unplugged:
             try:
-                self._drain()
+                self._drain(now_ns)
             except (OSError, ValueError) as exc:
-                self.fault = f"SpaceMouse read failed: {exc}"
+                self.fault = (f"SpaceMouse unplugged or unreadable ({exc}): plug it back in (the console retries "
+                              "every second), then press engage")
+                self._unplugged = True
+                self._next_reopen_ns = now_ns + _REOPEN_NS
                 self.axes = [0.0] * 6
+                self.button_bits = 0
+            else:
+                silent_ms = (now_ns - self._last_report_ns) / 1e6
+                if any(self.axes) and silent_ms * 1e6 > self.stale_ns:
+                    self.fault = (f"SpaceMouse deflected but silent for {silent_ms:.0f} ms (stalled or unplugged): "
+                                  "arms held; check its cable, then press engage")
+                    self.axes = [0.0] * 6
+                    self.button_bits = 0
+                elif self.fault is not None and silent_ms * 1e6 <= self.stale_ns:
+                    self.fault = None  # reports again: the hold stays until a new engage
         tx, ty, tz, rx, ry, rz = self.axes
         p = self.poses[self.hand]
         step = self.speed * dt
@@ -129,9 +163,22 @@ class SpaceMouseMaster:
         if self.buttons_from is not None:
             buttons = self.buttons_from.read(now_ns).buttons
         else:
-            buttons = MasterButtons(clutch=bool(self.button_bits & 1), engage=bool(self.button_bits & 2))
+            buttons = MasterButtons(operator_present=bool(self.button_bits & 1), engage=bool(self.button_bits & 2))
         hands = (MasterHand(self.poses[0]), MasterHand(self.poses[1]))
-        return MasterSample(now_ns, hands, buttons, valid=self.fault is None)
+        return MasterSample(now_ns, hands, buttons, valid=self.fault is None, fault=self.fault or "",
+                            presence_immediate=self.buttons_from is None)
+
+    def _reopen(self, now_ns: int) -> None:
+        self._next_reopen_ns = now_ns + _REOPEN_NS
+        try:
+            dev = self.opener()
+        except MasterError:
+            return
+        with contextlib.suppress(OSError):
+            self.dev.close()
+        self.dev, self.fault, self._unplugged = dev, None, False
+        self._last_report_ns = now_ns
+        self.reopened += 1
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -38,8 +38,10 @@ class MasterStreamer:
     (GUI thread) so the sender never reads a half-updated pose."""
 
     def __init__(self, port: int, master: KeyboardMouseMaster | None = None, rate_hz: int = MASTER_HZ,
-                 ctx: zmq.Context | None = None) -> None:
-        self.master = master or KeyboardMouseMaster(time.monotonic_ns(), sticky_presence=True)
+                 ctx: zmq.Context | None = None, presence: str = "toggle", presence_idle_s: float = 20.0) -> None:
+        """`presence`, `presence_idle_s`: console.presence and console.presence_idle_s (base/config.py)."""
+        self.master = master or KeyboardMouseMaster(time.monotonic_ns(), sticky_presence=presence == "toggle",
+                                                    idle_s=presence_idle_s)
         self.lock = threading.Lock()
         self.period_s = 1.0 / rate_hz
         self.sent = 0
@@ -142,6 +144,15 @@ class EngineLink(QObject):
 
     def reset_estop(self) -> None:
         self.send({"type": "intent", "name": "reset_estop"})
+
+    def select_master(self, kind: str) -> None:
+        """Switch the one master that drives (console.master's choices); the engine holds the arms for a new
+        engage."""
+        self.send({"type": "intent", "name": "select_master", "value": str(kind)})
+
+    def voice_state(self, state: str, text: str = "") -> None:
+        """The voice panel's link state (CONNECTING/UP/LOST), for the engine to record as a `voice` event."""
+        self.send({"type": "intent", "name": "voice", "value": state, "text": text[:200]})
 
     def report_frame(self, frame_id: int, capture_ns: int, signature: int | None, source_seq: int | None) -> None:
         self.send({"type": "video", "frame_id": int(frame_id), "capture_ns": int(capture_ns),

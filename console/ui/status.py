@@ -131,6 +131,15 @@ def arm_lines(teleop: dict[str, Any] | None) -> list[ArmLine]:
     return out
 
 
+def paths_text(paths: list[dict[str, Any]] | None) -> str:
+    """The HUD's per-path part of the link field (several paths, link.paths): " · path0 UP 12.3 ms · path1 LOST";
+    empty with one path."""
+    if not paths:
+        return ""
+    return "".join(f" · {p['name']} {p['state']}" + (f" {_fmt_ms(p.get('rtt_ms'), 1)}" if p["state"] == "UP" else "")
+                   + (f" {p['loss_pct']:.0f}% loss" if p.get("loss_pct") else "") for p in paths)
+
+
 def console_fields(state: dict[str, Any] | None, frame_age_ms: float | None, fps: float | None,
                    bedside: str = "") -> dict[str, str]:
     """The HUD's text fields (key → text), from the engine's state and the picture on screen."""
@@ -154,7 +163,8 @@ def console_fields(state: dict[str, Any] | None, frame_age_ms: float | None, fps
     sess = state.get("session") or {}
     bed = state.get("bedside") or {}
     return {
-        "link": f"LINK {state.get('link', '?')}" + (f" · {bedside}" if bedside else ""),
+        "link": f"LINK {state.get('link', '?')}" + (f" · {bedside}" if bedside else "")
+                + paths_text(state.get("paths")),
         "rtt": f"RTT {_fmt_ms(state.get('rtt_ms'), 2)}" + (f" ({lat['level']})" if lat.get("level") not in
                                                           (None, "ok") else ""),
         "offset": "offset —" if off is None else f"offset {off / 1e6:+.3f} ms",

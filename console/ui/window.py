@@ -35,12 +35,15 @@ from PySide6.QtWidgets import (
 )
 
 from base.config import Config
+from console.alarm_audio import AlarmPlayer
+from console.alarm_sound import Condition, conditions_of
 from console.indicators import loop_indicator
 from console.ui.hud import AlarmBanner, EventLog, Hud, format_engine_event
 from console.ui.links import EngineLink, MasterStreamer
 from console.ui.settings import ConnectionDialog, Prefs
 from console.ui.status import Severity, arm_lines, console_alarms, console_fields, picture_text
 from console.ui.video import FrameSource, VideoPane
+from console.ui.voice_panel import console_panel
 from video.compositor import DisplayMode
 from video.receiver import FrameView
 
@@ -96,7 +99,12 @@ class ConsoleWindow(QMainWindow):
         self.setWindowTitle(f"teleop console — bedside {cfg.link.bedside_host}")
         c = cfg.console
         self.link = EngineLink(c.ui_state_port, c.ui_intent_port, parent=self)
-        self.streamer = MasterStreamer(c.master_port)
+        self.streamer = MasterStreamer(c.master_port, presence=c.presence, presence_idle_s=c.presence_idle_s)
+        self._idle_ended = 0
+        # Alarms you can hear (console/alarm_sound.py); sound=False (tests, screenshots): same schedule, no device.
+        self.alarm_player = AlarmPlayer.from_config(c, None if sound else "null")
+        self.voice_lost = False
+        """Set by the voice panel when the voice link is lost: it sounds as a medium-priority alarm."""
         self.source = FrameSource(cfg, self.link.offset_ns, on_painted=self._report_painted, parent=self)
         self._pressed_at: dict[str, float] = {}
         self._scale_edit_mono = 0.0
@@ -111,7 +119,7 @@ class ConsoleWindow(QMainWindow):
         v = QVBoxLayout(central)
         v.setContentsMargins(4, 4, 4, 4)
         v.setSpacing(4)
-        self.banner = AlarmBanner(sound=sound)
+        self.banner = AlarmBanner(sound=False)  # the alarm player sounds, not the banner's system beep
         v.addWidget(self.banner)
         self.pane = VideoPane(self.source, prefs.display_mode())
         self.pane.swap_eyes = prefs.swap_eyes()
@@ -120,9 +128,15 @@ class ConsoleWindow(QMainWindow):
         self.pane.drag.connect(self._on_drag)
         self.pane.wheel_steps.connect(self._on_wheel)
         self.log = EventLog()
+        self.voice_panel = console_panel(cfg)
+        self.voice_panel.lost_changed.connect(self._on_voice_lost)
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.log)
+        bottom.addWidget(self.voice_panel)
+        bottom.setStretchFactor(0, 3)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.pane)
-        split.addWidget(self.log)
+        split.addWidget(bottom)
         split.setStretchFactor(0, 5)
         split.setStretchFactor(1, 1)
         split.setSizes([800, 120])
@@ -167,7 +181,13 @@ class ConsoleWindow(QMainWindow):
             "camera": _button("Camera", "hands drive the endoscope (V, held)", checkable=True),
             "swap": _button("Swap arm", "arm-swap pedal: your swap hand takes the idle instrument, which you then "
                             "align; the one it leaves holds (S)"),
-            "presence": _button("Present", "operator presence (Space toggles)", checkable=True),
+            "presence": _button("Present", "operator presence: Space toggles it; it ends when this window loses "
+                                f"focus or after {self.cfg.console.presence_idle_s:g} s without input"
+                                if self.cfg.console.presence == "toggle" else
+                                "operator presence: only while held (Space or this button)",
+                                checkable=self.cfg.console.presence == "toggle"),
+            "silence": _button("Silence alarms", "pause the alarm sound for "
+                               f"{self.cfg.console.alarm_pause_s:g} s (a new alarm still sounds); logged"),
             "align": _button("Align", "set each hand's orientation to its tool's (A)"),
             "reset": _button("Reset E-stop", "clear a latched console e-stop (then engage again)"),
             "connect": _button("Connection…", "bedside address and keys"),
@@ -182,11 +202,16 @@ class ConsoleWindow(QMainWindow):
             b[name].released.connect(lambda k=key: self.key_up(k))
         b["clutch"].toggled.connect(lambda on: self._set_held("c", on))
         b["camera"].toggled.connect(lambda on: self._set_held("v", on))
-        b["presence"].toggled.connect(self.set_presence)
+        if self.cfg.console.presence == "toggle":
+            b["presence"].toggled.connect(self.set_presence)
+        else:  # held: present only while the button (or Space) is down
+            b["presence"].pressed.connect(lambda: self.key_down("space"))
+            b["presence"].released.connect(lambda: self.key_up("space"))
+        b["silence"].clicked.connect(self.silence_alarms)
         b["align"].clicked.connect(self.align)
         b["reset"].clicked.connect(self.reset_estop)
         b["connect"].clicked.connect(self.open_connection_dialog)
-        for name in ("presence", "engage", "disengage", "clutch", "camera", "swap", "align"):
+        for name in ("presence", "engage", "disengage", "clutch", "camera", "swap", "align", "silence"):
             row.addWidget(b[name])
         row.addSpacing(12)
         row.addWidget(QLabel("Scale"))
@@ -322,6 +347,11 @@ class ConsoleWindow(QMainWindow):
         self.link.reset_estop()
         self.log.add("e-stop reset requested")
 
+    @Slot()
+    def silence_alarms(self) -> None:
+        """Audio paused for console.alarm_pause_s (the sounder's rule); logged with who pressed it."""
+        self.log.add(self.alarm_player.silence(time.monotonic_ns(), self.cfg.security.identity), Severity.WARNING)
+
     def set_display_mode(self, mode: DisplayMode) -> None:
         if mode != self.pane.mode:
             self.prefs.set_display_mode(mode)
@@ -439,6 +469,10 @@ class ConsoleWindow(QMainWindow):
         raised, cleared = self.banner.show_alarms(alarms)
         for w in self.eye_windows:
             w.banner.show_alarms(alarms)
+        sounding = conditions_of(alarms) | ({Condition.VOICE_LOST} if self.voice_lost else set())
+        self.alarm_player.update(time.monotonic_ns(), sounding)
+        for entry in self.alarm_player.sounder.drain_log():
+            self.log.add(entry.text, Severity.WARNING)
         for a in raised:
             self.log.add(f"ALARM {a.title}: {a.text}", a.severity)
         for a in cleared:
@@ -473,7 +507,14 @@ class ConsoleWindow(QMainWindow):
                          Severity.CRITICAL)
 
     def _sync_buttons(self, state: dict[str, Any] | None) -> None:
-        held, present = self.streamer.with_master(lambda m: (set(m.held), m.present_latched))
+        held, present, idle_ended = self.streamer.with_master(
+            lambda m: (set(m.held), m.present_latched if m.sticky_presence else "space" in m.held, m.idle_ended))
+        if idle_ended != self._idle_ended:
+            self._idle_ended = idle_ended
+            self.log.add(f"presence ended: no key or mouse input for {self.cfg.console.presence_idle_s:g} s; "
+                         "press Present (Space) when you are back, then engage", Severity.WARNING)
+        left = self.alarm_player.sounder.pause_left_s(time.monotonic_ns())
+        self.buttons["silence"].setText("Silence alarms" if left is None else f"Alarms paused {left:.0f} s")
         for name, on in (("clutch", "c" in held), ("camera", "v" in held), ("presence", present)):
             btn = self.buttons[name]
             if btn.isChecked() != on:
@@ -483,6 +524,15 @@ class ConsoleWindow(QMainWindow):
         t = (state or {}).get("teleop") or {}
         self.buttons["reset"].setEnabled(bool(t.get("estop")))
         self.buttons["presence"].setText("Present ✓" if present else "Present")
+
+    @Slot(bool)
+    def _on_voice_lost(self, lost: bool) -> None:
+        """The voice panel's link state: LOST sounds the "voice lost" alarm; the arms are not affected."""
+        self.voice_lost = lost
+        self.link.voice_state("LOST" if lost else "UP", "voice link lost: the other site cannot hear you (arms not "
+                              "affected)" if lost else "voice link back")
+        self.log.add("VOICE LINK LOST: the other site cannot hear you (arms not affected)" if lost else
+                     "voice link back", Severity.WARNING if lost else Severity.INFO)
 
     # ---------------------------------------------------------------------- shutdown
     def closeEvent(self, event: QCloseEvent) -> None:
@@ -506,3 +556,5 @@ class ConsoleWindow(QMainWindow):
         self.streamer.close()
         self.source.close()
         self.link.close()
+        self.voice_panel.close_link()
+        self.alarm_player.close()

@@ -22,8 +22,16 @@ BENCHES: dict[str, tuple[str, str]] = {
     "stall": ("teleop.bench.stall", "both 1 kHz loops under issue #19's stress for N minutes: tick max, stalls "
                                     "with their stacks, unexplained freezes"),
     "recording": ("teleop.bench.recording", "send gaps with black-box MCAP recording off vs on (stereo video)"),
+    "index": ("teleop.bench.index", "session index (teleop report DIR) over N synthetic sessions; the re-run "
+                                    "that reads nothing"),
+    "haptics": ("teleop.bench.haptics", "force loop with the simulated haptic device in contact: passivity energy, "
+                                        "force rate and age; --scenario, --no-passivity"),
     "m2p": ("teleop.bench.m2p", "motion-to-photon: command sent -> first painted frame showing it, breakdown, "
                                 "RTT, optical check; --scenario through the link emulator"),
+    "failover": ("teleop.bench.failover", "two or three emulated paths, one cut and restored on a schedule (Wakasa): "
+                                          "holds, lost commands, video gap vs the stale limit, applied per path"),
+    "voice": ("teleop.bench.voice", "voice intercom: mouth-to-ear vs one-way delay over --scenario; 1 kHz send "
+                                    "gaps with voice on/off"),
 }
 
 

@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure with the console window (offscreen) painting stereo 720p60 video")
     p.add_argument("--monitors", type=int, default=0, metavar="N",
                    help="also attach N read-only monitor windows (offscreen)")
+    p.add_argument("--paths", type=int, default=1, choices=(1, 2, 3, 4),
+                   help="network paths (link.paths, all on loopback); above 1 the same run also measures one path, "
+                        "for the send-gap comparison")
 
 
 def machine() -> dict:
@@ -73,14 +76,16 @@ def raw_floor(rate_hz: int, seconds: float, echo_priority: int = 0, ping_priorit
 
 
 def project_path(args: argparse.Namespace, seconds: float, extra: list[str] | None = None,
-                 insecure: bool = False) -> dict:
-    ctrl, telem, video = free_ports(3)
+                 insecure: bool = False, paths: int = 1) -> dict:
+    ctrl, telem, video, *more = free_ports(3 * paths)
     with tempfile.TemporaryDirectory() as tmp:
         if insecure or args.cfg.security.insecure:
             keys = ["security.insecure=true"]
         else:
             keys = throwaway_keys(Path(tmp) / "keys")
-        sets = [a for o in port_overrides(ctrl, telem, video) + keys + list(args.overrides or [])
+        multi = ["link.paths=" + ",".join(f"127.0.0.1:{more[i]}:{more[i + 1]}:{more[i + 2]}"
+                                          for i in range(0, len(more), 3))] if more else []
+        sets = [a for o in port_overrides(ctrl, telem, video) + keys + multi + list(args.overrides or [])
                 for a in ("--set", o)]
         summary = Path(tmp) / "console.json"
         bedside = start_role("bedside", ["bedside", "--no-video", *sets])
@@ -145,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if args.with_gui or args.monitors:
         cmd, window = gui_path(args, args.seconds, args.monitors)
     else:
-        cmd = project_path(args, args.seconds)
+        cmd = project_path(args, args.seconds, paths=args.paths)
     raw_p = percentiles([r / 1e3 for r in raw])
     result = {
         "machine": machine(),
@@ -172,6 +177,12 @@ def run(args: argparse.Namespace) -> int:
                "dropped_display": rx.get("dropped_display"), "engages": window.get("engages")}
         result.update(with_gui=bool(args.with_gui), monitors=args.monitors, window=win if window.get("ok") else None,
                       monitor_fps=[m.get("painted_fps") for m in window.get("monitors", [])])
+    elif args.paths > 1:
+        # One path in the same run: what sending every command on every path costs the 1 kHz stream.
+        one = project_path(args, args.seconds)
+        result.update(paths=args.paths, per_path=cmd.get("paths"), one_path_cmd_rtt_us=one["rtt_us"],
+                      one_path_send_gap_us=one["send_gap_us"],
+                      send_gap_p999_vs_one_path=_ratio(cmd["send_gap_us"]["p999"], one["send_gap_us"]["p999"]))
     elif not args.cfg.security.insecure and not args.no_plain:
         # Same path without encryption, in the same run: what CURVE itself costs.
         plain = project_path(args, args.seconds, insecure=True)
@@ -191,6 +202,10 @@ def run(args: argparse.Namespace) -> int:
             pc = result["plain_cmd_rtt_us"]
             print(f"same, without CURVE      p50 {pc['p50']} us  p99 {pc['p99']} us  p99.9 {pc['p999']} us"
                   f"  (CURVE/plain p50 {result['curve_vs_plain_p50']})")
+        if "one_path_send_gap_us" in result:
+            o = result["one_path_send_gap_us"]
+            print(f"{args.paths} paths; one path in the same run: send gaps p99.9 {o['p999']} us "
+                  f"(ratio {result['send_gap_p999_vs_one_path']}), RTT p50 {result['one_path_cmd_rtt_us']['p50']} us")
         g = cmd["send_gap_us"]
         print(f"1 kHz send gaps          p50 {g['p50']} us  p99 {g['p99']} us  p99.9 {g['p999']} us  max {g['max']} us")
         print(f"sent {cmd['commands_sent']}  applied {cmd['commands_applied']}  rejected {cmd['commands_rejected']}"
