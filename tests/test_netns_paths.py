@@ -23,8 +23,9 @@ from rehearsal.netns import NetnsPaths, netns_available
 ok, why = netns_available()
 pytestmark = [pytest.mark.netns, pytest.mark.fault, pytest.mark.skipif(not ok, reason=why)]
 
-FOLLOW_S = float(os.environ.get("TELEOP_PATHS_FOLLOW_S", "60"))
-"""The Done-when run: 60 s of following with a cut every 5 s (TELEOP_PATHS_FOLLOW_S shortens it by hand)."""
+FOLLOW_S = float(os.environ.get("TELEOP_PATHS_FOLLOW_S", "25"))
+"""Seconds of following with a cut every 5 s: 25 s (5 cuts) in the suite, which must stay under 10 minutes;
+issue #15's Done-when run is 60 s: `TELEOP_PATHS_FOLLOW_S=60` (docs/reliability.md)."""
 CUT_EVERY_S, CUT_S = 5.0, 2.0
 WATCHDOG_MS = 50
 ROOT = str(Path(__file__).resolve().parents[1])
