@@ -180,18 +180,27 @@ class BedsideServer:
         log.info("bedside up: watchdog %d ms, tick %d Hz, telemetry %d Hz",
                  cfg.bedside.watchdog_ms, cfg.bedside.tick_hz, cfg.bedside.telemetry_hz)
 
-    def _receive(self, frames: list, rx: int) -> None:
-        """One control-socket message: [peer, frame]. Acks leave at once, restamped, and are recorded after."""
-        agent, sec, tap = self.agent, self.sec, self.tap
+    def _sender(self, frames: list, rx: int) -> str | None:
+        """Who sent a control-socket message [peer, frame] (its key's `role:name`), or None if it is refused here: a
+        wrong envelope, or a key revoked since the handshake."""
+        agent, sec = self.agent, self.sec
         if len(frames) != 2:
             agent.on_bad_envelope()
-            return
+            return None
         user = security.user_of(frames[1], sec is not None)
         if sec is not None:
             if agent.revocations_due(rx):
                 agent.set_revoked(rx, (c.name for c in sec.auth.registry.clients() if c.revoked))
             if agent.refuse_revoked(user):
-                return
+                return None
+        return user
+
+    def _receive(self, frames: list, rx: int) -> None:
+        """One control-socket message: [peer, frame]. Acks leave at once, restamped, and are recorded after."""
+        user = self._sender(frames, rx)
+        if user is None:
+            return
+        agent, tap = self.agent, self.tap
         for out in agent.on_message(rx, frames[0].bytes, frames[1].bytes, user):
             t_ack = time.monotonic_ns()
             ack = codec.restamp(out.data, t_ack)
@@ -206,16 +215,10 @@ class BedsideServer:
     def _receive_path(self, path: int, frames: list, rx: int) -> None:
         """`_receive` with several paths: the agent knows copies by their path, and every ack leaves on every
         path (a ROUTER drops what is addressed to a peer it does not know), the console keeping the first."""
-        agent, sec, tap = self.agent, self.sec, self.tap
-        if len(frames) != 2:
-            agent.on_bad_envelope()
+        user = self._sender(frames, rx)
+        if user is None:
             return
-        user = security.user_of(frames[1], sec is not None)
-        if sec is not None:
-            if agent.revocations_due(rx):
-                agent.set_revoked(rx, (c.name for c in sec.auth.registry.clients() if c.revoked))
-            if agent.refuse_revoked(user):
-                return
+        agent, tap = self.agent, self.tap
         for out in agent.on_path_message(rx, path, frames[0].bytes, frames[1].bytes, user):
             t_ack = time.monotonic_ns()
             ack = codec.restamp(out.data, t_ack)

@@ -162,17 +162,20 @@ class ConsoleRunner:
                  e.counters["commands_sent"], e.counters["applied"])
 
     def _drain(self) -> None:
-        if self.paths is not None:
-            self._drain_paths()
-        for sock in (self.ctrl, self.sub) if self.paths is None else ():
-            while True:
-                try:
-                    data = sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                now = time.monotonic_ns()
-                self.engine.on_bytes(now, data)
-                self.tap.add(K_BEDSIDE, now, data)
+        """Every path's control and telemetry sockets; with several paths only the first copy of each bedside frame
+        goes to the engine (and the recording), every copy feeding its path's figures (`PathMonitor.on_frame`)."""
+        pm = self.paths
+        for k, (ctrl, sub) in enumerate(zip(self.ctrls, self.subs, strict=True)):
+            for sock in (ctrl, sub):
+                while True:
+                    try:
+                        data = sock.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    now = time.monotonic_ns()
+                    if pm is None or pm.on_frame(now, k, data):
+                        self.engine.on_bytes(now, data)
+                        self.tap.add(K_BEDSIDE, now, data)
         if self.ui is not None:
             while True:
                 try:
@@ -182,22 +185,6 @@ class ConsoleRunner:
                 now = time.monotonic_ns()
                 self.ui.on_bytes(now, data, self.engine.offset_ns(now) or 0)
 
-    def _drain_paths(self) -> None:
-        """Several paths: the first copy of each bedside frame goes to the engine (and the recording); every
-        copy feeds its path's figures."""
-        pm = self.paths
-        assert pm is not None
-        for k, (ctrl, sub) in enumerate(zip(self.ctrls, self.subs, strict=True)):
-            for sock in (ctrl, sub):
-                while True:
-                    try:
-                        data = sock.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    now = time.monotonic_ns()
-                    if pm.on_frame(now, k, data):
-                        self.engine.on_bytes(now, data)
-                        self.tap.add(K_BEDSIDE, now, data)
 
     def _send_paths(self, data: bytes) -> bool:
         """The same bytes on every path; True if at least one path took them."""

@@ -249,6 +249,16 @@ def _setpoint(v: tuple[float, ...], i: int, what: str) -> CartesianSetpoint:
     return CartesianSetpoint((x, y, z), q, jaw)
 
 
+def _text_tail(data: bytes, start: int, length: int, limit: int, what: str) -> str:
+    """The UTF-8 text that ends a frame at `start`, whose head says it is `length` bytes (at most `limit`)."""
+    if length != len(data) - start or length > limit:
+        raise LengthMismatch(f"{what} length {length} does not match its frame")
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidField(f"{what} is not UTF-8: {exc}") from None
+
+
 def decode_header(data: bytes) -> tuple[MsgType, int, int, int, int]:
     """Validate the header and the total length; returns (type, epoch, seq, send_ns, payload_len)."""
     n = len(data)
@@ -420,12 +430,7 @@ def decode(data: bytes) -> Message:
         if plen < _EVENT_HEAD.size:
             raise TruncatedMessage("event payload shorter than its head")
         kind, reason, from_s, to_s, tlen = _EVENT_HEAD.unpack_from(data, off)
-        if tlen != plen - _EVENT_HEAD.size or tlen > MAX_EVENT_TEXT_BYTES:
-            raise LengthMismatch(f"event text length {tlen} does not match its frame")
-        try:
-            text = data[off + _EVENT_HEAD.size :].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidField(f"event text is not UTF-8: {exc}") from None
+        text = _text_tail(data, off + _EVENT_HEAD.size, tlen, MAX_EVENT_TEXT_BYTES, "event text")
         return Event(
             epoch,
             seq,
@@ -454,12 +459,7 @@ def decode(data: bytes) -> Message:
         engage, r1, rlen = _ESTOP.unpack_from(data, off)
         if engage > 1 or r1:
             raise InvalidField("estop fields out of range")
-        if rlen != plen - _ESTOP.size or rlen > MAX_ESTOP_REASON_BYTES:
-            raise LengthMismatch(f"estop reason length {rlen} does not match its frame")
-        try:
-            reason = data[off + _ESTOP.size :].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidField(f"estop reason is not UTF-8: {exc}") from None
+        reason = _text_tail(data, off + _ESTOP.size, rlen, MAX_ESTOP_REASON_BYTES, "estop reason")
         return EStop(epoch, seq, send_ns, bool(engage), reason)
     if mt is MsgType.ENABLE:
         return Enable(epoch, seq, send_ns)

@@ -197,6 +197,7 @@ class _Paced:
             due += period
 
     def step(self, t_ns: int) -> None:
+        """One FRAME, due at `t_ns`: what the device does with it (PacedOutput plays, GeneratedInput captures)."""
         raise NotImplementedError
 
     def _halt(self) -> None:
