@@ -20,7 +20,8 @@ WAKE = "wake"
 """The pseudo-step every loop has: how late the iteration started after the time the loop planned to wake
 (time it was not running: descheduled, stopped, or a wait that overran)."""
 REPORT_EVERY_NS = 1_000_000_000
-"""At most one over-bound tick reported per second; `LoopHealth.over_bound` counts every one."""
+"""At most one over-bound tick reported per second, unless a tick is longer than the last one reported: a long
+stall right after a short overrun still reports its own stacks. `LoopHealth.over_bound` counts every one."""
 COUNTER_PREFIX = "loop_"
 RECENT_NS = 10_000_000_000
 """How long the window's and the monitor's loop indicator stays a warning after an over-bound tick."""
@@ -75,6 +76,7 @@ class LoopHealth:
         self._slow = self._wake
         self._slow_ns = 0
         self._reported_ns: int | None = None
+        self._reported_period_ns = 0
         self._unreported = 0
 
     def index(self, step: str) -> int:
@@ -117,12 +119,13 @@ class LoopHealth:
     def _over(self, now_ns: int, period: int) -> Overrun | None:
         self.over_bound += 1
         self.last_over_ns = now_ns
-        if self._reported_ns is not None and now_ns - self._reported_ns < self.report_every_ns:
+        if (self._reported_ns is not None and now_ns - self._reported_ns < self.report_every_ns
+                and period <= self._reported_period_ns):
             self._unreported += 1
             return None
         out = Overrun(self.role, now_ns, period, self.bound_ns, self.steps[self._slow], self._slow_ns,
                       self._unreported)
-        self._reported_ns = now_ns
+        self._reported_ns, self._reported_period_ns = now_ns, period
         self._unreported = 0
         return out
 

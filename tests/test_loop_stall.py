@@ -101,6 +101,23 @@ def test_overruns_are_reported_at_most_once_a_second_and_all_counted():
     assert len(reported) == 3 and [o.unreported for o in reported] == [0, 9, 9]
 
 
+def test_a_longer_stall_right_after_a_reported_overrun_is_reported_too():
+    """The rate limit must not hide a stall behind a short overrun reported just before it (CI saw a 13 ms wake
+    reported, then the 300 ms stall 300 ms later folded into "1 more over the bound", its stacks unreported)."""
+    h = _health()
+    t = 0
+    h.tick(t)
+    t += ms(13)
+    first = h.tick(t)
+    t += ms(300)
+    stall = h.tick(t)
+    t += ms(20)
+    shorter = h.tick(t)
+    assert first is not None and first.period_ns == ms(13)
+    assert stall is not None and stall.period_ns == ms(300) and stall.unreported == 0
+    assert shorter is None and h.over_bound == 3
+
+
 def test_the_bound_is_a_validated_key_above_the_tick_period():
     cfg = load_config()
     assert cfg.bedside.tick_bound_ms == 10.0 and cfg.console.tick_bound_ms == 10.0
