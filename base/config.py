@@ -242,9 +242,17 @@ class ConsoleConfig:
         20.0, "force feedback: a force not refreshed by telemetry for this long starts to fade", 2.0, 1000.0)
     force_fade_ms: float = _f(
         30.0, "force feedback: a stale force fades linearly to zero over this long (never holds)", 0.0, 1000.0)
+    force_playout_ms: float = _f(
+        10.0, "force feedback: the most the force playout may delay telemetry's forces to hand them to the master "
+        "at the spacing the bedside measured them, not in the bunches a jittery link delivers (0 = none: the "
+        "newest at once; console/force_playout.py)", 0.0, 100.0)
     force_passivity: bool = _f(
         True, "force feedback: time-domain passivity observer + controller (Hannaford & Ryu 2002; "
         "docs/masters.md): the master never receives more energy than it put in")
+    window_nice: int = _f(
+        10, "nice value of the console window's process (its decoding and painting; the engine's loop is SCHED_FIFO "
+        "and does not depend on it): higher = yield the CPU to the other time-shared work on this machine "
+        "(console/ui/app.py; docs/benchmarks.md)", 0, 19)
     ui_state_port: int = _f(5581, "loopback PUB port: engine state and events for the window", 1024, 65535)
     ui_intent_port: int = _f(5582, "loopback PULL port: heartbeats, intents, video reports from the window",
                              1024, 65535)
@@ -325,8 +333,9 @@ class VideoConfig:
         200.0, "hold: newest frame older than this, or no new frame for this long", 20.0, 5000.0
     )
     failover_ms: float = _f(
-        100.0, "several paths (link.paths): the viewer moves the stream to the next path after this long without a "
-        "frame on its path (< video.stale_ms, so a cut path never makes the picture stale; video/failover.py)",
+        60.0, "several paths (link.paths): the viewer moves the stream to another path when its path has been silent "
+        "(no frame, no probe echo) this long while the other answered (< video.stale_ms, with a frame interval "
+        "either side, so a cut path never makes the picture stale; video/failover.py)",
         10.0, 5000.0)
     stuck_ms: float = _f(
         500.0, "hold: camera content/counter unchanged this long while frames arrive", 50.0, 10000.0
@@ -488,6 +497,8 @@ RELATIONS: tuple[tuple[str, str, bool, str], ...] = (
     ("video.failover_ms", "video.stale_ms", True, "the picture must move to another path before it goes stale"),
     ("recording.max_file_mb", "recording.retention_mb", False, "the current file alone would exceed the retention"),
     ("voice.keepalive_ms", "voice.lost_ms", True, "a quiet end must not look lost"),
+    ("console.force_playout_ms", "console.force_stale_ms", True,
+     "a force waiting in the playout must not already be stale"),
     ("voice.jitter_min_ms", "voice.jitter_max_ms", True, "the adaptive jitter buffer needs room to adapt"),
     ("bedside.watchdog_ms", "bedside.driver_watchdog_ms", False,
      "a driver holding on its own must not end a session the bedside's own watchdog would keep"),

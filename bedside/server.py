@@ -39,6 +39,12 @@ LOOP_STEPS = ("agent", "receive", "arms", "telemetry", "counters", "log", "tap")
 _AGENT, _RECEIVE, _ARMS, _TELEMETRY, _COUNTERS, _LOG, _TAP = range(len(LOOP_STEPS))
 
 
+def _later(a: int, b: int) -> int:
+    """`max(a, b)` for two ints as the loop needs it every iteration: a conditional expression costs a fraction of
+    the builtin's call (~1.8k instructions under 3.11)."""
+    return b if b > a else a
+
+
 class VideoStartError(UserError):
     label = "video error"
 
@@ -284,7 +290,7 @@ class BedsideServer:
                                        cfg.logging.stall_stacks == "all")
         lap, clock, hook = watch.lap, time.monotonic_ns, self.step_hook
         due: int | None = None  # when the wait was planned to end
-        socks = self.socks
+        socks, local_estop = self.socks, self.local_estop
         multi = bool(self.extra)
         receive = self._receive if not multi else lambda f, r: self._receive_path(0, f, r)
         poller = zmq.Poller()
@@ -294,7 +300,8 @@ class BedsideServer:
             while not stop and (end is None or now < end):
                 now = clock()
                 stall = watch.tick(now, due)
-                self.local_estop.apply(agent, now)
+                if local_estop.pending:
+                    local_estop.apply(agent, now)
                 dl = agent.next_deadline_ns()
                 if dl is not None and now >= dl:
                     agent.check_watchdog(now)  # before reading anything that piled up
@@ -318,11 +325,11 @@ class BedsideServer:
                     self._share_state(now)
                     if hook is not None:
                         hook(now)
-                    next_tick = max(next_tick + tick_ns, now - tick_ns)
+                    next_tick = _later(next_tick + tick_ns, now - tick_ns)
                     lap(_ARMS, clock())
                 if now >= next_telem:
                     self._publish(now, agent.telemetry(now))
-                    next_telem = max(next_telem + telem_ns, now - telem_ns)
+                    next_telem = _later(next_telem + telem_ns, now - telem_ns)
                     lap(_TELEMETRY, clock())
                 if now >= next_counters:
                     self._report_counters(now)
@@ -337,8 +344,10 @@ class BedsideServer:
                 lap(_TAP, t)
                 # Wait inside a blocking receive, as the raw floor's echo server does: it wakes ~15 µs sooner than
                 # select() then recv. Millisecond resolution is enough here (the watchdog fires ≤ 1 ms late).
-                wake = min(next_tick, next_telem) if dl is None else min(next_tick, next_telem, dl)
-                timeout_ms = max(1, -(-(wake - t) // 1_000_000))
+                wake = next_tick if next_tick < next_telem else next_telem
+                if dl is not None and dl < wake:
+                    wake = dl
+                timeout_ms = _later(1, -(-(wake - t) // 1_000_000))
                 due = t + timeout_ms * 1_000_000
                 if multi:  # any path's frame wakes the loop; the drain above reads it
                     poller.poll(timeout_ms)

@@ -273,7 +273,7 @@ class ConsoleEngine:
         forces = hand_forces([a.measured_cf for a in t.arms], idx, coupled,
                              t.arms[ECM_INDEX].measured_cp.orientation)
         off = self.offset_ns(now_ns)
-        self.force.on_force(now_ns, now_ns if off is None else t.send_ns - off, forces)
+        self.force.on_force(now_ns, now_ns if off is None else t.send_ns - off, forces, timed=off is not None)
 
     def force_step(self, now_ns: int, sample: MasterSample) -> ForceOutput:
         """This tick's force for a master that takes force: zero without a valid sample's velocities."""

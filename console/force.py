@@ -1,7 +1,9 @@
 """Force feedback for a master that takes force (a haptic bridge): the bedside's contact force, made safe to feel.
 
-Pure and sans-IO: the engine feeds each telemetry's forces (`on_force`, with its receive time) and calls `step`
-once per control tick with the hands' velocities (from the device) and `now`; out come the forces to send.
+Pure and sans-IO: the engine feeds each telemetry's forces (`on_force`, with its measurement and receive times)
+and calls `step` once per control tick with the hands' velocities (from the device) and `now`; out come the forces
+to send. Between the two, the playout (console/force_playout.py) releases one sample per tick at the spacing the
+bedside measured them, a few milliseconds late, instead of the bunches a jittery link delivers.
 
 Theory of operation
 -------------------
@@ -11,7 +13,7 @@ hand assignment), only while that arm FOLLOWS the hand (a held, clutched or idle
 so the hand feels nothing), rotated into the master frame through the endoscope's orientation (the inverse of
 the motion mapping of console/mapping.py: a tip pressed down into tissue pushes the hand back up the screen).
 
-Then, per hand, every tick, in this order:
+Then, per hand, every tick, on the newest sample the playout released, in this order:
 
 1. scale: `gain` · force (dVRK's bilateral example uses 0.2);
 2. smooth: a first-order low-pass at `smoothing_hz` (telemetry arrives in steps; the filter's lag is one more
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 
 from base.config import ConsoleConfig
 from base.geometry import ZERO_V, Quat, Vec3, q_conj, q_rotate
+from console.force_playout import ForcePlayout, ForceSample
 
 _MAX_DT_S = 0.1
 """A longer gap between ticks (a stall) integrates no more than this."""
@@ -54,11 +57,12 @@ class ForceSettings:
     stale_ns: int = 20_000_000
     fade_ns: int = 30_000_000
     passivity: bool = True
+    playout_ns: int = 10_000_000
 
     @classmethod
     def from_config(cls, c: ConsoleConfig) -> ForceSettings:
         return cls(c.force_gain, c.force_max_n, c.force_smoothing_hz, int(c.force_stale_ms * 1e6),
-                   int(c.force_fade_ms * 1e6), c.force_passivity)
+                   int(c.force_fade_ms * 1e6), c.force_passivity, int(c.force_playout_ms * 1e6))
 
     @property
     def zero_after_ns(self) -> int:
@@ -144,12 +148,15 @@ class ForceFeedback:
         self.ports = (PassivityPort(), PassivityPort())
         self._last_ns: int | None = None
         self.samples = 0
+        self.playout = ForcePlayout(settings.playout_ns)
 
-    def on_force(self, rx_ns: int, measured_ns: int, forces: tuple[Vec3, Vec3]) -> None:
-        """A new force sample per hand (master frame, N at the tip: `hand_forces`), received at `rx_ns`."""
+    def on_force(self, rx_ns: int, measured_ns: int, forces: tuple[Vec3, Vec3], timed: bool = True) -> None:
+        """A new force sample per hand (master frame, N at the tip: `hand_forces`), measured at `measured_ns`
+        (console clock; `timed` False = that clock is not known yet and `measured_ns` is a guess), received at
+        `rx_ns`. It reaches the hands through the playout (console/force_playout.py) at a later `step`."""
         if not all(math.isfinite(c) for f in forces for c in f):
             return  # the bedside's codec refuses these already; never let one reach a hand
-        self.raw, self.rx_ns, self.measured_ns = forces, rx_ns, measured_ns
+        self.playout.push(ForceSample(measured_ns, rx_ns, forces), timed)
         self.samples += 1
 
     def fade(self, now_ns: int) -> float:
@@ -165,6 +172,9 @@ class ForceFeedback:
 
     def step(self, now_ns: int, velocities: tuple[Vec3, Vec3] | None) -> ForceOutput:
         s = self.s
+        new = self.playout.pop(now_ns)
+        if new is not None:
+            self.measured_ns, self.rx_ns, self.raw = new
         dt = 0.0 if self._last_ns is None else min(max((now_ns - self._last_ns) / 1e9, 0.0), _MAX_DT_S)
         self._last_ns = now_ns
         a = 1.0 if s.smoothing_hz <= 0.0 else 1.0 - math.exp(-2.0 * math.pi * s.smoothing_hz * dt)
@@ -190,6 +200,6 @@ class ForceFeedback:
         return min(p.min_energy_j for p in self.ports)
 
     def stats(self) -> dict:
-        return {"samples": self.samples, "energy_min_j": self.min_energy_j,
+        return {"samples": self.samples, "playout": self.playout.stats(), "energy_min_j": self.min_energy_j,
                 "energy_j": [p.energy_j for p in self.ports], "passivity_ticks": [p.acted for p in self.ports],
                 "passivity_dissipated_j": [p.dissipated_j for p in self.ports], "passivity": self.s.passivity}

@@ -147,6 +147,8 @@ class ConsoleRunner:
             self._rtt_history: deque[float | None] = deque(maxlen=90)
             self._next_state_ns = self._next_state_rec_ns = now
         self.master = master or make_master(cfg, now, ui)
+        self.master_kind = master_kind(cfg, ui)
+        """console.master's name for the master that drives (the window's Master list shows it)."""
         log.info("master: %s (console.master = %s)", self.master.name, cfg.console.master)
         self._next_report_ns = now + REPORT_NS
 
@@ -232,7 +234,7 @@ class ConsoleRunner:
             "bedside": {"state": e.bedside_state.name, "reason": e.bedside_reason.name, "estop": e.bedside_estop},
             "session": {"epoch": e.epoch, "ready": e.session_ready},
             "teleop": e.controller.snapshot(), "video": self.ui.video_state(),
-            "master": self.master.name, "counters": {**e.counters, **self.ui.counters},
+            "master": self.master.name, "master_kind": self.master_kind, "counters": {**e.counters, **self.ui.counters},
             "loop": self._loop_state(now),
             "paths": self.paths.snapshot() if self.paths is not None else None,
         })
@@ -357,7 +359,7 @@ class ConsoleRunner:
             self._master_event(now, "switch refused", f"cannot switch from {old} to {kind}: {exc}")
             return False
         self.master.close()
-        self.master = new
+        self.master, self.master_kind = new, kind
         text = f"master switched from {old} to {new.name}: arms held; align and press engage on the new master"
         self._master_event(now, "switched", text)
         if hasattr(self.engine.controller, "master_changed"):

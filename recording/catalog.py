@@ -228,8 +228,8 @@ CONSOLE_STATE = _obj("teleop.ConsoleState", "The engine's state as its window re
     "type": _STR, "t_ns": _INT, "link": _STR, "rtt_ms": _NULLABLE_NUM,
     "rtt_history_ms": {"type": "array", "items": _NULLABLE_NUM}, "clock_offset_ns": {"type": ["integer", "null"]},
     "bedside": {"type": "object"}, "session": {"type": "object"}, "teleop": {"type": "object"},
-    "video": {"type": "object"}, "master": _STR, "counters": {"type": "object"}, "loop": {"type": "object"},
-    "paths": {"type": ["object", "null"]},
+    "video": {"type": "object"}, "master": _STR, "master_kind": _STR, "counters": {"type": "object"},
+    "loop": {"type": "object"}, "paths": {"type": ["object", "null"]},
 }, ["t_ns", "link", "teleop", "video"])
 
 CONFIG = _obj("teleop.Config", "The effective configuration of the recording role (base/config.py)", {

@@ -13,6 +13,7 @@ from test_teleop_world import MS, World, fast_cfg
 
 from base.geometry import IDENTITY_Q, q_from_axis_angle
 from console.force import ForceFeedback, ForceSettings, PassivityPort, clamp_norm, hand_forces
+from console.force_playout import ForcePlayout, ForceSample
 from console.masters.spacemouse import SpaceMouseMaster
 
 S = ForceSettings(gain=0.2, max_n=1.0, smoothing_hz=0.0, stale_ns=20 * MS, fade_ns=30 * MS, passivity=True)
@@ -28,7 +29,7 @@ def test_force_is_scaled_saturated_and_keeps_its_direction() -> None:
     ff.on_force(0, 0, ((0.0, 2.0, 0.0), (0.0, 0.0, 0.0)))
     out = ff.step(1 * MS, STILL)
     assert out.forces[0] == pytest.approx((0.0, 0.4, 0.0)) and out.forces[1] == (0.0, 0.0, 0.0) and out.fresh
-    ff.on_force(2 * MS, 0, ((3.0, 0.0, -4.0), (0.0, 0.0, 0.0)))  # 5 N at the tip -> 1 N (gain) -> saturated at 1
+    ff.on_force(2 * MS, 2 * MS, ((3.0, 0.0, -4.0), (0.0, 0.0, 0.0)))  # 5 N at the tip -> 1 N (gain) -> saturated at 1
     f = ff.step(3 * MS, STILL).forces[0]
     assert _norm(f) == pytest.approx(1.0) and f == pytest.approx((0.6, 0.0, -0.8))
     big = ForceFeedback(ForceSettings(gain=1.0, max_n=0.5, smoothing_hz=0.0))
@@ -111,6 +112,84 @@ def test_passivity_port_adds_only_the_damping_needed_and_clamps() -> None:
     assert acted and p.energy_j == pytest.approx(0.0, abs=1e-12) and f[1] == pytest.approx(0.0, abs=1e-9)
     f, acted = p.step((0.0, -1.0, 0.0), (0.0, 0.1, 0.0), 0.001, True, 10.0)  # pushing against the hand: stored
     assert not acted and p.energy_j == pytest.approx(1e-4)
+
+
+# ---------------------------------------------------------------------- force playout
+
+
+def _bunched(n: int, one_way_ms: float, bunch: int) -> list[tuple[int, int]]:
+    """(measured, arrival) of n samples measured every 1 ms that arrive `bunch` at a time (a late TCP segment
+    holding back the ones behind it), `one_way_ms` after the first of each bunch."""
+    out = []
+    for i in range(n):
+        first = (i // bunch) * bunch
+        out.append((i * MS, int((first + bunch - 1 + one_way_ms) * MS)))
+    return out
+
+
+def _play(settings: ForceSettings, arrivals: list[tuple[int, int]], ticks: int, period: int = MS) -> list[int]:
+    """Run a 1 kHz console over the arrivals: the measured time of every new sample the hands got."""
+    ff, got, i, last = ForceFeedback(settings), [], 0, None
+    for k in range(ticks):
+        now = k * period
+        while i < len(arrivals) and arrivals[i][1] <= now:
+            ff.on_force(arrivals[i][1], arrivals[i][0], ((0.0, 0.0, 1.0), (0.0, 0.0, 0.0)))
+            i += 1
+        out = ff.step(now, STILL)
+        if out.measured_ns and out.measured_ns != last:
+            last = out.measured_ns
+            got.append(out.measured_ns)
+    return got
+
+
+def test_the_playout_turns_bunched_arrivals_into_one_new_force_per_tick_in_order() -> None:
+    arrivals = _bunched(3000, one_way_ms=100.0, bunch=3)
+    without = _play(ForceSettings(playout_ns=0), arrivals, 3200)
+    with_ = _play(ForceSettings(playout_ns=10 * MS), arrivals, 3200)
+    assert len(without) < 1100  # the newest of each bunch: a third
+    assert len(with_) > 2800 and with_ == sorted(with_)  # (nearly) every sample, one per tick, in order
+    ff = ForceFeedback(ForceSettings(playout_ns=10 * MS))
+    for m, a in arrivals[:2000]:
+        ff.on_force(a, m, STILL)
+    assert ff.playout.delay_ns == 2 * MS  # the bunch's spread: the earliest arrives 2 ms before the latest
+
+
+def test_the_playout_delay_is_capped_and_never_builds_a_backlog() -> None:
+    pp = ForcePlayout(max_delay_ns=3 * MS)
+    arrivals = _bunched(2000, one_way_ms=50.0, bunch=20)  # a 19 ms spread: more than the cap
+    got, i, ages = [], 0, []
+    for k in range(2200):
+        now = k * MS
+        while i < len(arrivals) and arrivals[i][1] <= now:
+            pp.push(ForceSample(arrivals[i][0], arrivals[i][1], STILL))
+            i += 1
+        s = pp.pop(now)
+        if s is not None:
+            got.append(s.measured_ns)
+            ages.append(now - s.measured_ns)
+    assert pp.delay_ns == 3 * MS and got == sorted(got)
+    assert max(ages[500:]) <= 50 * MS + pp.delay_ns + 19 * MS + 2 * MS + MS  # transit + cap + bunch + late + tick
+    assert pp.skipped_late > 0  # late samples skipped rather than queued
+
+
+def test_the_playout_drops_duplicates_and_old_samples_and_passes_untimed_ones_at_once() -> None:
+    pp = ForcePlayout(max_delay_ns=10 * MS)
+    pp.push(ForceSample(5 * MS, 6 * MS, STILL))
+    pp.push(ForceSample(5 * MS, 6 * MS, STILL))  # the same telemetry again (another path)
+    pp.push(ForceSample(4 * MS, 7 * MS, STILL))  # older than the last
+    assert pp.dropped_old == 2
+    assert pp.pop(6 * MS).measured_ns == 5 * MS and pp.pop(7 * MS) is None
+    pp.push(ForceSample(123, 9 * MS, STILL), timed=False)  # the bedside's clock not known yet: no playout
+    assert pp.pop(9 * MS).rx_ns == 9 * MS
+
+
+def test_a_stalled_force_stream_still_fades_on_time_through_the_playout() -> None:
+    ff = ForceFeedback(ForceSettings(gain=1.0, max_n=10.0, smoothing_hz=0.0, playout_ns=10 * MS))
+    for t in range(100):  # 100 ms of samples, 30 ms transit, arriving in pairs
+        ff.on_force((t // 2 * 2 + 31) * MS, t * MS, ((0.0, 1.0, 0.0), (0.0, 0.0, 0.0)))
+    last_rx = 129 * MS
+    assert ff.step(last_rx + 5 * MS, STILL).forces[0][1] > 0.0
+    assert ff.step(last_rx + ff.s.zero_after_ns, STILL).forces[0] == (0.0, 0.0, 0.0)
 
 
 # ---------------------------------------------------------------------- presence from the master

@@ -44,9 +44,11 @@ The full picture is measured by `teleop bench link --with-gui` instead (docs/ben
 
 class Rig:
     def __init__(self, tmp: Path, qtbot) -> None:
-        m, s, i = free_ports(3)
+        m, s, i, bb, bf = free_ports(5)
         self.session = Session(tmp, video=True, extra=[f"console.master_port={m}", f"console.ui_state_port={s}",
-                                                       f"console.ui_intent_port={i}", *GUI_VIDEO],
+                                                       f"console.ui_intent_port={i}", *GUI_VIDEO,
+                                                       f"console.bridge_endpoint=tcp://127.0.0.1:{bb}",
+                                                       f"console.bridge_force_endpoint=tcp://127.0.0.1:{bf}"],
                                bed_prefix=tied_to_us())
         self.tmp = tmp
         self.qtbot = qtbot
@@ -192,6 +194,34 @@ def test_engage_and_drive_both_arms_with_keyboard_and_mouse(rig):
     assert counters.get("ui_video", 0) > 10 and counters.get("ui_heartbeat", 0) > 10
     assert all(w.arm_state(n) == "FOLLOWING" for n in ("PSM1", "PSM2"))
     rig.shot("following")
+
+
+def test_the_surgeon_switches_masters_in_the_window_and_every_arm_holds_until_engaged_again(rig):
+    rig.engage()
+    w, box = rig.win, rig.win.master_box
+    assert box.currentData() == "keyboard"
+    box.setCurrentIndex(box.findData("bridge"))
+    box.activated.emit(box.currentIndex())  # what picking it from the list does
+    rig.wait(lambda: (w.state or {}).get("master_kind") == "bridge", "the engine to take the bridge")
+    rig.wait(lambda: all(rig.arm(n).get("state") not in ("FOLLOWING", "ALIGNING") for n in ("PSM1", "PSM2")),
+             "every arm to hold")
+    held = rig.latest().arms[0].measured_cp.position
+    rig.key(Qt.Key.Key_Right, hold_s=0.4)  # the window's keys no longer drive: one master at a time
+    rig.qtbot.wait(300)
+    assert rig.latest().arms[0].measured_cp.position == pytest.approx(held, abs=1e-6)
+    box.setCurrentIndex(box.findData("spacemouse"))  # none plugged in here: refused, the bridge keeps its place
+    box.activated.emit(box.currentIndex())
+    rig.wait(lambda: any("spacemouse" in line and "refused" in line.lower() for line in w.log.lines),
+             "the refusal in the event log")
+    rig.wait(lambda: box.currentData() == "bridge", "the list to show the master that drives")
+    rig.shot("master-switch")
+    box.setCurrentIndex(box.findData("keyboard"))
+    box.activated.emit(box.currentIndex())
+    rig.wait(lambda: (w.state or {}).get("master_kind") == "keyboard", "the keyboard back")
+    rig.engage()  # re-engaged through ALIGNING, as at the start
+    before = rig.latest().arms[0].measured_cp.position
+    rig.key(Qt.Key.Key_Right, hold_s=0.6)
+    rig.wait(lambda: rig.latest().arms[0].measured_cp.position != before, "PSM1 to move with the keyboard again")
 
 
 def test_clutch_holds_the_tool_while_the_hand_moves(rig):

@@ -1,8 +1,9 @@
 """Two roads to the patient: two namespaces joined by two veth pairs (link.paths), real cable cuts (root only).
 
 One path at a time cut for 2 s every 5 s while the scripted surgeon follows: no hold, no lost command, no
-refusal. Both cut: the arms freeze within the watchdog bound, as with one path. A frame replayed on the second
-path after the first delivered it is refused. The pure rules are in tests/test_paths.py.
+refusal, no VIDEO_STALE. Both cut: the arms freeze within the watchdog bound, as with one path. A frame replayed
+on the second path after the first delivered it is refused. The pure rules are in tests/test_paths.py and
+tests/test_video_failover.py.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def _session(tmp_path, ns: NetnsPaths, video: bool = False) -> Session:
 @pytest.mark.slow
 def test_one_path_at_a_time_cut_for_2_s_every_5_s_costs_no_hold_and_no_command(tmp_path):
     """The stereo video (small, JPEG: the picture's own size is not under test) is watched meanwhile by a viewer
-    in the console's namespace with the console's paths (tests/video_watch.py): no VIDEO_STALE."""
+    in the console's namespace with the console's paths (tests/video_watch.py): it moves off each cut path before
+    the picture goes stale (video/failover.py): no VIDEO_STALE, and no move on jitter."""
     with NetnsPaths(prefix="tlq", subnets=("10.231.84", "10.231.85")) as ns:
         s = _session(tmp_path, ns, video=True)
         watch = None
@@ -76,6 +78,11 @@ def test_one_path_at_a_time_cut_for_2_s_every_5_s_costs_no_hold_and_no_command(t
             if watch is not None and watch.poll() is None:
                 watch.kill()
             s.close()
+    gaps = video.pop("long_gaps", [])
+    at_cut = [ms for t, ms in gaps if any(t <= t_cut <= t + ms * 1e6 for _, t_cut, _ in timeline)]
+    # the figures (pytest -s): gaps over 120 ms that span a cut (the failover's) and the others (the machine's)
+    print(f"video over {cuts} cuts: {video}; gaps > 120 ms spanning a cut {at_cut}, others "
+          f"{[ms for t, ms in gaps if ms not in at_cut]}; load average {os.getloadavg()}")
     c = bed["counters"]
     assert cuts >= 2
     assert bed["freezes"] == [], (bed["freezes"], [f["t_ns"] for f in s.seen if f.get("type") == "freeze"], timeline,
@@ -90,10 +97,9 @@ def test_one_path_at_a_time_cut_for_2_s_every_5_s_costs_no_hold_and_no_command(t
     assert {"path0 LOST", "path1 LOST"} <= lost, lost
     paths = {p["name"]: p for p in con["paths"]}
     assert paths["path0"]["state"] == "UP" and paths["path1"]["state"] == "UP", paths
-    if not (video.get("stale_holds") == 0 and video["gap_ms_max"] < 200):  # VIDEO_STALE: none
-        # Open (issue #15, docs/reliability.md): every control check above holds, but the viewer's path switch
-        # (video/failover.py) still lets the picture go stale on some cuts and switches on jitter. Shown, not hidden.
-        pytest.xfail(f"video failover not yet within video.stale_ms: {video}")
+    # the picture moved off each cut path before it went stale (video.stale_ms = 200 ms), and not on jitter
+    assert video.get("stale_holds") == 0 and video["gap_ms_max"] < 200, (video, timeline)
+    assert video["switches"] <= 2 * cuts, video
 
 
 def test_both_paths_cut_freeze_within_the_watchdog_bound_and_a_replay_on_the_second_path_is_refused(tmp_path):

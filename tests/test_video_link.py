@@ -20,6 +20,7 @@ from safety.video_guard import VideoState
 from transport import security
 from transport import video_wire as wire
 from transport.messages import Reason
+from transport.zmqlink import video_client
 from video.codecs import JpegEncoder
 from video.framecode import mark_stale
 from video.receiver import VideoReceiver
@@ -226,3 +227,29 @@ def test_sender_with_a_missing_camera_reports_the_error_and_returns(lcfg):
     assert not t.is_alive()
     kind, text = q.get_nowait()
     assert kind == "error" and "no USB camera at index 57" in text
+
+
+def test_a_probe_is_echoed_on_its_connection_and_makes_no_viewer(lcfg):
+    """Several paths (video/failover.py): the viewer probes every path; the sender sends each probe back unchanged
+    while it waits for its next frame slot, and a probe alone gets no video (it would double the stream)."""
+    cfg = with_overrides(lcfg, ["security.insecure=true"])  # the echo is under test here, not the keys
+    sender = VideoSender(cfg, open_source("synthetic", cfg.video), endpoint="tcp://127.0.0.1:0")
+    stop = threading.Event()
+    t = threading.Thread(target=sender.run, args=(stop.is_set,), daemon=True)
+    t.start()
+    dealer = video_client(zmq.Context.instance(), sender.endpoint, None)
+    try:
+        echoed = 0
+        for i in range(20):  # an echo may meet a full queue (SNDHWM 2): dropped, like a path not answering
+            probe = wire.encode_report(wire.Report(wire.ReportFlags.PROBE, 0, 0, 0, 1000 + i, 0, 0, 0))
+            dealer.send(probe)
+            if dealer.poll(1000):
+                assert dealer.recv() == probe  # the echo, not a frame
+                echoed += 1
+        assert echoed >= 10, sender.summary()
+        assert not sender.session.peers and sender.stats["frames_sent"] == 0
+    finally:
+        dealer.close(0)
+        stop.set()
+        t.join(5)
+        sender.close()

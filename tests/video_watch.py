@@ -21,11 +21,14 @@ def main(seconds: float, overrides: list[str]) -> dict:
             return {"error": "no video within 30 s"}
         print("READY", flush=True)
         last_seq, last_ns, stale_holds, was_stale, gap_max = first.seq, time.monotonic_ns(), 0, False, 0.0
+        long_gaps: list[tuple[int, float]] = []  # every gap over 120 ms between two new pictures: (start ns, ms)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             view = rx.latest()
             now = time.monotonic_ns()
             if view is not None and view.seq != last_seq:
+                if view.decoded_ns - last_ns > 120e6:
+                    long_gaps.append((last_ns, round((view.decoded_ns - last_ns) / 1e6, 1)))
                 last_seq, last_ns = view.seq, view.decoded_ns
             gap_max = max(gap_max, (now - last_ns) / 1e6)
             stale = rx.status(now).stale
@@ -34,7 +37,8 @@ def main(seconds: float, overrides: list[str]) -> dict:
             time.sleep(0.005)
         st = rx.stats()
         return {"frames": st.get("decoded"), "gap_ms_max": round(gap_max, 1), "stale_holds": stale_holds,
-                "switches": st.get("path_switches"), "fps": st.get("fps")}
+                "switches": st.get("path_switches"), "fps": st.get("fps"), "shown_off_path": st.get("shown_off_path"),
+                "duplicates": st.get("duplicate_frames", 0), "echoes": st.get("echoes", 0), "long_gaps": long_gaps}
     finally:
         rx.close()
 

@@ -71,12 +71,17 @@ _FIXED_PAYLOAD = {
     MsgType.ACK: _ACK.size,
     MsgType.TELEMETRY: _TELEM_HEAD.size + N_ARMS * _TELEM_ARM.size,
 }
-SERVO_CP_SIZE = HEADER_SIZE + _SERVO.size
+_SERVO_SIZE = _SERVO.size
+SERVO_CP_SIZE = HEADER_SIZE + _SERVO_SIZE
 _SERVO_FRAME = struct.Struct(HEADER.format + _SERVO.format[1:])
 """A whole servo_cp frame in one unpack: the 1 kHz fast path of `decode` (same checks, fewer steps)."""
 _ACK_FRAME = struct.Struct(HEADER.format + _ACK.format[1:])
 _CONSOLE_FLAGS = tuple(ConsoleFlags(i) for i in range(_CONSOLE_FLAG_BITS + 1))
 _MSG_TYPES = {int(t): t for t in MsgType}
+_SERVO_CP_TYPE, _ACK_TYPE = int(MsgType.SERVO_CP), int(MsgType.ACK)
+"""The 1 kHz paths compare and pack these plain ints: reading a member off an Enum class costs ~100 ns in 3.11."""
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+"""A tuple built once: `bytes | bytearray | memoryview` in `decode` built a new union at every call."""
 _FAST_SERVO = N_ARMS == 4  # `_servo_cp` is unrolled for four arms; any other count takes the general path
 
 
@@ -199,12 +204,13 @@ def encode_ack(epoch: int, seq: int, send_ns: int, echo_seq: int, echo_send_ns: 
     if not (0 <= epoch <= U32_MAX and 0 <= seq <= U64_MAX):
         raise InvalidField(f"epoch {epoch} or seq {seq} out of range")
     try:
-        return _ACK_FRAME.pack(MAGIC, VERSION, MsgType.ACK, 0, epoch, seq, send_ns, _ACK.size,
+        return _ACK_FRAME.pack(MAGIC, VERSION, _ACK_TYPE, 0, epoch, seq, send_ns, _ACK_SIZE,
                                echo_seq, echo_send_ns, rx_ns, status, operating_state, reason, 0)
     except struct.error as exc:
         raise InvalidField(f"cannot encode Ack: {exc}") from exc
 
 
+_ACK_SIZE = _ACK.size
 _SEND_NS = struct.Struct("<q")
 _SEND_NS_OFFSET = 20
 
@@ -331,40 +337,59 @@ def _servo_cp_of(epoch, seq, send_ns, flags, arm_mask, arms, _m=_MAKE_SERVO_CP):
     return msg
 
 
-def _servo_cp(v: tuple) -> ServoCp:
-    """The payload checks of a servo_cp, unrolled for the 1 kHz path; any failure is re-checked by the general
-    code (`_setpoint`), so the error raised is exactly the one it names. `v` = header + payload fields."""
+_ARM_BYTES = 8 * 8
+_ARM_AT = tuple(HEADER_SIZE + 4 + _ARM_BYTES * i for i in range(N_ARMS))
+"""Where each arm's setpoint (8 doubles) starts in a servo_cp frame."""
+_LAST_ARM: list[tuple[bytes, CartesianSetpoint | None]] = [(b"", None)] * N_ARMS
+"""Per arm, the last setpoint `_servo_cp` built and the exact bytes it came from. An arm that did not move since
+the last frame (two of the four in a two-handed stream: the idle instrument and the endoscope) decodes to that
+same immutable object again instead of being checked and built anew (~8k instructions each): equal bytes are an
+equal, already valid setpoint. A pair is replaced whole (one store), so a decode in another thread reads a
+consistent pair."""
+
+
+def _arm_of(data: bytes, v: tuple, i: int) -> CartesianSetpoint | None:
+    """Arm `i`'s setpoint from a servo_cp frame (`v`: its fields), or None if it fails `_setpoint`'s checks (the
+    caller then raises `_setpoint`'s error): the sums and unit quaternion of `_setpoint`, term for term."""
+    start = _ARM_AT[i]
+    raw = data[start:start + _ARM_BYTES]
+    last = _LAST_ARM[i]
+    if last[0] == raw:
+        return last[1]
+    k = 11 + 8 * i
+    x, y, z, qx, qy, qz, qw, jaw = v[k:k + 8]
+    q = (qx, qy, qz, qw)
+    if not (math.isfinite(x + y + z + qx + qy + qz + qw + jaw) and is_unit_quat(q)):
+        return None
+    sp = _setpoint_of((x, y, z), q, jaw)
+    _LAST_ARM[i] = (raw, sp)
+    return sp
+
+
+def _servo_cp(v: tuple, data: bytes) -> ServoCp:
+    """The payload checks of a servo_cp for the 1 kHz path (`_arm_of` per arm); any failure is re-checked by the
+    general code (`_setpoint`), so the error raised is exactly the one it names. `v` = header + payload fields of
+    the frame `data`."""
     flags, mask, reserved = v[8], v[9], v[10]
     if flags & ~_CONSOLE_FLAG_BITS or mask & ~_ALL_ARMS_MASK or reserved:
         _check_servo_fields(flags, mask, reserved)
-    (x0, y0, z0, qx0, qy0, qz0, qw0, j0, x1, y1, z1, qx1, qy1, qz1, qw1, j1,
-     x2, y2, z2, qx2, qy2, qz2, qw2, j2, x3, y3, z3, qx3, qy3, qz3, qw3, j3) = v[11:]
-    isfinite = math.isfinite
-    q0, q1, q2, q3 = (qx0, qy0, qz0, qw0), (qx1, qy1, qz1, qw1), (qx2, qy2, qz2, qw2), (qx3, qy3, qz3, qw3)
-    if not (isfinite(x0 + y0 + z0 + qx0 + qy0 + qz0 + qw0 + j0)  # the sums of `_setpoint`, term for term
-            and isfinite(x1 + y1 + z1 + qx1 + qy1 + qz1 + qw1 + j1)
-            and isfinite(x2 + y2 + z2 + qx2 + qy2 + qz2 + qw2 + j2)
-            and isfinite(x3 + y3 + z3 + qx3 + qy3 + qz3 + qw3 + j3)
-            and is_unit_quat(q0) and is_unit_quat(q1) and is_unit_quat(q2) and is_unit_quat(q3)):
+    a0, a1, a2, a3 = _arm_of(data, v, 0), _arm_of(data, v, 1), _arm_of(data, v, 2), _arm_of(data, v, 3)
+    if a0 is None or a1 is None or a2 is None or a3 is None:
         for i in range(N_ARMS):
             _setpoint(v, 11 + 8 * i, f"servo_cp arm {i}")  # raises for the first bad arm
         raise AssertionError("unreachable: the fast check and _setpoint disagree")  # pragma: no cover
-    return _servo_cp_of(v[4], v[5], v[6], _CONSOLE_FLAGS[flags], mask, (
-        _setpoint_of((x0, y0, z0), q0, j0),
-        _setpoint_of((x1, y1, z1), q1, j1),
-        _setpoint_of((x2, y2, z2), q2, j2),
-        _setpoint_of((x3, y3, z3), q3, j3)))
+    return _servo_cp_of(v[4], v[5], v[6], _CONSOLE_FLAGS[flags], mask, (a0, a1, a2, a3))
 
 
 def decode(data: bytes) -> Message:
     """Parse one frame. Returns a fully valid message or raises a ProtocolError subclass; nothing else."""
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, _BYTES_LIKE):
         raise ProtocolError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
     if _FAST_SERVO and len(data) == SERVO_CP_SIZE:
         v = _SERVO_FRAME.unpack_from(data)
-        if v[0] == MAGIC and v[1] == VERSION and v[2] == MsgType.SERVO_CP and not v[3] and v[7] == _SERVO.size:
-            return _servo_cp(v)  # a well-formed servo_cp header: what decode_header would have accepted
+        if v[0] == MAGIC and v[1] == VERSION and v[2] == _SERVO_CP_TYPE and not v[3] and v[7] == _SERVO_SIZE:
+            return _servo_cp(v, data)  # a well-formed servo_cp header: what decode_header would have accepted
     mt, epoch, seq, send_ns, plen = decode_header(data)
     off = HEADER_SIZE
     if mt is MsgType.SERVO_CP:

@@ -10,7 +10,9 @@ No sockets, no clocks (sans-IO, like transport/codec.py). Two messages, each one
 - REPORT (console -> bedside): 64 bytes, no payload. Sent once per decoded frame (an ack that carries the
   receiver's hold time, so the sender can measure round trips on its own clock, and what decoding and painting
   cost the viewer's machine, so the sender can fit the picture to it), on a detected gap (with the
-  keyframe-request flag), and as a hello every few hundred ms while no video arrives.
+  keyframe-request flag), and as a hello every few hundred ms while no video arrives. With several paths, a
+  PROBE report on every path every few tens of ms, which the sender echoes unchanged on the same connection
+  (bedside -> console): the path's own liveness (video/failover.py).
 
 `decode` never returns a half-valid message: magic, version, type, codec, layout, flags, reserved bytes,
 sizes and the exact length are checked before anything is built. Layout table: docs/protocol.md.
@@ -83,10 +85,11 @@ class FrameFlags(IntFlag):
 class ReportFlags(IntFlag):
     KEYFRAME_REQUEST = 1  # the receiver is missing a frame or just joined: send an IDR
     HELLO = 2  # no frame to acknowledge: "I am here, send me video"
+    PROBE = 4  # several paths: "is this path alive?"; the sender echoes it unchanged; never with another flag
 
 
 _FRAME_FLAG_BITS = int(FrameFlags.KEYFRAME)
-_REPORT_FLAG_BITS = int(ReportFlags.KEYFRAME_REQUEST | ReportFlags.HELLO)
+_REPORT_FLAG_BITS = int(ReportFlags.KEYFRAME_REQUEST | ReportFlags.HELLO | ReportFlags.PROBE)
 
 
 class VideoWireError(ValueError):
@@ -119,6 +122,13 @@ class LengthMismatch(VideoWireError):
 
 class InvalidField(VideoWireError):
     pass
+
+
+def _check_report_flags(flags: int) -> None:
+    if flags & ~_REPORT_FLAG_BITS:
+        raise InvalidField(f"unknown report flag bits {flags:#x}")
+    if flags & ReportFlags.PROBE and flags != ReportFlags.PROBE:
+        raise InvalidField(f"a probe carries no other report flag ({flags:#x})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +245,7 @@ def encode_report(r: Report) -> bytes:
         ("paint_lag_us", r.paint_lag_us, 0, U32_MAX),
     ):
         _check_range(name, v, lo, hi)
-    if int(r.flags) & ~_REPORT_FLAG_BITS:
-        raise InvalidField(f"unknown report flag bits {int(r.flags):#x}")
+    _check_report_flags(int(r.flags))
     return _REPORT.pack(
         MAGIC, VERSION, MsgType.REPORT, int(r.flags), 0, r.decode_us, r.stream_id, r.frame_id, r.echo_send_ns,
         r.rx_ns, r.hold_ns, r.lost, r.decoded, r.paint_us, r.paint_lag_us,
@@ -270,8 +279,7 @@ def decode(data: bytes | bytearray | memoryview) -> Frame | Report:
         (_, _, _, flags, r8, dec_us, stream, fid, echo, rx, hold, lost, dec, paint_us, lag_us) = _REPORT.unpack_from(mv)
         if r8:
             raise InvalidField("reserved report field must be 0")
-        if flags & ~_REPORT_FLAG_BITS:
-            raise InvalidField(f"unknown report flag bits {flags:#x}")
+        _check_report_flags(flags)
         if hold < 0:
             raise InvalidField(f"negative hold time {hold}")
         return Report(ReportFlags(flags), stream, fid, echo, rx, hold, lost, dec, dec_us, paint_us, lag_us)

@@ -97,7 +97,8 @@ class Pacer:
 
     The rate can change (`set_fps`, the sender fitting the picture to the machines, video/adapt.py): the next slot
     is then due one new period after the last one, slot numbers run on, and no slot counts as skipped because of
-    the change. `clock`/`sleep` are for tests."""
+    the change. `clock`/`sleep` are for tests, and for the video sender, which listens to its viewers while it waits
+    (video/sender.py `_wait_slot`)."""
 
     def __init__(self, fps: float, clock: Callable[[], int] = time.monotonic_ns,
                  sleep: Callable[[float], None] = time.sleep) -> None:

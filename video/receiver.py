@@ -34,6 +34,7 @@ from transport.video_wire import (
     Layout,
     ModeReason,
     Report,
+    ReportFlags,
     SceneStamp,
     VideoWireError,
     decode,
@@ -142,7 +143,7 @@ class VideoReceiver:
         self.counters: dict[str, int] = {"received": 0, "decoded": 0, "bad_messages": 0, "decode_errors": 0,
                                          "dropped_display": 0, "key_requests": 0, "resets": 0}
         if len(self.endpoints) > 1:
-            self.counters.update(path_switches=0, off_path_frames=0, active_path=0)
+            self.counters.update(path_switches=0, off_path_frames=0, active_path=0, probes_sent=0, shown_off_path=0)
         self.last_error = ""
         self._thread = threading.Thread(target=self._run, name="video-receiver", daemon=True)
         self._thread.start()
@@ -180,22 +181,29 @@ class VideoReceiver:
                 self._tap.close()
 
     def _step_paths(self, socks: list[zmq.Socket]) -> None:
-        """Several paths: one step on the active path; if its path has been quiet for `video.failover_ms` and
-        nothing waits on it (a starved thread is not a cut path), move to the next, with a HELLO and a keyframe
-        request there at once; drop what still comes on the others."""
+        """Several paths: probe every path (video/failover.py), take every path's messages (echoes and frames are
+        signs of life; a starved thread finds them all), one step on the active path; if the active path has been
+        silent for `video.failover_ms` while another answered, and nothing waits on it, move to that one with a
+        HELLO and a keyframe request there at once."""
         fo = self.failover
-        before = self.counters["received"]
-        self._step(socks[fo.active], 10)
         now = time.monotonic_ns()
-        if self.counters["received"] != before:
-            fo.on_frame(now, fo.active)
-        elif not socks[fo.active].poll(0):
+        for k in fo.probes_due(now):
+            with contextlib.suppress(zmq.Again):  # a cut path's queue is full: it does not answer, which is the point
+                socks[k].send(encode_report(Report(ReportFlags.PROBE, 0, 0, 0, now, 0, 0, 0)), zmq.NOBLOCK)
+                self.counters["probes_sent"] += 1
+        for k, other in enumerate(socks):
+            if k != fo.active:
+                self._drain_other(other, k, socks[fo.active])
+        self._step(socks[fo.active], 5)
+        now = time.monotonic_ns()
+        if not socks[fo.active].poll(0):
+            was = fo.active
             k = fo.due(now)
             if k is not None:
                 self.counters["path_switches"] += 1
                 self.counters["active_path"] = k
-                log.warning("video: no frame on the active path for %.0f ms: moved to path%d",
-                            fo.bound_ns() / 1e6, k)
+                log.warning("video: path%d silent for %.0f ms while path%d answers: moved there", was,
+                            (now - fo.heard_ns(was)) / 1e6, k)
                 # HELLO with a keyframe request on the new path, now (an idle viewer's would wait 250 ms). Only
                 # once: a HELLO that arrives after the keyframe asks for another, which the sender holds back for
                 # video.key_min_interval, and the picture would stop again.
@@ -203,14 +211,40 @@ class VideoReceiver:
                 hello = self.session.idle(now)
                 if hello is not None:
                     self._send(socks[fo.active], hello)
-        for j, other in enumerate(socks):
-            while j != fo.active:
-                try:
-                    other.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+
+    def _drain_other(self, sock: zmq.Socket, path: int, active: zmq.Socket) -> None:
+        """Everything waiting on a path the stream does not flow on: echoes, and frames that straggle in after a
+        move. Until the new path shows its first frame, a straggler newer than the last picture is shown (make
+        before break; not acknowledged, so the sender stops sending there); others are dropped."""
+        fo = self.failover
+        while True:
+            try:
+                data = sock.recv(zmq.NOBLOCK, copy=False).buffer
+            except zmq.Again:
+                return
+            rx = time.monotonic_ns()
+            try:
+                msg = decode(data)
+            except VideoWireError as exc:
+                self._bad(f"bad video message: {exc}")
+                continue
+            if isinstance(msg, Report):
+                self._on_report(msg, rx, path)
+                continue
+            fo.on_frame(rx, path)
+            if fo.awaiting_first() and self.session.is_new(msg.header):
+                self.counters["received"] += 1
+                self.counters["shown_off_path"] += 1
+                self._handle(active, msg, rx, ack=False)
+            else:
                 self.counters["off_path_frames"] += 1
-                fo.on_frame(time.monotonic_ns(), j)  # a straggler: not shown, but that path is alive
+
+    def _on_report(self, msg: Report, rx: int, path: int) -> None:
+        if msg.flags != ReportFlags.PROBE or self.failover.n < 2:  # one path: no probe was sent
+            self._bad("unexpected report on the video socket")
+            return
+        self.counters["echoes"] = self.counters.get("echoes", 0) + 1
+        self.failover.on_echo(rx, path)
 
     def _step(self, sock: zmq.Socket, wait_ms: int = 50) -> None:
         hello = self.session.idle(time.monotonic_ns())
@@ -226,9 +260,14 @@ class VideoReceiver:
         except VideoWireError as exc:
             self._bad(f"bad video message: {exc}")
             return
-        if not isinstance(msg, Frame):
-            self._bad("unexpected report on the video socket")
+        if isinstance(msg, Report):
+            self._on_report(msg, rx, self.failover.active)
             return
+        if self.failover.n > 1:
+            self.failover.on_frame(rx, self.failover.active)
+            if not self.session.is_new(msg.header):  # already shown: its copy came first on the other path
+                self.counters["duplicate_frames"] = self.counters.get("duplicate_frames", 0) + 1
+                return
         self._handle(sock, msg, rx)
 
     def _bad(self, text: str) -> None:
@@ -236,7 +275,7 @@ class VideoReceiver:
         self.last_error = text
         log.debug(text)
 
-    def _handle(self, sock: zmq.Socket, msg: Frame, rx: int) -> None:
+    def _handle(self, sock: zmq.Socket, msg: Frame, rx: int, ack: bool = True) -> None:
         h = msg.header
         admit = self.session.on_frame(rx, h)
         pixels = budget(h.width, h.height)  # a payload that declares a bigger picture is refused undecoded
@@ -282,8 +321,9 @@ class VideoReceiver:
             waiting = 0 if self._unpainted_since is None else decoded - self._unpainted_since
             lag_ns = max(self._paint_lag_ns, waiting) if paint_ns else 0
             self._cond.notify_all()
-        self._send(sock, self.session.report(time.monotonic_ns(), h, rx, decoded=True, key_request=False,
-                                             decode_ns=decoded - t_dec, paint_ns=paint_ns, paint_lag_ns=lag_ns))
+        if ack:
+            self._send(sock, self.session.report(time.monotonic_ns(), h, rx, decoded=True, key_request=False,
+                                                 decode_ns=decoded - t_dec, paint_ns=paint_ns, paint_lag_ns=lag_ns))
         if self._tap is not None:  # as received, with what became of it
             with self._lock:
                 stale = self.guard.peek(decoded).stale

@@ -95,14 +95,29 @@ class VideoSender:
         self.encode_ms: deque[float] = deque(maxlen=600)
         self.tap: Any = None  # recording.tap.VideoTap when recording
         self.last_error = ""
+        pacer = getattr(source, "pacer", None)
+        if pacer is not None:  # a paced source waits for its next slot here, hearing the viewers meanwhile
+            pacer.sleep = self._wait_slot
 
     # ---------------------------------------------------------------------------------------- reports
-    def _drain_reports(self) -> None:
+    def _wait_slot(self, seconds: float) -> None:
+        """The pacer's sleep until the next frame slot, spent listening: a probe is echoed at once (the viewer's
+        path liveness, video/failover.py, then has the probe's resolution, not a frame interval's), and a viewer
+        that just arrived (a move to another path) ends the wait, so its keyframe is the next picture, now."""
+        deadline = time.monotonic_ns() + int(seconds * 1e9)
+        while (left := deadline - time.monotonic_ns()) > 0:
+            if self.sock.poll(-(-left // 1_000_000)) and self._drain_reports():
+                self.stats["slots_hurried"] = self.stats.get("slots_hurried", 0) + 1
+                return
+
+    def _drain_reports(self) -> bool:
+        """Every report waiting; True if a viewer new to the session spoke (it needs a keyframe without delay)."""
+        known = set(self.session.peers)
         while True:
             try:
                 parts = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return any(p.fresh for i, p in self.session.peers.items() if i not in known)
             now = time.monotonic_ns()
             if len(parts) != 2:
                 self.stats["bad_reports"] += 1
@@ -116,6 +131,9 @@ class VideoSender:
             if not isinstance(msg, Report):
                 self.stats["bad_reports"] += 1
                 continue
+            if msg.flags & ReportFlags.PROBE:  # a path's liveness (video/failover.py): echoed, not a viewer
+                self._echo(parts)
+                continue
             lvl = self.session.on_report(now, parts[0], msg)
             if lvl is not None:
                 log.info("adaptive bitrate: level %d, %d kbit/s, scale %.2f", lvl.index, lvl.bitrate_kbps,
@@ -124,6 +142,17 @@ class VideoSender:
             if self.policy is not None and msg.decode_us and not msg.flags & ReportFlags.HELLO:
                 self._set_mode(self.policy.on_viewer(now, parts[0], msg.decode_us * 1000, msg.paint_us * 1000,
                                                      msg.paint_lag_us * 1000))
+
+    def _echo(self, parts: list[bytes]) -> None:
+        """Back on the connection it came on, unchanged; a full queue or a gone peer is a path not answering."""
+        try:
+            self.sock.send_multipart(parts, zmq.NOBLOCK)
+            self.stats["probes_echoed"] = self.stats.get("probes_echoed", 0) + 1
+        except zmq.Again:
+            pass
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
 
     # ------------------------------------------------------------------------------------------- mode
     def _set_mode(self, mode: Mode | None) -> None:

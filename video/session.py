@@ -191,6 +191,11 @@ class ReceiverSession:
             self.last_key_request_ns = now_ns
         return Admit(reset, gap, self.degraded, request)
 
+    def is_new(self, h: FrameHeader) -> bool:
+        """Not a copy of a frame already taken (several paths: the same frame may come on two of them around a
+        move, video/failover.py); a new stream is always new. Old frames must never reach the decoder twice."""
+        return h.stream_id != self.stream_id or h.frame_id > self.last_frame_id
+
     def decode_failed(self, now_ns: int) -> bool:
         """The decoder rejected a packet: ask for a keyframe (rate-limited). True if a request is due."""
         self.degraded = self.want_key = True

@@ -18,6 +18,8 @@ from enum import Enum
 
 import numpy as np
 
+from base.stats import arrival_spread
+
 
 class Out(Enum):
     PACKET = "packet"      # play this Opus packet
@@ -94,12 +96,10 @@ class JitterBuffer:
             self._last_flag = seq
 
     def _retarget(self) -> None:
-        t = np.fromiter(self._transit, dtype=np.int64)
-        excess = t - t.min()
-        p95 = float(np.percentile(excess, 95)) / self.frame_ns
+        p95 = arrival_spread(self._transit) / self.frame_ns
         self.target_frames = int(min(self.max_frames, max(self.min_frames, np.ceil(p95 + self.margin_frames))))
         self.stats.target_frames = self.target_frames
-        self.stats.transit_ms.append((t[-1] - t.min()) / 1e6)
+        self.stats.transit_ms.append((self._transit[-1] - min(self._transit)) / 1e6)
 
     def depth(self) -> int:
         """Frames buffered from the next one to play to the newest received."""

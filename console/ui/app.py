@@ -1,9 +1,9 @@
 """`teleop console` with a window: the engine runs as a child process, the window in this one.
 
 Order matters: the engine (`teleop console --ui`, console/runner.py) is started first and at normal
-priority; then this process lowers its own priority (nice 10, before it creates any thread: Linux applies
-nice per thread and new threads inherit it; `lower_priority` gives the measurements) so the control
-processes win the CPU; then the window opens. Closing the window stops the engine (SIGTERM: it releases its
+priority; then this process lowers its own priority (`console.window_nice`, before it creates any thread:
+Linux applies nice per thread and new threads inherit it; `lower_priority` gives the measurements) so the
+control processes win the CPU; then the window opens. Closing the window stops the engine (SIGTERM: it releases its
 session and writes its summary). SIGTERM to this process closes the window the same way.
 """
 
@@ -17,8 +17,6 @@ from collections.abc import Sequence
 
 from base.config import Config, load_config
 from base.procs import Role, start_role
-
-GUI_NICE = 10
 
 
 def passthrough(args: argparse.Namespace, overrides: Sequence[str]) -> list[str]:
@@ -149,7 +147,7 @@ def run_window(args: argparse.Namespace, use_saved_connection: bool = True) -> i
     except RuntimeError as exc:  # it said why on its stderr (a port in use, a key problem…)
         print(f"teleop console: the control process did not start: {exc}", file=sys.stderr)
         return 1
-    lower_priority(GUI_NICE)
+    lower_priority(cfg.console.window_nice)
     app = make_app("teleop console")
     from PySide6.QtCore import QTimer
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from base.procs import free_ports, port_overrides, start_role
 from base.runtime import announce_ready, write_json
 from console.ui.app import (
-    GUI_NICE,
     lower_priority,
     make_app,
     passthrough,
@@ -62,7 +61,7 @@ def take_screenshot(args: argparse.Namespace) -> int:
         engine = None
         try:
             engine = start_engine(args, overrides, args.summary)
-            lower_priority(GUI_NICE)
+            lower_priority(cfg.console.window_nice)
             return _shoot(args, cfg, engine, Path(tmp), (w, h))
         finally:
             if engine is not None:

@@ -52,6 +52,9 @@ log = logging.getLogger("console.ui")
 MIN_PRESS_S = 0.15
 REFRESH_HZ = 15
 MOMENTARY = ("return", "backspace", "escape", "s")
+SELECTABLE_MASTERS = (("keyboard", "Keyboard/mouse"), ("spacemouse", "SpaceMouse"), ("bridge", "Haptic bridge"))
+"""The masters a surgeon may pick in the window (console.master's device choices; docs/masters.md). The scripted
+ones are for tests and demos: shown when one drives, not offered."""
 QT_KEYS: dict[int, str] = {
     Qt.Key.Key_Tab: "tab", Qt.Key.Key_1: "1", Qt.Key.Key_2: "2",
     Qt.Key.Key_Left: "left", Qt.Key.Key_Right: "right", Qt.Key.Key_Up: "up", Qt.Key.Key_Down: "down",
@@ -100,6 +103,7 @@ class ConsoleWindow(QMainWindow):
         c = cfg.console
         self.link = EngineLink(c.ui_state_port, c.ui_intent_port, parent=self)
         self.streamer = MasterStreamer(c.master_port, presence=c.presence, presence_idle_s=c.presence_idle_s)
+        self._master_now = "keyboard" if c.master == "auto" else c.master
         self._idle_ended = 0
         # Alarms you can hear (console/alarm_sound.py); sound=False (tests, screenshots): same schedule, no device.
         self.alarm_player = AlarmPlayer.from_config(c, None if sound else "null")
@@ -239,6 +243,16 @@ class ConsoleWindow(QMainWindow):
         self.swap_box.setChecked(self.pane.swap_eyes)
         self.swap_box.toggled.connect(self._on_swap)
         row2.addWidget(self.swap_box)
+        row2.addWidget(QLabel("Master"))
+        self.master_box = QComboBox()
+        self.master_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.master_box.setToolTip("the one input that drives the arms; switching holds every arm until you "
+                                   "align and engage again (logged)")
+        for kind, label in SELECTABLE_MASTERS:
+            self.master_box.addItem(label, kind)
+        self._show_master(self._master_now)
+        self.master_box.activated.connect(self._on_master_chosen)  # the surgeon's choice only, never a sync
+        row2.addWidget(self.master_box)
         row2.addWidget(b["connect"])
         row.addStretch(1)
         row.addWidget(b["reset"])
@@ -506,6 +520,27 @@ class ConsoleWindow(QMainWindow):
             self.log.add(f"console engine exited with code {self.engine.proc.returncode}: " + " | ".join(tail),
                          Severity.CRITICAL)
 
+    def _show_master(self, kind: str) -> None:
+        """Show the master that drives (the engine's word): a scripted one is listed as such, never hidden."""
+        i = self.master_box.findData(kind)
+        if i < 0:
+            self.master_box.addItem(f"{kind} (scripted)", kind)
+            i = self.master_box.count() - 1
+        if i != self.master_box.currentIndex():
+            self.master_box.blockSignals(True)
+            self.master_box.setCurrentIndex(i)
+            self.master_box.blockSignals(False)
+
+    @Slot(int)
+    def _on_master_chosen(self, index: int) -> None:
+        kind = self.master_box.itemData(index)
+        current = self._master_now
+        if kind == current:
+            return
+        self.link.select_master(kind)
+        self.log.add(f"master: switching from {current} to {kind}: every arm holds; align and engage again",
+                     Severity.WARNING)
+
     def _sync_buttons(self, state: dict[str, Any] | None) -> None:
         held, present, idle_ended = self.streamer.with_master(
             lambda m: (set(m.held), m.present_latched if m.sticky_presence else "space" in m.held, m.idle_ended))
@@ -523,6 +558,9 @@ class ConsoleWindow(QMainWindow):
                 btn.blockSignals(False)
         t = (state or {}).get("teleop") or {}
         self.buttons["reset"].setEnabled(bool(t.get("estop")))
+        if (state or {}).get("master_kind"):
+            self._master_now = state["master_kind"]
+            self._show_master(self._master_now)  # a refused switch returns the box to the master that drives
         self.buttons["presence"].setText("Present ✓" if present else "Present")
 
     @Slot(bool)

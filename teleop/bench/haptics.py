@@ -17,6 +17,8 @@ Reports (JSON with --json):
   floor: `bedside.telemetry_hz` (1000 here).
 * `force_age_ms` {p50, p95}: bedside measurement → arrival at the device (one host, one CLOCK_MONOTONIC, the
   console's offset estimate in between); floor: the scenario's one-way delay (`floor.one_way_ms`).
+* `force_playout`: the console's force playout (console/force_playout.py): the delay it settled on, samples
+  released, skipped as late, dropped as old;
 * `passivity_ticks`: control ticks on which the passivity controller changed a force; RTT; holds.
 
 Targets (issue #17): energy_min_j ≥ 0 with passivity, force_rate_hz ≥ 500. A 200 ms RTT link is the
@@ -127,7 +129,8 @@ def haptics(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "scenario": args.scenario or "direct", "passivity": not args.no_passivity,
         "energy_min_j": f.get("energy_min_j"), "device_energy_min_j": dev["device_energy_min_j"],
         "force_rate_hz": dev["force_rate_hz"], "force_age_ms": dev["force_age_ms"],
-        "console_force_age_us": f.get("age_us"), "passivity_ticks": f.get("passivity_ticks"),
+        "console_force_age_us": f.get("age_us"), "force_playout": f.get("playout"),
+        "passivity_ticks": f.get("passivity_ticks"),
         "passivity_dissipated_j": f.get("passivity_dissipated_j"),
         "force_on_fraction": on,
         "tool_depth_mm": {"min": round(min(depth), 2), "max": round(max(depth), 2)} if depth else None,

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paths", type=int, default=1, choices=(1, 2, 3, 4),
                    help="network paths (link.paths, all on loopback); above 1 the same run also measures one path, "
                         "for the send-gap comparison")
+    p.add_argument("--pairs", type=int, choices=range(1, 21), default=1, metavar="N",
+                   help="with --paths above 1: N alternating one-path/several-path run pairs, 1-20 (default 1); the "
+                        "send-gap ratio is the median of the pairs' ratios (a 10-s p99.9 is one run's 10th-worst gap)")
 
 
 def machine() -> dict:
@@ -178,11 +182,18 @@ def run(args: argparse.Namespace) -> int:
         result.update(with_gui=bool(args.with_gui), monitors=args.monitors, window=win if window.get("ok") else None,
                       monitor_fps=[m.get("painted_fps") for m in window.get("monitors", [])])
     elif args.paths > 1:
-        # One path in the same run: what sending every command on every path costs the 1 kHz stream.
-        one = project_path(args, args.seconds)
+        # One path in the same run: what sending every command on every path costs the 1 kHz stream. Pairs
+        # alternate (one path, then several) so that each ratio compares runs on the same machine state.
+        pairs = [(project_path(args, args.seconds), cmd)]
+        for _ in range(args.pairs - 1):
+            pairs.append((project_path(args, args.seconds), project_path(args, args.seconds, paths=args.paths)))
+        one = pairs[0][0]
+        ratio, ratios = median_ratio([(m["send_gap_us"]["p999"], o["send_gap_us"]["p999"]) for o, m in pairs])
         result.update(paths=args.paths, per_path=cmd.get("paths"), one_path_cmd_rtt_us=one["rtt_us"],
-                      one_path_send_gap_us=one["send_gap_us"],
-                      send_gap_p999_vs_one_path=_ratio(cmd["send_gap_us"]["p999"], one["send_gap_us"]["p999"]))
+                      one_path_send_gap_us=one["send_gap_us"], send_gap_p999_vs_one_path=ratio,
+                      send_gap_p999_ratios=ratios,
+                      send_gap_p999_pairs=[[o["send_gap_us"]["p999"], m["send_gap_us"]["p999"]] for o, m in pairs],
+                      lost_pairs=[m["lost"] for _, m in pairs])
     elif not args.cfg.security.insecure and not args.no_plain:
         # Same path without encryption, in the same run: what CURVE itself costs.
         plain = project_path(args, args.seconds, insecure=True)
@@ -219,3 +230,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
+
+
+def median_ratio(pairs: list[tuple[float | None, float | None]]) -> tuple[float | None, list[float]]:
+    """(with, without) figures of adjacent runs → the median of their ratios, and the ratios. Why: a tail
+    figure such as a 10–20 s run's p99.9 moves by 15 % between two identical runs; the median of paired
+    ratios compares like with like and drops an odd pair."""
+    ratios = [r for a, b in pairs if (r := _ratio(a, b)) is not None]
+    return (statistics.median(ratios) if ratios else None), ratios

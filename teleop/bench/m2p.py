@@ -244,7 +244,6 @@ def _eye(view) -> np.ndarray:
 def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
     from console.ui.app import (
-        GUI_NICE,
         lower_priority,
         make_app,
         passthrough,
@@ -278,7 +277,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             con_sets = linkemu.console_sets(con_sets)
         cfg, overrides = window_config(args, con_sets)
         engine = start_engine(args, overrides, str(tmp / "console.json"))
-        lower_priority(GUI_NICE)
+        lower_priority(cfg.console.window_nice)
         app = make_app("teleop bench m2p")
         prefs = Prefs("console", tmp / "settings")
         win = ConsoleWindow(cfg, prefs, engine=engine, sound=False)
