@@ -250,9 +250,9 @@ class ConsoleConfig:
         True, "force feedback: time-domain passivity observer + controller (Hannaford & Ryu 2002; "
         "docs/masters.md): the master never receives more energy than it put in")
     window_nice: int = _f(
-        10, "nice value of the console window's process (its decoding and painting; the engine's loop is SCHED_FIFO "
+        0, "nice value of the console window's process (its decoding and painting; the engine's loop is SCHED_FIFO "
         "and does not depend on it): higher = yield the CPU to the other time-shared work on this machine "
-        "(console/ui/app.py; docs/benchmarks.md)", 0, 19)
+        "(console/ui/app.py; docs/benchmarks.md, 'The window demo')", 0, 19)
     ui_state_port: int = _f(5581, "loopback PUB port: engine state and events for the window", 1024, 65535)
     ui_intent_port: int = _f(5582, "loopback PULL port: heartbeats, intents, video reports from the window",
                              1024, 65535)

@@ -83,7 +83,11 @@ def lower_priority(nice: int, idle: bool = False) -> list[str]:
     monitors"): the window at nice 10 leaves the engine's send gaps p99 at ≈3.4 ms, SCHED_IDLE at ≈2.8 ms;
     but with three monitors on the same machine a SCHED_IDLE window shares the leftover CPU equally with
     them, stalls past its 250 ms heartbeat and the arms hold twice in 10 s, while at nice 10 it outranks
-    them (SCHED_IDLE, `idle=True`) and never does. So: window nice 10, monitors SCHED_IDLE."""
+    them (SCHED_IDLE, `idle=True`) and never does. So: monitors SCHED_IDLE. Those figures predate the real-time
+    engine loop: with it SCHED_FIFO, the window's nice no longer protects the loop, and at nice 10 the window lost
+    to the bedside's renderer and encoder on a shared 2-core machine (60-s demos: 3 VIDEO_STALE holds at nice 10,
+    0 and 5 at nice 0; the engine's send gap p99.9 1210.5 vs 1468.5 µs, both under 2 ms). So the window runs
+    at `console.window_nice`, 0 by default (docs/benchmarks.md, "The window demo")."""
     done = []
     try:
         os.nice(nice)
