@@ -62,8 +62,8 @@ def stale_episodes(s: Session) -> tuple[list[Episode] | None, int | None]:
     counter = None
     for _t, body in reversed(s.json_rows("console", CONSOLE.link)):
         c = body.get("counters") or {}
-        if "video_stale_episodes" in c:
-            counter = int(c["video_stale_episodes"])
+        if "video_stale_episodes" in c or "video_live" in c:  # the window's guard counts from 1 up: absent = 0
+            counter = int(c.get("video_stale_episodes", 0))
             break
     if not rows:
         return None, counter
