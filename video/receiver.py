@@ -223,13 +223,8 @@ class VideoReceiver:
             except zmq.Again:
                 return
             rx = time.monotonic_ns()
-            try:
-                msg = decode(data)
-            except VideoWireError as exc:
-                self._bad(f"bad video message: {exc}")
-                continue
-            if isinstance(msg, Report):
-                self._on_report(msg, rx, path)
+            msg = self._frame_of(data, rx, path)
+            if msg is None:
                 continue
             fo.on_frame(rx, path)
             if fo.awaiting_first() and self.session.is_new(msg.header):
@@ -238,6 +233,18 @@ class VideoReceiver:
                 self._handle(active, msg, rx, ack=False)
             else:
                 self.counters["off_path_frames"] += 1
+
+    def _frame_of(self, data: memoryview, rx: int, path: int) -> Frame | None:
+        """The frame in `data`, or None: a bad message (counted) or a probe's echo (fed to the failover)."""
+        try:
+            msg = decode(data)
+        except VideoWireError as exc:
+            self._bad(f"bad video message: {exc}")
+            return None
+        if isinstance(msg, Report):
+            self._on_report(msg, rx, path)
+            return None
+        return msg
 
     def _on_report(self, msg: Report, rx: int, path: int) -> None:
         if msg.flags != ReportFlags.PROBE or self.failover.n < 2:  # one path: no probe was sent
@@ -255,13 +262,8 @@ class VideoReceiver:
         data = sock.recv(zmq.NOBLOCK, copy=False).buffer
         rx = time.monotonic_ns()
         self.counters["received"] += 1
-        try:
-            msg = decode(data)
-        except VideoWireError as exc:
-            self._bad(f"bad video message: {exc}")
-            return
-        if isinstance(msg, Report):
-            self._on_report(msg, rx, self.failover.active)
+        msg = self._frame_of(data, rx, self.failover.active)
+        if msg is None:
             return
         if self.failover.n > 1:
             self.failover.on_frame(rx, self.failover.active)

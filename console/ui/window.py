@@ -103,7 +103,6 @@ class ConsoleWindow(QMainWindow):
         c = cfg.console
         self.link = EngineLink(c.ui_state_port, c.ui_intent_port, parent=self)
         self.streamer = MasterStreamer(c.master_port, presence=c.presence, presence_idle_s=c.presence_idle_s)
-        self._master_now = "keyboard" if c.master == "auto" else c.master
         self._idle_ended = 0
         # Alarms you can hear (console/alarm_sound.py); sound=False (tests, screenshots): same schedule, no device.
         self.alarm_player = AlarmPlayer.from_config(c, None if sound else "null")
@@ -250,7 +249,7 @@ class ConsoleWindow(QMainWindow):
                                    "align and engage again (logged)")
         for kind, label in SELECTABLE_MASTERS:
             self.master_box.addItem(label, kind)
-        self._show_master(self._master_now)
+        self._show_master(self._master_kind)
         self.master_box.activated.connect(self._on_master_chosen)  # the surgeon's choice only, never a sync
         row2.addWidget(self.master_box)
         row2.addWidget(b["connect"])
@@ -520,6 +519,12 @@ class ConsoleWindow(QMainWindow):
             self.log.add(f"console engine exited with code {self.engine.proc.returncode}: " + " | ".join(tail),
                          Severity.CRITICAL)
 
+    @property
+    def _master_kind(self) -> str:
+        """The master that drives: the engine's word once it has spoken, the configured one before."""
+        told = (self.state or {}).get("master_kind")
+        return told or ("keyboard" if self.cfg.console.master == "auto" else self.cfg.console.master)
+
     def _show_master(self, kind: str) -> None:
         """Show the master that drives (the engine's word): a scripted one is listed as such, never hidden."""
         i = self.master_box.findData(kind)
@@ -534,7 +539,7 @@ class ConsoleWindow(QMainWindow):
     @Slot(int)
     def _on_master_chosen(self, index: int) -> None:
         kind = self.master_box.itemData(index)
-        current = self._master_now
+        current = self._master_kind
         if kind == current:
             return
         self.link.select_master(kind)
@@ -558,9 +563,7 @@ class ConsoleWindow(QMainWindow):
                 btn.blockSignals(False)
         t = (state or {}).get("teleop") or {}
         self.buttons["reset"].setEnabled(bool(t.get("estop")))
-        if (state or {}).get("master_kind"):
-            self._master_now = state["master_kind"]
-            self._show_master(self._master_now)  # a refused switch returns the box to the master that drives
+        self._show_master(self._master_kind)  # a refused switch returns the box to the master that drives
         self.buttons["presence"].setText("Present ✓" if present else "Present")
 
     @Slot(bool)
