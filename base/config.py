@@ -47,8 +47,9 @@ class LinkConfig:
     )
     paths: str = _f(
         "", "more network paths to the bedside besides the default one (docs/operations.md, 'Redundant paths'): "
-        "comma-separated HOST[:CONTROL_PORT[:TELEMETRY_PORT[:VIDEO_PORT]]], missing ports = the link.*_port "
-        "ones; the console connects to each, the bedside binds each; every command goes out on every path")
+        "comma-separated HOST[:CONTROL_PORT[:TELEMETRY_PORT[:VIDEO_PORT[:VOICE_PORT]]]], missing ports = the "
+        "link.*_port ones (and voice.port); the console connects to each, the bedside binds each; every command "
+        "and every voice packet goes out on every path")
 
     def __post_init__(self) -> None:
         link_paths(self, "console")  # a malformed entry is a ConfigError naming link.paths
@@ -61,13 +62,15 @@ MAX_PATHS = 4
 @dataclass(frozen=True)
 class PathEndpoint:
     """One network path to the bedside: where the console connects (or the bedside binds) its control,
-    telemetry and video sockets. Path 0 is the default one (link.bedside_host / link.bind_host)."""
+    telemetry and video sockets. Path 0 is the default one (link.bedside_host / link.bind_host). The voice
+    endpoint of each path is `voice_paths` (its port may be given here; None = voice.port)."""
 
     index: int
     host: str
     control_port: int
     telemetry_port: int
     video_port: int
+    voice_port: int | None = None
 
     @property
     def name(self) -> str:
@@ -76,20 +79,21 @@ class PathEndpoint:
 
 def link_paths(link: LinkConfig, side: str) -> tuple[PathEndpoint, ...]:
     """Every path, the default one first: `side` "console" starts from link.bedside_host, "bedside" from
-    link.bind_host. ConfigError naming link.paths for an entry that is not HOST[:PORT[:PORT[:PORT]]], a port out
-    of range, a path given twice, or more than MAX_PATHS in all."""
+    link.bind_host. ConfigError naming link.paths for an entry that is not HOST[:PORT[:PORT[:PORT[:PORT]]]], a port
+    out of range, a path given twice, or more than MAX_PATHS in all."""
     first = link.bedside_host if side == "console" else link.bind_host
     out = [PathEndpoint(0, first, link.control_port, link.telemetry_port, link.video_port)]
     for raw in (e.strip() for e in link.paths.split(",")) if link.paths.strip() else ():
         host, *ports = raw.split(":")
-        if not host or len(ports) > 3 or not all(p.isdigit() and 1024 <= int(p) <= 65535 for p in ports):
-            raise ConfigError(f"link.paths: {raw!r} is not HOST[:CONTROL_PORT[:TELEMETRY_PORT[:VIDEO_PORT]]] with "
-                              "ports 1024..65535: write e.g. 10.0.2.1 or 127.0.0.1:5591:5592:5593")
-        got = [int(p) for p in ports] + [link.control_port, link.telemetry_port, link.video_port][len(ports):]
+        if not host or len(ports) > 4 or not all(p.isdigit() and 1024 <= int(p) <= 65535 for p in ports):
+            raise ConfigError(f"link.paths: {raw!r} is not HOST[:CONTROL_PORT[:TELEMETRY_PORT[:VIDEO_PORT"
+                              "[:VOICE_PORT]]]] with ports 1024..65535: write e.g. 10.0.2.1 or "
+                              "127.0.0.1:5591:5592:5593:5595")
+        got = [int(p) for p in ports] + [link.control_port, link.telemetry_port, link.video_port, None][len(ports):]
         out.append(PathEndpoint(len(out), host, *got))
     seen: set[tuple[str, int]] = set()
     for p in out:
-        for port in (p.control_port, p.telemetry_port, p.video_port):
+        for port in (p.control_port, p.telemetry_port, p.video_port, *((p.voice_port,) if p.voice_port else ())):
             if (p.host, port) in seen:
                 raise ConfigError(f"link.paths: {p.host}:{port} is used twice: each path needs endpoints of its own "
                                   "(another host, or other ports)")
@@ -97,6 +101,25 @@ def link_paths(link: LinkConfig, side: str) -> tuple[PathEndpoint, ...]:
     if len(out) > MAX_PATHS:
         raise ConfigError(f"link.paths: {len(out)} paths; at most {MAX_PATHS} (the default one and "
                           f"{MAX_PATHS - 1} more): drop some")
+    return tuple(out)
+
+
+def voice_paths(cfg: Config, side: str) -> tuple[tuple[str, int], ...]:
+    """(host, port) of the voice endpoint on every path, the default one first (voice/link.py sends every voice
+    packet on each): `side` "console" connects to voice.station_host (or link.bedside_host) on path 0, "station"
+    binds link.bind_host; path k uses its link.paths host and VOICE_PORT (default voice.port). Checked only where
+    voice runs (`teleop voice`, or voice.enabled): a ConfigError when two paths would share a voice endpoint or
+    one would be a control/telemetry/video endpoint."""
+    paths = link_paths(cfg.link, "console" if side == "console" else "bedside")
+    out = [((cfg.voice.station_host or p.host) if p.index == 0 and side == "console" else p.host,
+            p.voice_port or cfg.voice.port) for p in paths]
+    taken = {(p.host, port) for p in paths for port in (p.control_port, p.telemetry_port, p.video_port)}
+    for k, ep in enumerate(out):
+        if ep in taken or ep in out[:k]:
+            what = "voice.port" if k == 0 else f"link.paths: path{k}'s voice endpoint"
+            raise ConfigError(f"{what} {ep[0]}:{ep[1]} is already another endpoint: every path needs a voice endpoint "
+                              "of its own; set voice.port, or give the path a VOICE_PORT (HOST:C:T:V:VOICE_PORT)")
+        taken.add(ep)
     return tuple(out)
 
 
@@ -113,6 +136,10 @@ class BedsideConfig:
     driver_watchdog_ms: float = _f(
         60.0, "each arm driver holds on its own if the bedside loop does not service it for this long (a stalled "
         "loop; docs/architecture.md, the arm driver contract; >= bedside.watchdog_ms)", 10.0, 1000.0)
+    takeover_silence_ms: float = _f(
+        1000.0, "another surgeon may take control of a session held for any reason (an e-stop, absence) once the "
+        "controlling console has sent nothing, not even a ping (50 Hz while held), for this long: its console or "
+        "link is gone (docs/operations.md, takeover; > bedside.watchdog_ms)", 200.0, 60000.0)
     tick_hz: int = _f(1000, "arm simulation and watchdog rate", 100, 2000)
     telemetry_hz: int = _f(200, "measured_cp/measured_js/operating_state publish rate", 100, 1000)
     arm_driver: str = _f(
@@ -321,6 +348,8 @@ class VideoConfig:
     fit_machine: bool = _f(True, "lower size, then frame rate, while drawing/encoding or decoding/painting a frame "
                                  "takes too much of its period (video/adapt.py); restore when it no longer does")
     min_fps: int = _f(15, "frame-rate floor when fitting the picture to a busy machine", 1, 240)
+    start_step: int = _f(0, "fitting: start this many steps down the ladder (0 = the configured picture; 3 = half "
+                            "size at half rate) and climb while the machines keep up (video/adapt.py)", 0, 4)
     busy_high: float = _f(0.7, "a stage taking this share of the frame period (smoothed) is busy: step down",
                           0.1, 2.0)
     busy_low: float = _f(0.45, "step up only while every stage, projected to the better mode, stays below this "
@@ -481,6 +510,8 @@ class Config:
         errors = relation_errors(self)
         if errors:
             raise ConfigError("\n".join(errors))
+        if self.voice.enabled:
+            voice_paths(self, "console")  # a shared voice endpoint is a ConfigError before any process starts
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -500,6 +531,8 @@ RELATIONS: tuple[tuple[str, str, bool, str], ...] = (
     ("console.force_playout_ms", "console.force_stale_ms", True,
      "a force waiting in the playout must not already be stale"),
     ("voice.jitter_min_ms", "voice.jitter_max_ms", True, "the adaptive jitter buffer needs room to adapt"),
+    ("bedside.watchdog_ms", "bedside.takeover_silence_ms", True,
+     "a silent controller is a lost link only after the watchdog has held the arms"),
     ("bedside.watchdog_ms", "bedside.driver_watchdog_ms", False,
      "a driver holding on its own must not end a session the bedside's own watchdog would keep"),
     # The console clamps before the bedside checks (safety/limits.py, the same code, these numbers and the same

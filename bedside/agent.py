@@ -236,6 +236,10 @@ class BedsideAgent:
         self.controller_user: str | None = None
         self.estop_console = False
         self.estop_local = False
+        self._estop_raisers: set[str] = set()
+        """The surgeon keys that latched the console's e-stop: they (or the controller) may clear it."""
+        self._controller_heard_ns = now_ns
+        """When the controller's key and connection last sent anything decodable (pings while held included)."""
         self.last_valid_ns = now_ns
         self.last_applied: tuple[int, int, int, int] = (0, 0, 0, 0)
         """The last servo_cp applied: (epoch, seq, its send time on the console's clock, when it arrived here), for
@@ -365,6 +369,8 @@ class BedsideAgent:
         # Who, before anything is judged: only the connection and key that enabled may touch the controller's state.
         from_controller = peer == self.controller and user == self.controller_user
         role = "surgeon" if from_controller else user.partition(":")[0]  # only a surgeon's ENABLE is ever granted
+        if from_controller:
+            self._controller_heard_ns = now_ns
         if role != "surgeon" and not ((role == "station" and isinstance(msg, Ping | EStop))
                                       or (role == "monitor" and isinstance(msg, Ping))):
             self.counters["forged_role"] += 1
@@ -389,7 +395,7 @@ class BedsideAgent:
             elif msg.engage:
                 status = self.raise_estop(now_ns, f"console ({user})", user)
             else:
-                status = self.reset_estop(now_ns, "console")
+                status = self._console_estop_reset(now_ns, from_controller, user)
         elif isinstance(msg, Ping):  # changes nothing: not even the controller's pings feed its transit baseline
             status = AckStatus.PONG
             if (role == "station" and (msg.epoch != self.epoch or peer not in self._stations)
@@ -418,13 +424,14 @@ class BedsideAgent:
                         user: str = INSECURE_USER) -> list[Outgoing]:
         """`on_message` for a frame that came on `path` of several (transport/paths.py). Who first, as there: a
         byte-identical copy, from the controller (its key and its connections' one routing id), of a frame that
-        took effect, on a path that has not delivered it yet, is dropped silently and counted per path; every
-        other frame, a replay included, is judged in full by `on_message`. Only the controller's frames that
-        took effect feed the filter: no other peer and no refused frame changes what counts as a copy."""
+        took effect, on a path that has not delivered it yet, is dropped silently and counted per path (so is one
+        too old to tell, CopyFilter.copy_key); every other frame, a replay included, is judged in full by
+        `on_message`. Only the controller's frames that took effect feed the filter: no other peer and no refused
+        frame changes what counts as a copy."""
         copies = self.copies
         assert copies is not None, "use_paths first"
-        if peer == self.controller and user == self.controller_user and copies.is_copy(path, data):
-            self.counters[copies.copy_keys[path]] += 1
+        if peer == self.controller and user == self.controller_user and (key := copies.copy_key(path, data)):
+            self.counters[key] += 1
             return []
         before = (self.controller, self.controller_user)
         out = self.on_message(now_ns, peer, data, user)
@@ -436,6 +443,10 @@ class BedsideAgent:
                 copies.took_effect(path, data)
                 if status == _APPLIED:
                     self.counters[copies.applied_keys[path]] += 1
+            elif status == AckStatus.REJECTED_SEQUENCE and self._due(now_ns, "sequence_on_path"):
+                # which path brought it and why it was no copy (docs/protocol.md "Duplicates")
+                log.warning("REJECTED_SEQUENCE %s; highest applied seq %d", copies.explain(path, data),
+                            self.gate.last_seq)
         return out
 
     def _due(self, now_ns: int, key: object) -> bool:
@@ -451,12 +462,30 @@ class BedsideAgent:
             log.warning("%s", text)
             self._emit(now_ns, EventKind.REJECTION, reason, text, self.state)
 
-    def _may_take_control(self, user: str) -> bool:
-        """Control changes hands only after a release or after the controller's link was lost."""
+    def _may_take_control(self, now_ns: int, user: str) -> bool:
+        """Control changes hands only after a release or after the controller's link was lost: its commands
+        stopped (LINK_LOST, STALE_COMMAND), or, held for another reason (an e-stop, absence), it has sent nothing
+        at all, not even a ping, for `bedside.takeover_silence_ms` (its console or its link is gone)."""
         if self.controller_user in (None, user):
             return True
         return self.state is OperatingState.DISABLED or (
-            self.state is OperatingState.PAUSED and self.reason in (Reason.LINK_LOST, Reason.STALE_COMMAND))
+            self.state is OperatingState.PAUSED and (
+                self.reason in (Reason.LINK_LOST, Reason.STALE_COMMAND)
+                or now_ns - self._controller_heard_ns >= self.cfg.takeover_silence_ms * 1e6))
+
+    def _console_estop_reset(self, now_ns: int, from_controller: bool, user: str) -> AckStatus:
+        """A surgeon's e-stop reset clears the console's latch only if it comes from the controller, from the only key
+        that latched it (a surgeon may undo their own press, not another's), or from a surgeon who may take control
+        now (the controller's link is gone): another surgeon's reset must not change what the controller's next
+        ENABLE meets (each peer in its own lane)."""
+        if (not self.estop_console or from_controller or self._estop_raisers == {user}
+                or self._may_take_control(now_ns, user)):
+            return self.reset_estop(now_ns, "console", f"console ({user})")
+        self.counters["estop_reset_refused"] += 1
+        if self._due(now_ns, "estop_reset_refused"):
+            self._audit(now_ns, f"{user} asked to reset the console's e-stop; refused while {self.controller_user} "
+                                "is in control and its link is up (the controlling surgeon resets it)")
+        return AckStatus.REJECTED_NOT_CONTROLLER
 
     def _audit(self, now_ns: int, text: str) -> None:
         log.warning("control: %s", text)
@@ -467,7 +496,7 @@ class BedsideAgent:
             return AckStatus.REJECTED_ESTOP
         if self.state is OperatingState.FAULT:
             return AckStatus.REJECTED_FAULT
-        if not self._may_take_control(user):
+        if not self._may_take_control(now_ns, user):
             self.counters["control_refused"] += 1
             if self._due(now_ns, AckStatus.REJECTED_NOT_CONTROLLER):
                 self._audit(now_ns, f"{user} requests control; refused while {self.controller_user} is in control "
@@ -579,6 +608,10 @@ class BedsideAgent:
         reason = msg.reason.strip()
         if not reason:
             return AckStatus.REJECTED_NO_REASON
+        if self.estop_console and self._may_take_control(now_ns, user):
+            # The console's latch of a controller that is gone (silent for bedside.takeover_silence_ms): the team
+            # at the bedside clears it too, or nobody could take over (docs/operations.md, takeover).
+            self.reset_estop(now_ns, "console", f"console (its controller is gone: cleared by {who}), reason: {reason}")
         return self.reset_estop(now_ns, "local", f"{who}, reason: {reason}")
 
     def raise_estop(self, now_ns: int, source: str, user: str = "", by: str = "") -> AckStatus:
@@ -588,6 +621,8 @@ class BedsideAgent:
             self.estop_local = True
         else:
             self.estop_console = True
+            if user:
+                self._estop_raisers.add(user)
         by = by or ("the bedside e-stop" if source == "local" else source)
         self._freeze(now_ns, Reason.ESTOP, f"e-stop raised by {by}")
         self._transition(now_ns, SessionTrigger.ESTOP, Reason.ESTOP, f"e-stop raised by {by}; arms held")
@@ -599,6 +634,7 @@ class BedsideAgent:
             self.estop_local = False
         else:
             self.estop_console = False
+            self._estop_raisers.clear()
         by = by or ("the bedside e-stop" if source == "local" else source)
         text = f"e-stop reset by {by}" + ("; still latched elsewhere" if self.estop else "")
         log.warning("%s", text)

@@ -299,13 +299,12 @@ class BedsideServer:
         try:
             while not stop and (end is None or now < end):
                 now = clock()
-                stall = watch.tick(now, due)
                 if local_estop.pending:
                     local_estop.apply(agent, now)
                 dl = agent.next_deadline_ns()
                 if dl is not None and now >= dl:
                     agent.check_watchdog(now)  # before reading anything that piled up
-                lap(_AGENT, clock())
+                t_agent = clock()
                 while True:
                     if waited is not None:
                         frames, rx = waited
@@ -319,7 +318,14 @@ class BedsideServer:
                     receive(frames, rx)
                 if multi:
                     self._drain_extra(clock)
-                lap(_RECEIVE, clock())
+                t = clock()
+                # The loop's bookkeeping after the acks, with the times taken where it began, so its figures are
+                # those of the iteration: a frame that ended the wait is answered without the stall timer's
+                # re-arm (`setitimer`, the one system call the floors added per command) ahead of it. The timer
+                # armed by the last iteration still runs while these frames are handled.
+                stall = watch.tick(now, due)
+                lap(_AGENT, t_agent)
+                lap(_RECEIVE, t)
                 if now >= next_tick:  # after the acks: integrating the arms must not delay a reply
                     agent.advance(now)
                     self._share_state(now)

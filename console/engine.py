@@ -90,7 +90,7 @@ LINK: TransitionTable[LinkState, LinkTrigger] = TransitionTable("console link", 
 @dataclass(frozen=True, slots=True)
 class EngineEvent:
     t_ns: int
-    source: str  # "link", "session", "bedside", "teleop", "loop"
+    source: str  # "link", "session", "bedside", "teleop", "loop", "estop"
     name: str
     reason: Reason
     text: str
@@ -110,6 +110,7 @@ class ConsoleEngine:
         self._last_ping_ns = -(10**18)
         self._estop_sent: bool | None = None
         self._estop_sent_ns = -(10**18)
+        self._reset_seq: int | None = None  # the last e-stop reset sent: its refusal is told to the surgeon
         self.bedside_state = OperatingState.DISABLED
         self.bedside_reason = Reason.STARTUP
         self.bedside_estop = False
@@ -243,6 +244,12 @@ class ConsoleEngine:
             self._session_from_seq = ack.seq
             self.bedside_state = ack.operating_state
             self._event(now_ns, "session", "granted", Reason.NONE, f"bedside granted epoch {ack.epoch}", warn=False)
+        elif st is AckStatus.REJECTED_NOT_CONTROLLER and ack.echo_seq == self._reset_seq:
+            self._reset_seq = None
+            self._event(now_ns, "estop", "reset_refused", Reason.ESTOP,
+                        "e-stop reset refused: another surgeon latched it and is in control with a live link; "
+                        "they reset it, or it can be reset here once their console has been silent for "
+                        "bedside.takeover_silence_ms")
         elif st in (AckStatus.REJECTED_EPOCH, AckStatus.REJECTED_NOT_ENABLED, AckStatus.REJECTED_ESTOP,
                     AckStatus.REJECTED_FAULT) and ack.seq > self._session_from_seq and self.epoch:
             self._drop_session(now_ns, ack.reason, f"bedside refused our command: {st.name}")
@@ -309,7 +316,9 @@ class ConsoleEngine:
         frames: list[bytes] = []
         if out.estop != bool(self._estop_sent) or (out.estop and now_ns - self._estop_sent_ns > ESTOP_RESEND_NS
                                                    and not self.bedside_estop):
-            frames.append(codec.encode(EStop(self.epoch, self._next_seq(), now_ns, out.estop)))
+            seq = self._next_seq()
+            frames.append(codec.encode(EStop(self.epoch, seq, now_ns, out.estop)))
+            self._reset_seq = None if out.estop else seq
             self._estop_sent = out.estop
             self._estop_sent_ns = now_ns
         if out.release_session and self.epoch:

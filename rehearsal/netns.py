@@ -7,10 +7,13 @@ Addresses live only inside these namespaces; nothing here can reach another host
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+
+from rehearsal.linkemu import LinkProfile
 
 
 def netns_available() -> tuple[bool, str]:
@@ -24,6 +27,46 @@ def netns_available() -> tuple[bool, str]:
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+HALF_NORMAL_MEAN = math.sqrt(2 / math.pi)
+HALF_NORMAL_SD = math.sqrt(1 - 2 / math.pi)
+
+
+def netem_args(profile: LinkProfile) -> list[str]:
+    """`tc qdisc ... netem` arguments for one direction of `profile` (rehearsal/linkemu.py LinkProfile).
+
+    The emulator's jitter is a half-normal extra delay of scale `jitter_ms` (never earlier than the base); netem's
+    is a normal spread around its delay, so the same mean and spread are asked for: delay + σ·√(2/π) and
+    σ·√(1 − 2/π). netem may reorder packets when the spread exceeds their spacing (TCP puts them back in order;
+    the emulator never reorders). Ramps and scheduled outages have no netem form: refused (ValueError)."""
+    if profile.ramp_to_ms is not None or profile.all_outages():
+        raise ValueError("netem cannot ramp a delay or schedule an outage: use the emulator (--net proxy)")
+    args = ["delay", f"{profile.delay_ms + profile.jitter_ms * HALF_NORMAL_MEAN:.3f}ms"]
+    if profile.jitter_ms > 0:
+        args += [f"{profile.jitter_ms * HALF_NORMAL_SD:.3f}ms", "distribution", "normal"]
+    if profile.rate_mbps > 0:
+        args += ["rate", f"{profile.rate_mbps:g}mbit"]
+    return args
+
+
+def netem_available() -> tuple[bool, str]:
+    """Whether `tc qdisc ... netem` works here (root, `tc`, and a kernel built with sch_netem), and if not, why.
+    Tried on a throwaway namespace's loopback: the only sure test of a kernel option."""
+    if shutil.which("tc") is None:
+        return False, "iproute2's `tc` is not installed (bootstrap.sh installs iproute2)"
+    ns = f"tlnetem{os.getpid()}"
+    try:
+        _ip("netns", "add", ns)
+        out = subprocess.run(["tc", "-n", ns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+                             capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        return False, f"no namespace for the netem probe: {exc.stderr.strip()}"
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    if out.returncode != 0:
+        return False, f"this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): {out.stderr.strip() or out.returncode}"
+    return True, ""
 
 
 @dataclass
@@ -165,19 +208,37 @@ class NetnsPaths:
 
     def __enter__(self) -> NetnsPaths:
         self.teardown()
-        _ip("netns", "add", self.bed)
-        _ip("netns", "add", self.con)
-        for ns in (self.bed, self.con):
-            _ip("-n", ns, "link", "set", "lo", "up")
-        for k, subnet in enumerate(self.subnets):
-            bdev, cdev = f"{self.prefix}b{k}", self.con_dev(k)
-            _ip("link", "add", bdev, "type", "veth", "peer", "name", cdev)
-            _ip("link", "set", bdev, "netns", self.bed)
-            _ip("link", "set", cdev, "netns", self.con)
-            for ns, dev, addr in ((self.bed, bdev, f"{subnet}.1"), (self.con, cdev, f"{subnet}.2")):
-                _ip("-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
-                _ip("-n", ns, "link", "set", dev, "up")
+        try:  # half-built (a failed `ip`, Ctrl-C): nothing is left behind, __exit__ would not run
+            _ip("netns", "add", self.bed)
+            _ip("netns", "add", self.con)
+            for ns in (self.bed, self.con):
+                _ip("-n", ns, "link", "set", "lo", "up")
+            for k, subnet in enumerate(self.subnets):
+                bdev, cdev = self.bed_dev(k), self.con_dev(k)
+                _ip("link", "add", bdev, "type", "veth", "peer", "name", cdev)
+                _ip("link", "set", bdev, "netns", self.bed)
+                _ip("link", "set", cdev, "netns", self.con)
+                for ns, dev, addr in ((self.bed, bdev, f"{subnet}.1"), (self.con, cdev, f"{subnet}.2")):
+                    _ip("-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
+                    _ip("-n", ns, "link", "set", dev, "up")
+        except BaseException:
+            self.teardown()
+            raise
         return self
+
+    def exists(self) -> bool:
+        """Whether either namespace is there (`ip netns list`): what a test of the cleanup asks."""
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+        return self.bed in out or self.con in out
+
+    def bed_dev(self, k: int) -> str:
+        return f"{self.prefix}b{k}"
+
+    def shape(self, k: int, args: list[str]) -> None:
+        """netem `args` (netem_args) on both ends of path k: each direction delayed once, as the emulator does."""
+        for ns, dev in ((self.bed, self.bed_dev(k)), (self.con, self.con_dev(k))):
+            subprocess.run(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "netem", *args], check=True,
+                           capture_output=True, text=True)
 
     def cut(self, k: int) -> None:
         _ip("-n", self.con, "link", "set", self.con_dev(k), "down")

@@ -8,7 +8,8 @@ Devices come from voice.input / voice.output (or --input/--output): a PortAudio 
 a name or index), or for headless runs 'tone:HZ', 'burst:HZ:PERIOD_MS', 'file:PATH.wav', 'silence' and
 'null'. Without a window there is no push-to-talk key: --open-mic (or voice.mode=open) sends the mic.
 Prints `READY side=… endpoint=…`; on exit (SIGTERM/SIGINT, --seconds) writes --summary JSON: counters, link
-state, the bursts it sent and the tone onsets it heard (`--detect HZ`), one-way delays (same host only).
+state, per path (link.paths), the bursts it sent, the tone onsets it heard (`--detect HZ`), when it concealed a
+frame, one-way delays (same host only).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from voice.jitter import Out
     from voice.levels import OnsetDetector
     from voice.link import VoiceLink
 
@@ -45,8 +47,11 @@ def run(args: argparse.Namespace) -> int:
     stop = StopFlag()
     detector = OnsetDetector(args.detect) if args.detect else None
     heard: list[int] = []
+    concealed_ns: list[int] = []
 
-    def on_output(pcm, _kind, t_ns: int) -> None:
+    def on_output(pcm, kind, t_ns: int) -> None:
+        if kind == Out.CONCEAL and len(concealed_ns) < 10_000:  # when, to line up with a path cut (a test's)
+            concealed_ns.append(t_ns)
         if detector is not None:  # a device plays what it is handed one output latency later
             out = link.output
             onset = detector.feed(pcm, t_ns + int(getattr(out, "latency_s", 0.0) * 1e9))
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             "one_way_ms": percentiles(one_way) if one_way else None,
             "one_way_median_ms": statistics.median(one_way) if one_way else None,
             "bursts_ns": list(bursts.onsets_ns) if bursts is not None else [],
-            "heard_ns": heard, "dropped_catchup": ep.jitter.stats.dropped_catchup,
+            "heard_ns": heard, "concealed_ns": concealed_ns, "dropped_catchup": ep.jitter.stats.dropped_catchup,
             "decoder_errors": ep.decoder.errors, "recording": str(recorder.path) if recorder else None,
         })
     return 0

@@ -9,7 +9,7 @@ from console.controller import TeleopController
 from console.engine import ConsoleEngine, LinkState
 from console.master import ScriptedMaster, pulse
 from transport import codec
-from transport.messages import OperatingState, Reason
+from transport.messages import AckStatus, Enable, EStop, OperatingState, Ping, Reason
 
 
 class Wire:
@@ -107,3 +107,21 @@ def test_console_estop_reaches_the_bedside_and_latches(cfg):
     assert w.arm_states() == {"HELD"}
     w.run(1000)
     assert w.agent.state is OperatingState.PAUSED  # no engage, no reset: nothing moves
+
+
+def test_a_refused_estop_reset_is_told_to_the_surgeon(cfg):
+    """Another surgeon latched the bedside's console e-stop and is in control: this console's own press and reset
+    leave that latch standing (REJECTED_NOT_CONTROLLER), and the surgeon is told why, not left guessing."""
+    w = Wire(cfg, script=pulse("estop", 0.6, 0.1), engage_at_s=10.0)
+    other = (b"ctl", "surgeon:other")
+    assert codec.decode(w.agent.on_message(0, other[0], codec.encode(Enable(0, 1, 0)), other[1])[0].data).status \
+        is AckStatus.ENABLED
+    w.run(500)
+    w.agent.on_message(w.t, other[0], codec.encode(EStop(0, 2, w.t, True)), other[1])
+    w.run(300)  # this console presses its e-stop too
+    w.agent.on_message(w.t, other[0], codec.encode(Ping(0, 3, w.t)), other[1])  # the controller is there
+    w.engine.controller.reset_estop(w.t)
+    w.run(50)
+    assert w.agent.estop_console
+    (ev,) = [e for e in w.engine.events if e.name == "reset_refused"]
+    assert ev.source == "estop" and "another surgeon latched it" in ev.text

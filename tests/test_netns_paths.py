@@ -38,11 +38,18 @@ def _session(tmp_path, ns: NetnsPaths, video: bool = False) -> Session:
                    con_extra=[*ns.link_sets("console"), "console.engage_at_s=0.3"])
 
 
-@pytest.mark.slow
-def test_one_path_at_a_time_cut_for_2_s_every_5_s_costs_no_hold_and_no_command(tmp_path):
-    """The stereo video (small, JPEG: the picture's own size is not under test) is watched meanwhile by a viewer
-    in the console's namespace with the console's paths (tests/video_watch.py): it moves off each cut path before
-    the picture goes stale (video/failover.py): no VIDEO_STALE, and no move on jitter."""
+def _machine_stall(run: dict) -> str | None:
+    """Both processes' 1 kHz loops woke later than the watchdog bound in the same run (loop health, issue #19): the
+    machine stood still (this VM shows 10-180 ms stalls of every process at once, docs/reliability.md), and a run
+    during which nothing ran cannot show what a path cut does. None when at most one loop did."""
+    wakes = {who: run[who]["loop"]["step_max_us"].get("wake", 0) / 1000 for who in ("bed", "con")}
+    return (f"both loops stalled (longest wake: bedside {wakes['bed']:.1f} ms, console {wakes['con']:.1f} ms)"
+            if min(wakes.values()) > WATCHDOG_MS else None)
+
+
+def _follow_with_cuts(tmp_path: Path) -> dict:
+    """One run: the session follows for FOLLOW_S with a path cut every CUT_EVERY_S; the summaries and what was seen."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     with NetnsPaths(prefix="tlq", subnets=("10.231.84", "10.231.85")) as ns:
         s = _session(tmp_path, ns, video=True)
         watch = None
@@ -74,10 +81,30 @@ def test_one_path_at_a_time_cut_for_2_s_every_5_s_costs_no_hold_and_no_command(t
             con = s.console_summary()
             s.bedside.stop(timeout=30)
             bed = s.bedside_summary()
+            refusals = [ln for ln in s.bedside.stderr_text().splitlines() if "REJECTED_" in ln]
         finally:
             if watch is not None and watch.poll() is None:
                 watch.kill()
             s.close()
+    return {"video": video, "con": con, "bed": bed, "refusals": refusals, "timeline": timeline, "cuts": cuts,
+            "seen_freezes": [f["t_ns"] for f in s.seen if f.get("type") == "freeze"]}
+
+
+@pytest.mark.slow
+def test_one_path_at_a_time_cut_for_2_s_every_5_s_costs_no_hold_and_no_command(tmp_path):
+    """The stereo video (small, JPEG: the picture's own size is not under test) is watched meanwhile by a viewer
+    in the console's namespace with the console's paths (tests/video_watch.py): it moves off each cut path before
+    the picture goes stale (video/failover.py): no VIDEO_STALE, and no move on jitter. A run during which both
+    loops stood still past the watchdog bound (the machine's stall, proved by both processes' loop health) is void
+    and run once more; a second such run is judged as it is."""
+    for attempt in (1, 2):
+        run = _follow_with_cuts(tmp_path / f"run{attempt}")
+        stall = _machine_stall(run)
+        if stall is None:
+            break
+        print(f"run {attempt} void: {stall}")
+    video, con, bed, refusals = run["video"], run["con"], run["bed"], run["refusals"]
+    timeline, cuts = run["timeline"], run["cuts"]
     gaps = video.pop("long_gaps", [])
     at_cut = [ms for t, ms in gaps if any(t <= t_cut <= t + ms * 1e6 for _, t_cut, _ in timeline)]
     # the figures (pytest -s): gaps over 120 ms that span a cut (the failover's) and the others (the machine's)
@@ -85,11 +112,11 @@ def test_one_path_at_a_time_cut_for_2_s_every_5_s_costs_no_hold_and_no_command(t
           f"{[ms for t, ms in gaps if ms not in at_cut]}; load average {os.getloadavg()}")
     c = bed["counters"]
     assert cuts >= 2
-    assert bed["freezes"] == [], (bed["freezes"], [f["t_ns"] for f in s.seen if f.get("type") == "freeze"], timeline,
+    assert bed["freezes"] == [], (bed["freezes"], run["seen_freezes"], timeline,
                                   [(e["t_ns"], e["name"]) for e in con["events"] if e["source"] in ("path", "link")])
     assert not [e for e in con["events"] if e["source"] == "link" and e["name"] == "LOST"], con["events"]
     assert con["lost"] == 0 and con["commands_rejected"] == 0, (  # which refusal, when, against the cuts
-        {k: v for k, v in c.items() if k.startswith("rejected")}, timeline,
+        {k: v for k, v in c.items() if k.startswith("rejected")}, refusals, timeline,
         [(e["t_ns"], e["source"], e["name"], e.get("text")) for e in con["events"]
          if e["source"] in ("path", "link", "session", "teleop")][-20:], con)
     assert c.get("rejected", 0) == 0, c

@@ -11,7 +11,7 @@ from base.config import BedsideConfig, ConfigError, link_paths, load_config
 from bedside.agent import BedsideAgent
 from transport import codec
 from transport.messages import AckStatus, ConsoleFlags, Disable, Enable, EStop, Ping, ServoCp
-from transport.paths import ACK_STATUS_OFFSET, ECHO_SEND_OFFSET, PathMonitor, ack_status, frame_seq
+from transport.paths import ACK_STATUS_OFFSET, ECHO_SEND_OFFSET, CopyFilter, PathMonitor, ack_status, frame_seq
 
 CONSOLE = (b"c-routing-id-1", "surgeon:alice")
 OTHER = (b"c-routing-id-2", "surgeon:bob")
@@ -53,7 +53,7 @@ def test_link_paths_default_is_one_path_and_entries_are_validated():
     two = load_config(None, ["link.paths=10.9.2.1", "link.bind_host=10.9.1.1"])
     assert [(p.host, p.control_port) for p in link_paths(two.link, "bedside")] == [("10.9.1.1", 5571),
                                                                                    ("10.9.2.1", 5571)]
-    for bad in ("host:99", "127.0.0.1:5571", "a,b,c,d", "h:6000:6001:6002:6003", ":6000"):
+    for bad in ("host:99", "127.0.0.1:5571", "a,b,c,d", "h:6000:6001:6002:6003:6004", ":6000"):
         with pytest.raises(ConfigError, match=r"link\.paths"):
             load_config(None, [f"link.paths={bad}"])
 
@@ -102,6 +102,41 @@ def test_a_replay_of_an_old_command_on_a_path_that_lost_its_copy_is_refused():
     assert b.deliver(0, s1) is AckStatus.APPLIED
     assert b.deliver(1, s1) is None
     assert b.deliver(1, s) is AckStatus.REJECTED_SEQUENCE
+
+
+def test_frames_a_path_brings_older_than_the_memory_are_dropped_silently_and_their_replays_refused():
+    """Path 1, cut, brings its backlog late: frames older than every frame remembered cannot be told from copies,
+    but the controller's sequence numbers only grow, so they are its own old frames: dropped silently, counted
+    apart, never applied and never a refusal (issue #15: REJECTED_SEQUENCE after a restore). The same frame again,
+    on either path, is a replay: refused. Another connection's is judged in full."""
+    b = TwoPaths()
+    b.agent.copies = CopyFilter(2, window=4)
+    b.enable()
+    frames = [b.frame(ServoCp) for _ in range(8)]
+    for f in frames:
+        assert b.deliver(0, f) is AckStatus.APPLIED
+    c = b.agent.counters
+    old, recent = frames[0], frames[-2]
+    assert b.deliver(1, old) is None  # older than the memory (seqs 6..9): too old to tell
+    assert c["stale_copies_path1"] == 1 and c["rejected"] == 0 and c["applied"] == 8
+    assert b.deliver(1, recent) is None and c["duplicates_path1"] == 1  # still remembered: a copy
+    assert b.deliver(1, old) is AckStatus.REJECTED_SEQUENCE  # replayed on the path that brought it late
+    assert b.deliver(0, old) is AckStatus.REJECTED_SEQUENCE  # and on the first
+    assert b.deliver(1, frames[1], who=SAME_KEY_OTHER_CONNECTION).rejected  # another connection's: judged in full
+    assert c["applied"] == 8 and c["stale_copies_path1"] == 1 and not b.agent.freezes
+    assert b.deliver(1, frames[-1]) is None and b.deliver(1, b.frame(ServoCp)) is AckStatus.APPLIED
+
+
+def test_an_estop_a_path_brings_older_than_the_memory_still_latches():
+    """Only a servo_cp may be too old to tell: an e-stop the first path lost, brought late by the second, latches."""
+    b = TwoPaths()
+    b.agent.copies = CopyFilter(2, window=4)
+    b.enable()
+    stop = b.frame(EStop, engage=True)  # path 0 lost it; path 1 is cut
+    for f in [b.frame(ServoCp) for _ in range(8)]:
+        assert b.deliver(0, f) is AckStatus.APPLIED
+    assert b.deliver(1, stop) is AckStatus.ESTOP_LATCHED
+    assert b.agent.estop and len(b.agent.freezes) == 1
 
 
 def test_the_copy_of_enable_does_not_grant_a_second_epoch():
@@ -186,6 +221,21 @@ def test_one_path_judges_every_copy_as_before():
 
 def _ack(seq: int, echo_send_ns: int) -> bytes:
     return codec.encode_ack(7, seq, 0, seq, echo_send_ns, 0, AckStatus.APPLIED, 1, 0)
+
+
+def test_the_engine_gets_one_answer_per_command_however_many_paths_judged_it():
+    """A refused command's copy is refused again on the other path, with an ack of its own (another bedside seq):
+    the engine counts one refusal per command, and both paths still measure their round trip."""
+    pm = PathMonitor(["tcp://a:1", "tcp://b:1"], ms(100))
+    t = ms(1000)
+    first = codec.encode_ack(7, 500, 0, 42, t, 0, AckStatus.REJECTED_NOT_ENABLED, 1, 0)
+    again = codec.encode_ack(7, 501, 0, 42, t, 0, AckStatus.REJECTED_NOT_ENABLED, 1, 0)
+    assert pm.on_frame(t + ms(2), 0, first)
+    assert not pm.on_frame(t + ms(3), 1, first)  # the same ack on the other path
+    assert not pm.on_frame(t + ms(9), 1, again)  # the copy's own refusal
+    assert not pm.on_frame(t + ms(10), 0, again)
+    assert pm.on_frame(t + ms(11), 0, codec.encode_ack(7, 502, 0, 43, t, 0, AckStatus.APPLIED, 1, 0))
+    assert pm.unique_acks == 2 and pm.paths[1].acks == 2 and pm.paths[1].rtt_ms() is not None
 
 
 def test_the_console_keeps_the_first_copy_and_measures_each_path():

@@ -245,8 +245,8 @@ class PeerIsolation(RuleBasedStateMachine):
     def controller_pings(self, transit: int) -> None:
         """Pings (any send time: from the future, long past) feed nothing, the controller's own included."""
         self.seq += 1
-        assert self._agent_only(CTL, codec.encode(Ping(self.epoch, self.seq, self._send_ns(transit)))) \
-            is AckStatus.PONG
+        # to both: the controller's own frames (pings included) say it is there (bedside.takeover_silence_ms)
+        assert self._both(CTL, codec.encode(Ping(self.epoch, self.seq, self._send_ns(transit)))) is AckStatus.PONG
 
     # ------------------------------------------------------------------ genuine e-stops
 
@@ -497,3 +497,79 @@ def test_over_curve_a_second_surgeon_and_a_monitor_cannot_disturb_the_controller
     assert con["commands_sent"] > 500, con  # ~1.8 s at 1 kHz; a starved host skips ticks, it never bursts
     assert c["applied"] == con["commands_sent"] == con["commands_applied"], (c, con)
     assert con["commands_rejected"] == 0 and con["lost"] == 0, con
+
+
+STATION = (b"st", "station:nurse")
+
+
+def test_a_second_surgeon_cannot_clear_the_controllers_estop_but_may_undo_only_their_own():
+    """The console's latch: any surgeon may raise it; while the controller is in control and heard, only the
+    controller, or the one key that alone latched it, may clear it. A second surgeon's reset once cleared the
+    controller's press, changing what the controller's next ENABLE met."""
+    a = _agent()
+    assert _send(a, ms(1), CTL, EStop(0, 2, ms(1) - OFFSET, True)) is AckStatus.ESTOP_LATCHED
+    a.drain_events()
+    assert _send(a, ms(2), SECOND, EStop(0, 3, ms(2), False)) is AckStatus.REJECTED_NOT_CONTROLLER
+    assert a.estop_console and a.counters["estop_reset_refused"] == 1
+    (audit,) = [e for e in a.drain_events() if e.reason is Reason.HANDOVER]
+    assert "surgeon:surgeon-2 asked to reset the console's e-stop; refused" in audit.text
+    assert _send(a, ms(3), SECOND, Enable(0, 4, ms(3))) is AckStatus.REJECTED_ESTOP
+    assert _send(a, ms(4), SECOND, EStop(0, 5, ms(4), True)) is AckStatus.ESTOP_LATCHED  # anyone may stop
+    assert _send(a, ms(5), SECOND, EStop(0, 6, ms(5), False)) is AckStatus.REJECTED_NOT_CONTROLLER  # not alone
+    assert _send(a, ms(6), CTL, EStop(0, 7, ms(6) - OFFSET, False)) is AckStatus.DISABLED  # the controller may
+    assert not a.estop and a.controller_user == CTL[1]
+    assert _send(a, ms(7), SECOND, EStop(0, 8, ms(7), True)) is AckStatus.ESTOP_LATCHED
+    assert _send(a, ms(8), SECOND, EStop(0, 9, ms(8), False)) is AckStatus.DISABLED  # its own press, alone
+    assert _send(a, ms(9), CTL, Enable(0, 10, ms(9) - OFFSET)) is AckStatus.ENABLED
+
+
+def test_a_session_held_by_an_estop_is_taken_over_once_the_controller_is_silent():
+    """The takeover path when the remote surgeon pressed e-stop and then its link died: the session stays PAUSED
+    for ESTOP (the watchdog only trips an enabled session), so before `bedside.takeover_silence_ms` no other
+    surgeon could ever reset or engage. While the controller pings (50 Hz when held) it keeps control."""
+    a = _agent()
+    silence = int(CFG.takeover_silence_ms * 1e6)
+    assert _send(a, ms(1), CTL, EStop(0, 2, ms(1) - OFFSET, True)) is AckStatus.ESTOP_LATCHED
+    last = ms(1)
+    for t in range(20, 2000, 20):  # two seconds of pings: the controller is there
+        assert _send(a, ms(t), CTL, Ping(0, 3 + t, ms(t) - OFFSET)) is AckStatus.PONG
+        last = ms(t)
+        assert _send(a, ms(t) + 1, SECOND, EStop(0, 10**6 + t, ms(t), False)) is AckStatus.REJECTED_NOT_CONTROLLER
+    assert _send(a, last + silence - 1, SECOND, EStop(0, 2 * 10**6, 0, False)) is AckStatus.REJECTED_NOT_CONTROLLER
+    assert _send(a, last + silence, SECOND, EStop(0, 2 * 10**6 + 1, 0, False)) is AckStatus.DISABLED
+    a.drain_events()
+    assert _send(a, last + silence + 1, SECOND, Enable(0, 2 * 10**6 + 2, 0)) is AckStatus.ENABLED
+    assert a.controller_user == SECOND[1]
+    texts = [e.text for e in a.drain_events() if e.reason is Reason.HANDOVER]
+    assert texts == ["control granted to surgeon:surgeon-2 (was surgeon:surgeon, PAUSED ESTOP)"]
+    assert _send(a, last + silence + 2, CTL, Enable(0, 2 * 10**6 + 3, 0)) is AckStatus.REJECTED_NOT_CONTROLLER
+
+
+def test_after_the_stations_estop_and_the_controllers_silence_the_local_surgeon_takes_over():
+    """The on-site team's e-stop, then the remote link dies: the station resets with a reason, and the bedside
+    console's surgeon engages through the audited handover."""
+    a = _agent()
+    assert _send(a, ms(1), STATION, EStop(0, 2, ms(1), True)) is AckStatus.ESTOP_LATCHED
+    assert _send(a, ms(2), SECOND, Enable(0, 3, ms(2))) is AckStatus.REJECTED_ESTOP
+    assert _send(a, ms(3), STATION, EStop(0, 4, ms(3), False, "remote link down, local surgeon ready")) \
+        is AckStatus.DISABLED
+    assert _send(a, ms(4), SECOND, Enable(0, 5, ms(4))) is AckStatus.REJECTED_NOT_CONTROLLER  # CTL still heard
+    t = int(CFG.takeover_silence_ms * 1e6)  # the controller's last frame: its ENABLE at 0
+    assert _send(a, t, SECOND, Enable(0, 6, t)) is AckStatus.ENABLED and a.controller_user == SECOND[1]
+
+
+def test_the_station_clears_a_gone_controllers_estop_and_only_then():
+    """The remote surgeon pressed e-stop and its link died: the bedside console has no latch of its own to reset,
+    so the station's audited reset clears the console's latch too, but only once the controller is silent."""
+    a = _agent()
+    assert _send(a, ms(1), CTL, EStop(0, 2, ms(1) - OFFSET, True)) is AckStatus.ESTOP_LATCHED
+    reason = "remote link down, local surgeon at the console"
+    assert _send(a, ms(2), STATION, EStop(0, 3, ms(2), False, reason)) is AckStatus.ESTOP_LATCHED
+    assert a.estop_console  # the controller is still heard: its press stands
+    t = ms(1) + int(CFG.takeover_silence_ms * 1e6)
+    a.drain_events()
+    assert _send(a, t, STATION, EStop(0, 4, t, False, reason)) is AckStatus.DISABLED and not a.estop
+    texts = [e.text for e in a.drain_events() if e.reason is Reason.RESET]
+    assert texts[0].startswith("e-stop reset by console (its controller is gone: cleared by the bedside station "
+                               "(station:nurse)), reason: remote link down")
+    assert _send(a, t + 1, SECOND, Enable(0, 5, t)) is AckStatus.ENABLED and a.controller_user == SECOND[1]

@@ -17,7 +17,7 @@ from transport.messages import ARM_NAMES, ArmMode, CartesianSetpoint
 from transport.video_wire import NO_STAMP
 from video import scene
 from video.render import CAMERA_ARM, SceneRenderer
-from video.rendered import RenderedStereo
+from video.rendered import RenderedStereo, renderer_from_config
 
 W, H = 640, 360
 CAM = scene.StereoCamera(W, H, hfov_deg=75.0, baseline_m=0.005)
@@ -182,6 +182,92 @@ def test_the_rendered_source_draws_the_newest_state_and_stamps_the_frame_with_it
         src.close()
     finally:
         writer.close()
+
+
+# ------------------------------------------------------------------------- drawn at the fitted size (video/adapt.py)
+@pytest.mark.parametrize("k", [0.75, 0.5])
+def test_the_resized_camera_scales_every_pixel_position_and_disparity_with_the_picture(k):
+    small = CAM.resized(int(W * k), int(H * k))
+    pose = CartesianSetpoint((0.003, -0.002, 0.001))
+    for full_eye, small_eye in zip(scene.eyes(CAM, pose), scene.eyes(small, pose), strict=True):
+        for p in [(0.010, 0.004, -0.05), (-0.02, 0.01, -0.09), (0.0, 0.0, -0.004)]:
+            u, v, z = scene.project_point(CAM, full_eye, p)
+            us, vs, zs = scene.project_point(small, small_eye, p)
+            assert (us, vs, zs) == pytest.approx((k * u, k * v, z))
+    assert small.disparity_px(0.05) == pytest.approx(k * CAM.disparity_px(0.05))
+    assert (small.hfov_deg, small.baseline_m, small.near_m, small.far_m) == (75.0, 0.005, CAM.near_m, CAM.far_m)
+
+
+def test_a_view_drawn_at_half_size_shows_the_instrument_where_it_projects_with_half_the_disparity():
+    k = 0.5
+    small = CAM.resized(int(W * k), int(H * k))
+    r = SceneRenderer(small, TISSUE, {n: (0.0, 0.0, 0.0) for n in ARM_NAMES}, (0.0, 0.0), texture_scale=k)
+    assert r.texture.shape[0] == round(2048 * k) and r.texel_m == pytest.approx(2 * 0.00008)
+    tip = (0.004, 0.0, -0.05)
+    tool = upright(r, INSTRUMENTS[0], tip)
+    background = r.render(state({}), 0, 0)
+    img = r.render(state({INSTRUMENTS[0]: tool}), 0, 0)
+    assert img.shape == (small.height, 2 * small.width, 3)
+    sw = small.width
+    lc, rc = (changed(a, b) for a, b in zip((img[:, :sw], img[:, sw:]), (background[:, :sw], background[:, sw:]),
+                                              strict=True))
+    g = scene.instrument(r.rcms[INSTRUMENTS[0]], tool)
+    mid = tuple((g.pivot + g.tip) / 2)
+    le, re = scene.eyes(small, CartesianSetpoint())
+    ul, vl, _ = scene.project_point(small, le, mid)
+    ur, vr, _ = scene.project_point(small, re, mid)
+    d = small.disparity_px(0.05)
+    assert d == pytest.approx(k * CAM.disparity_px(0.05))
+    assert lc[round(vl), round(ul)] and rc[round(vr), round(ur)]
+    cols_l, cols_r = np.nonzero(lc.any(axis=0))[0], np.nonzero(rc.any(axis=0))[0]
+    assert (cols_l.mean() - cols_r.mean()) == pytest.approx(d, abs=1.0)
+    # the same scene drawn in full and shrunk: the instrument covers the same place, to a pixel
+    full = renderer()
+    upright(full, INSTRUMENTS[0], tip)
+    shrunk = cv2.resize(changed(full.render(state({INSTRUMENTS[0]: tool}), 0, 0)[:, :W],
+                                full.render(state({}), 0, 0)[:, :W]).astype(np.uint8) * 255, (sw, small.height),
+                        interpolation=cv2.INTER_AREA) > 127
+    ys, xs = np.nonzero(lc)
+    ys2, xs2 = np.nonzero(shrunk)
+    assert xs.mean() == pytest.approx(xs2.mean(), abs=1.0) and ys.mean() == pytest.approx(ys2.mean(), abs=1.0)
+    assert lc.sum() == pytest.approx(shrunk.sum(), rel=0.25)
+
+
+def test_the_rendered_source_draws_at_the_fitted_size_when_asked(tmp_path):
+    from video.frames import fitted_size
+
+    cfg = Config()
+    src = RenderedStereo(cfg, None, paced=False)
+    try:
+        assert src.native_size == (2 * cfg.video.width, cfg.video.height)
+        for k in (0.75, 0.5, 1.0, 0.5):
+            assert src.draw_at(k)
+            w, h = fitted_size(*src.native_size, k)
+            assert src.read().image.shape == (h, w, 3)
+            assert src.renderer.camera.focal_px == pytest.approx(k * renderer_from_config(cfg).camera.focal_px)
+        assert len(src._renderers) == 3  # one per scale, kept: stepping back does not rebuild the texture
+        assert not src.draw_at(0.05)  # an eye below 160x96: the sender shrinks the full picture instead
+        assert src.read().image.shape == (cfg.video.height, 2 * cfg.video.width, 3)
+    finally:
+        src.close()
+
+
+def test_the_sender_encodes_a_rendered_picture_at_the_mode_size_without_resizing_it(cfg):
+    from video.adapt import mode_ladder
+    from video.sender import VideoSender
+
+    src = RenderedStereo(cfg, None, paced=False)
+    sender = VideoSender(cfg, src, endpoint="tcp://127.0.0.1:0")
+    try:
+        ladder = mode_ladder(cfg.video.fps, cfg.video.bitrate_kbps, cfg.video.min_bitrate_kbps, cfg.video.min_fps)
+        for mode in (ladder[1], ladder[3], ladder[0]):
+            sender._set_mode(mode)
+            sender.step()  # no viewer: drawn, sized and an encoder made, nothing sent
+            drawn = src.read().image.shape
+            assert drawn == (int(cfg.video.height * mode.scale), int(2 * cfg.video.width * mode.scale), 3)
+            assert sender.encoder is not None and (sender.encoder.height, sender.encoder.width) == drawn[:2]
+    finally:
+        sender.close()
 
 
 def test_the_state_block_round_trips_and_refuses_another_version():

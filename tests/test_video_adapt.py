@@ -120,6 +120,50 @@ def test_never_flaps_on_a_machine_at_the_edge():
     assert at_full < 0.02 * 600 * S  # each try costs well under a second
 
 
+# ------------------------------------------------------------------------------- start low and climb (start > 0)
+def test_a_low_start_climbs_in_quick_steps_to_the_full_picture_on_a_machine_with_room():
+    p = MachinePolicy(LADDER, start=3, climb_hold_ms=2000.0, up_hold_ms=5000.0)
+    assert p.mode is LADDER[3] and p.reason is ModeReason.STARTING
+    run(p, 20.0, bedside=load(0.2), console=lambda m: (2.0 * m.scale**2, 3.0 * m.scale**2, 4.0))
+    assert p.mode.index == 0 and p.reason is ModeReason.NONE and not p.starting
+    assert [m.index for _, m, _ in p.changes] == [2, 1, 0]  # one step at a time, never down
+    assert [r for _, _, r in p.changes] == [ModeReason.STARTING, ModeReason.STARTING, ModeReason.NONE]
+    times = [t for t, _, _ in p.changes]
+    assert times[0] >= 4 * S  # the 2-s warm-up, then 2 s of room
+    assert all(2 * S <= b - a < 5 * S for a, b in pairwise(times))  # the climb's hold, not the ordinary 5 s
+
+
+def test_a_low_start_stops_where_the_machine_is_full_and_does_not_oscillate():
+    """Room at half size, not at 0.75 (projected above `low`): it stays at the start. A machine the projection
+    misjudges (0.75 looks light from below but overloads it): one climb, one step back down, and from then on the
+    ordinary rule with its growing hold: a handful of tries in ten minutes, nearly all the time below."""
+    p = MachinePolicy(LADDER, start=3)
+    run(p, 60.0, bedside=load(1.8))  # 0.23 of the period at 640x360 @ 30; projected to 960x540 @ 30: 0.51
+    assert p.mode.index == 3 and not p.changes and p.reason is ModeReason.STARTING
+
+    def edge(m: Mode) -> float:
+        return 25.0 if m.scale == 0.75 else 3.0  # 0.75 of a 30-fps period at 960x540; 0.09 at 640x360
+
+    q = MachinePolicy(LADDER, start=3, up_hold_ms=5000.0, max_up_hold_ms=120_000.0)
+    run(q, 600.0, bedside=edge)
+    ups = [t for t, m, _ in q.changes if m.index == 2]
+    downs = [t for t, m, _ in q.changes if m.index == 3]
+    assert q.changes[0][1].index == 2 and q.changes[1][1].index == 3 and q.changes[1][2] is ModeReason.BEDSIDE
+    assert not q.starting and 2 <= len(ups) <= 9 and len(downs) == len(ups)
+    gaps = [b - a for a, b in pairwise(ups)]
+    assert all(b >= a for a, b in pairwise(gaps)) and gaps[-1] >= 120 * S
+    assert sum(d - u for u, d in zip(ups, downs, strict=True)) < 0.02 * 600 * S
+    assert all(m.index >= 2 for _, m, _ in q.changes)  # never climbed past the mode that did not fit
+
+
+def test_a_low_start_that_meets_a_busy_machine_steps_down_and_says_whose():
+    p = MachinePolicy(LADDER, start=3)
+    run(p, 10.0, bedside=lambda m: 80.0)  # every frame takes 80 ms: even 640x360 @ 30 does not fit
+    assert p.mode is LADDER[-1] and p.reason is ModeReason.BEDSIDE and not p.starting
+    with pytest.raises(ValueError):
+        MachinePolicy(LADDER, start=len(LADDER))
+
+
 def test_noise_below_the_limit_and_a_single_slow_frame_change_nothing():
     rng = random.Random(3)
     p = MachinePolicy(LADDER)
@@ -214,6 +258,8 @@ def test_the_hud_says_when_the_picture_is_degraded_and_to_what():
     assert (picture_text({"width": 640, "height": 360, "fps": 15, "reason": "bedside"})
             == "picture 640x360 @ 15 fps (bedside machine busy)")
     assert picture_text({"width": 1280, "height": 720, "fps": 60, "reason": "link"}).endswith("(link congested)")
+    assert (picture_text({"width": 640, "height": 360, "fps": 30, "reason": "starting"})  # a low start (start_step)
+            == "picture 640x360 @ 30 fps (starting low, raised while the machines keep up)")
     assert "picture" in Hud.TOP[0]  # drawn on the top row, next to the picture's age and rate
 
 

@@ -6,9 +6,10 @@ frame, the same bytes, on every live path, and the bedside sends every ack and t
 
 * `CopyFilter` (bedside): a frame from the controller that is byte-for-byte a frame already applied (servo_cp
   APPLIED, ENABLE granted, DISABLE done, e-stop latched), arriving for the first time on this path, is a copy:
-  dropped silently and counted per path, never judged and never a refusal. Anything else goes through the
-  whole check order unchanged. Each path keeps a mark, the highest sequence number it has delivered a copy or
-  an applied frame of: one TCP connection never reorders, so a frame at or below its path's mark is not that
+  dropped silently and counted per path, never judged and never a refusal; so is a servo_cp, first on this path,
+  older than every frame remembered (too old to tell, counted apart). Anything else goes through the whole check
+  order unchanged. Each path keeps a mark, the highest sequence number it has delivered a copy or an applied frame
+  of: one TCP connection never reorders, so a frame at or below its path's mark is not that
   path's copy but a replay, and is judged (and refused: REJECTED_SEQUENCE) like any other.
 * `PathMonitor` (console): the first copy of each bedside frame (numbered from one counter: acks, telemetry,
   events, counters) goes to the engine; later copies only feed their path's figures: round trip, loss, state.
@@ -32,6 +33,8 @@ SEQ_OFFSET = 12
 _ECHO_SEND = struct.Struct("<q")
 ECHO_SEND_OFFSET = codec.HEADER_SIZE + 8
 """An ACK's echo of the command's send time (after echo_seq)."""
+_SERVO_CP = codec.MsgType.SERVO_CP
+"""A frame's type byte (header offset 5) for a servo_cp: only a motion command may be too old to tell."""
 ACK_STATUS_OFFSET = codec.HEADER_SIZE + 24
 """An ACK's status byte (after echo_seq, echo_send_ns, rx_ns)."""
 TOOK_EFFECT = frozenset({AckStatus.APPLIED, AckStatus.ENABLED, AckStatus.DISABLED, AckStatus.ESTOP_LATCHED})
@@ -40,7 +43,7 @@ a second epoch and end the session the first one opened): its copies are dropped
 on their own path (that path's round trip); a refused frame's copies are judged again."""
 COPY_WINDOW = 4096
 """Applied frames remembered for recognising copies: 4 s of commands at 1 kHz. A path lagging more than that
-delivers commands far beyond `bedside.max_command_age_ms`: they are judged, and refused, as any replay is."""
+delivers its frames too old to tell from copies: dropped silently too and counted apart (`CopyFilter.copy_key`)."""
 
 
 def frame_seq(data: bytes) -> int:
@@ -64,28 +67,63 @@ class CopyFilter:
         self.window = window
         self._applied: dict[int, bytes] = {}
         self._order: deque[int] = deque()
+        self._first = -1
+        """The first frame of this controller's that took effect (its ENABLE): older ones are judged in full."""
         self.copy_keys = tuple(f"duplicates_path{k}" for k in range(n_paths))
         """The agent's counter for each path's dropped copies."""
         self.applied_keys = tuple(f"applied_path{k}" for k in range(n_paths))
         """The agent's counter for the servo_cp each path delivered first (and that was applied)."""
+        self.stale_keys = tuple(f"stale_copies_path{k}" for k in range(n_paths))
+        """The agent's counter for each path's frames too old to tell (`copy_key`): dropped silently too."""
 
     def reset(self) -> None:
         """Another connection controls now: nothing of the old one's frames is a copy of the new one's."""
         self.marks = [-1] * len(self.marks)
         self._applied.clear()
         self._order.clear()
+        self._first = -1
 
-    def is_copy(self, path: int, data: bytes) -> bool:
-        """`data` (from the controller, on `path`) repeats, byte for byte, a frame that took effect, and this
-        path has not delivered that sequence number yet: drop it silently. Marks the path."""
+    def copy_key(self, path: int, data: bytes) -> str | None:
+        """The counter to count `data` (from the controller, on `path`) under if it is to be dropped silently, else
+        None (judge it in full). Dropped: a frame this path has not delivered yet (above its mark) that repeats,
+        byte for byte, a frame that took effect (`duplicates_path<k>`), or a SERVO_CP older than every frame
+        remembered but not older than the controller's first (`stale_copies_path<k>`): the controller's sequence
+        numbers only grow, so such a frame is its own old frame that this path brings late (TCP's backlog after
+        a cut), a copy or a frame already judged, too old to tell which and never applicable (the gate has passed
+        its sequence). Marks the path: the same frame again on it is a replay, refused (REJECTED_SEQUENCE)."""
         seq = frame_seq(data)
         if seq <= self.marks[path]:
-            return False  # this path delivered it already: a replay, judged in full
+            return None  # this path delivered it already: a replay, judged in full
         orig = self._applied.get(seq)
-        if orig is None or orig != data:
-            return False
+        if orig is None:
+            if data[5] != _SERVO_CP or self._first < 0 or not self._first <= seq < self._order[0]:
+                return None  # never took effect (refused, never seen), older than its control, or not a servo_cp
+                # (an e-stop, however late, latches): judged in full
+            key = self.stale_keys[path]
+        elif orig != data:
+            return None
+        else:
+            key = self.copy_keys[path]
         self.marks[path] = seq
-        return True
+        return key
+
+    def is_copy(self, path: int, data: bytes) -> bool:
+        """`copy_key` as a yes/no."""
+        return self.copy_key(path, data) is not None
+
+    def explain(self, path: int, data: bytes) -> str:
+        """Why a frame of the controller's on `path` was not taken as a copy, in words (for the refusal's event):
+        its sequence, the path's mark, and the sequences the memory spans."""
+        seq = frame_seq(data)
+        span = f"remembered {self._order[0]}..{self._order[-1]}" if self._order else "nothing remembered"
+        if seq <= self.marks[path]:
+            why = "at or below the path's mark: a replay"
+        elif seq not in self._applied:
+            why = ("before the controller's first frame" if seq < self._first else
+                   "older than the memory" if self._order and seq < self._order[0] else "never took effect")
+        else:
+            why = "differs from the frame that took effect"
+        return f"seq {seq} on path{path} (mark {self.marks[path]}, {span}): {why}"
 
     def took_effect(self, path: int, data: bytes) -> None:
         """The controller's frame on `path` was applied (TOOK_EFFECT): remember it, raise the path's mark."""
@@ -93,6 +131,8 @@ class CopyFilter:
         if seq > self.marks[path]:
             self.marks[path] = seq
         if seq not in self._applied:
+            if self._first < 0:
+                self._first = seq
             self._applied[seq] = data
             self._order.append(seq)
             if len(self._order) > self.window:
@@ -153,6 +193,8 @@ class PathMonitor:
         self._seen: set[int] = set()
         self._max_seq = 0
         self._order: deque[int] = deque()
+        self._answered: set[int] = set()
+        self._answered_order: deque[int] = deque()
         self.unique_acks = 0
         self.copies = 0
         self._next_loss_ns = 0
@@ -178,6 +220,18 @@ class PathMonitor:
         if seq in self._seen or seq <= self._max_seq - self.window:
             self.copies += 1  # a copy, or one too old to tell (a path lagging by more than the window)
             return False
+        if is_ack:
+            # One answer per command: a copy the bedside judged again on another path (a refused command's copy is
+            # refused again, a PING is answered on each path) gets an ack of its own, with its own sequence number;
+            # only the first reaches the engine, so `commands_rejected` counts commands and `lost` is not masked.
+            echo = _SEQ.unpack_from(data, codec.HEADER_SIZE)[0]
+            if echo in self._answered:
+                self.copies += 1
+                return False
+            self._answered.add(echo)
+            self._answered_order.append(echo)
+            if len(self._answered_order) > self.window:
+                self._answered.discard(self._answered_order.popleft())
         self._max_seq = max(self._max_seq, seq)
         self._seen.add(seq)
         self._order.append(seq)

@@ -72,6 +72,7 @@ class ModeReason(IntEnum):
     LINK = 1  # frames queue on the network: bitrate (then size) lowered (video/abr.py)
     BEDSIDE = 2  # the bedside's machine: drawing and encoding a frame take too much of its period
     CONSOLE = 3  # the viewer's machine: decoding and painting a frame take too long, or the painter lags
+    STARTING = 4  # started below the configured picture; raised step by step while the machines keep up
 
 
 MAX_FPS = 1000

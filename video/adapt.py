@@ -26,7 +26,11 @@ Policy (docs/video.md "Fitting the picture to the machines"):
   current one) stays below `low` and every lag below `lag_low_ms`. `low` < `high` is the hysteresis;
 - never flaps: a step up followed by a step down within `flap_window_ms` doubles the next up-hold (up to
   `max_up_hold_ms`), so a machine on the edge settles in the lower mode; a step up that holds that long halves
-  it again, down to the configured value.
+  it again, down to the configured value;
+- start low, climb (`start` > 0): the picture starts `start` steps down the ladder (reason STARTING), so the first
+  seconds are not the overload that steps it down after stalls, and climbs by the same projected rule but after
+  `climb_hold_ms` instead of `up_hold_ms`, until the first step down (or the top): from then on it is the rule
+  above, so a climb that did not fit is not retried sooner than a step up would be.
 
 The ladder (`mode_ladder`): smaller picture first (0.75 of each side: 56 % of the pixels, the frame rate kept,
 because the frame period is part of every motion-to-photon figure), then half the frame rate, then half the
@@ -125,15 +129,20 @@ class MachinePolicy:
                  lag_low_ms: float = 20.0, tau_ms: float = 400.0, warmup_ms: float = 2000.0,
                  settle_ms: float = 500.0, degrade_after_ms: float = 500.0, severe_after_ms: float = 200.0,
                  cooldown_ms: float = 1000.0, up_hold_ms: float = 5000.0, max_up_hold_ms: float = 120_000.0,
-                 flap_window_ms: float = 20_000.0, viewer_timeout_ms: float = 2000.0) -> None:
+                 flap_window_ms: float = 20_000.0, viewer_timeout_ms: float = 2000.0, start: int = 0,
+                 climb_hold_ms: float = 2000.0) -> None:
         if not ladder:
             raise ValueError("empty mode ladder")
+        if not 0 <= start < len(ladder):
+            raise ValueError(f"start step {start} is not on the ladder (0..{len(ladder) - 1})")
         if not (0 < low < high):
             raise ValueError(f"need 0 < low ({low}) < high ({high})")
         if not (0 < lag_low_ms < lag_high_ms):
             raise ValueError(f"need 0 < lag_low_ms ({lag_low_ms}) < lag_high_ms ({lag_high_ms})")
         self.ladder = ladder
-        self.i = 0
+        self.i = start
+        self.starting = start > 0  # climbing from a low start: `climb_hold_ms` until the first step down
+        self.climb_hold_ns = int(climb_hold_ms * MS)
         self.high, self.low = high, low
         self.lag_high_ns, self.lag_low_ns = int(lag_high_ms * MS), int(lag_low_ms * MS)
         self.tau_ns = int(tau_ms * MS)
@@ -149,7 +158,7 @@ class MachinePolicy:
         self.last_up_ns: int | None = None
         self.busy_since_ns: int | None = None
         self.clear_since_ns: int | None = None
-        self.reason = ModeReason.NONE  # why the current mode is below the configured one
+        self.reason = ModeReason.STARTING if self.starting else ModeReason.NONE  # why below the configured mode
         self.sender = _Smoothed(self.tau_ns)
         self.viewers: dict[bytes, _Viewer] = {}
         self.changes: list[tuple[int, Mode, ModeReason]] = []
@@ -218,6 +227,7 @@ class MachinePolicy:
                 if self.last_up_ns is not None and now_ns - self.last_up_ns < self.flap_window_ns:
                     self.up_hold_ns = min(self.max_up_hold_ns, 2 * self.up_hold_ns)  # it did not fit: wait longer
                 self.last_up_ns = None
+                self.starting = False  # the machine's limit is found: climb by the ordinary rule from now on
                 return self._move(now_ns, +1, v.busy)
             return None
         self.busy_since_ns = None
@@ -229,8 +239,11 @@ class MachinePolicy:
             return None
         if self.clear_since_ns is None:
             self.clear_since_ns = now_ns
-        if cooled and now_ns - self.clear_since_ns >= self.up_hold_ns:
+        hold = self.climb_hold_ns if self.starting else self.up_hold_ns
+        if cooled and now_ns - self.clear_since_ns >= hold:
             self.last_up_ns = now_ns
+            if self.i == 1:
+                self.starting = False
             return self._move(now_ns, -1, self.reason if self.i > 1 else ModeReason.NONE)
         return None
 

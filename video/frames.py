@@ -61,10 +61,20 @@ def pack(left: np.ndarray, right: np.ndarray, layout: Layout = Layout.SIDE_BY_SI
     return out
 
 
+def fitted_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The packed picture's size at `scale` of each side of a `width`×`height` one, as the encoder takes it: the
+    width a multiple of 4 (each eye's even), the height even. The sender and a source that draws at the fitted size
+    (video/rendered.py) both size pictures with this, so a picture drawn at that size needs no resize."""
+    return max(4, int(width * scale) // 4 * 4), max(2, int(height * scale) // 2 * 2)
+
+
 class StereoSource(ABC):
     """One stereo stream. `read` blocks until the next frame; `close` releases the device."""
 
     name: str = "source"
+    native_size: tuple[int, int] | None = None
+    """The packed picture's size at scale 1 for a source that can draw smaller (`draw_at`); None: the size of
+    what it delivers."""
 
     @abstractmethod
     def read(self) -> StereoFrame: ...
@@ -75,6 +85,12 @@ class StereoSource(ABC):
     def stats(self) -> dict[str, object]:
         """Figures of the source's own for the sender's summary (the rendered source: its render times)."""
         return {}
+
+    def draw_at(self, scale: float) -> bool:
+        """Make the next pictures at `scale` of each side of `native_size` (`fitted_size`), when the source draws
+        them (the rendered endoscope: a quarter of the pixels drawn at half size, not drawn in full and shrunk);
+        False for a source that delivers what it captures (the sender then shrinks each picture)."""
+        return False
 
     def set_fps(self, fps: float) -> bool:
         """Deliver at `fps` from now on (never faster than the source's own rate), when the source paces itself;

@@ -55,10 +55,17 @@ DIMPLE_RIM = (175, 160, 235)
 Pt = tuple[float, float]
 
 
-@functools.lru_cache(maxsize=2)
-def _texture(seed: int) -> np.ndarray:
-    """The tissue texture, made once per process (read-only: every renderer shares it)."""
-    tex = tissue_texture(TEXTURE_PX, TEXTURE_PX, seed)
+@functools.lru_cache(maxsize=8)
+def _texture(seed: int, scale: float = 1.0) -> np.ndarray:
+    """The tissue texture, made once per process and scale (read-only: every renderer shares it). Below full
+    scale it is the full texture area-averaged to `scale` of its side (the same tissue in fewer, larger texels),
+    so a picture drawn at a fitted size keeps about one texel a pixel instead of sampling every other one."""
+    if scale < 1.0:
+        full = _texture(seed)
+        n = max(16, round(TEXTURE_PX * scale))
+        tex = cv2.resize(full, (n, n), interpolation=cv2.INTER_AREA)
+    else:
+        tex = tissue_texture(TEXTURE_PX, TEXTURE_PX, seed)
     tex.flags.writeable = False
     return tex
 
@@ -91,13 +98,16 @@ class SceneRenderer:
     """Renders `BedsideState`s for one camera. Holds the texture and the last background of each eye."""
 
     def __init__(self, camera: scene.StereoCamera, tissue: Tissue, rcms: dict[str, Vec3],
-                 texture_center_xy: tuple[float, float], seed: int = 7) -> None:
+                 texture_center_xy: tuple[float, float], seed: int = 7, texture_scale: float = 1.0) -> None:
+        """`texture_scale`: the camera's picture is that share of each side of the configured one (the picture
+        fitting, video/rendered.py); the texture is sampled at the same share, so the tissue looks the same."""
         self.camera = camera
         self.tissue = tissue
         self.rcms = rcms
         self.cam_index = ARM_NAMES.index(CAMERA_ARM)
         self.instruments = [i for i, n in enumerate(ARM_NAMES) if n != CAMERA_ARM]
-        self.texture = _texture(seed)
+        self.texture = _texture(seed, min(1.0, texture_scale))
+        self.texel_m = TEXTURE_PX * TEXEL_M / self.texture.shape[1]  # the same area of tissue at any scale
         half = TEXTURE_PX * TEXEL_M / 2.0
         self.tex_origin = (texture_center_xy[0] - half, texture_center_xy[1] + half)
         self._bg_key: bytes | None = None
@@ -116,7 +126,7 @@ class SceneRenderer:
             return self._bg
         cam = self.camera
         w, h = cam.width, cam.height
-        hl = scene.plane_homography(cam, left, self.tissue.surface_z, TEXEL_M, self.tex_origin)
+        hl = scene.plane_homography(cam, left, self.tissue.surface_z, self.texel_m, self.tex_origin)
         depth = float(left.origin[2] - self.tissue.surface_z)
         if left.rot[2, 2] > 1.0 - 1e-9 and depth > cam.near_m:
             d = round(cam.disparity_px(depth))
@@ -124,7 +134,7 @@ class SceneRenderer:
                                   borderMode=cv2.BORDER_REFLECT)
             self._bg = (wide[:, :w], wide[:, d : d + w])
         else:
-            hr = scene.plane_homography(cam, right, self.tissue.surface_z, TEXEL_M, self.tex_origin)
+            hr = scene.plane_homography(cam, right, self.tissue.surface_z, self.texel_m, self.tex_origin)
             self._bg = tuple(cv2.warpPerspective(self.texture, hm, (w, h), flags=cv2.INTER_NEAREST,  # type: ignore[assignment]
                                                  borderMode=cv2.BORDER_REFLECT) for hm in (hl, hr))
         self._bg_key = key

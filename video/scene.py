@@ -16,6 +16,7 @@ jaws open symmetrically about the tool's x axis by the measured jaw angle; close
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -58,6 +59,14 @@ class StereoCamera:
     def disparity_px(self, depth_m: float) -> float:
         """Left-eye u minus right-eye u of a point at `depth_m` in front of the camera."""
         return self.focal_px * self.baseline_m / depth_m
+
+    def resized(self, width: int, height: int) -> StereoCamera:
+        """The same camera imaging onto `width`×`height`: same field of view, baseline and planes, so the focal
+        length and the optical centre scale with the picture, and every pixel position and disparity with them
+        (a point at u, v in this camera's picture is at k·u, k·v in the new one, k = width/self.width, when both
+        sides scale by k, as every step of the picture fitting does from 1280×720; pixels stay square).
+        What the picture fitting draws at (video/rendered.py) instead of shrinking a full-size picture."""
+        return dataclasses.replace(self, width=width, height=height)
 
 
 def rotation(q: Quat) -> np.ndarray:

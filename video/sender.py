@@ -45,7 +45,7 @@ from video.abr import AdaptiveBitrate, Level
 from video.adapt import MachinePolicy, Mode, eye_size, mode_ladder
 from video.codecs import CODEC_NAMES, CodecError, Encoder, H264Encoder, JpegEncoder
 from video.framecode import content_signature
-from video.frames import StereoFrame, StereoSource, VideoSourceError
+from video.frames import StereoFrame, StereoSource, VideoSourceError, fitted_size
 from video.session import SenderSession
 from video.sources import open_source
 
@@ -55,10 +55,6 @@ log = logging.getLogger("video.sender")
 def video_endpoint(cfg: Config, bind: bool) -> str:
     host = cfg.link.bind_host if bind else cfg.link.bedside_host
     return f"tcp://{host}:{cfg.link.video_port}"
-
-
-def _even(x: float, m: int = 4) -> int:
-    return max(m, int(x) // m * m)
 
 
 class VideoSender:
@@ -74,9 +70,14 @@ class VideoSender:
         self.session = SenderSession(random.randrange(1, 2**32), self.vc.viewer_timeout_ms,
                                      self.vc.max_queue_ms, abr=self.abr)
         ladder = mode_ladder(self.vc.fps, self.vc.bitrate_kbps, min_kbps, self.vc.min_fps)
-        self.policy = (MachinePolicy(ladder, self.vc.busy_high, self.vc.busy_low) if self.vc.fit_machine else None)
-        self.mode: Mode = ladder[0]  # fitted to the machines (video/adapt.py); the ABR level fits the link
+        self.policy = (MachinePolicy(ladder, self.vc.busy_high, self.vc.busy_low,
+                                     start=min(self.vc.start_step, len(ladder) - 1)) if self.vc.fit_machine else None)
+        # fitted to the machines (video/adapt.py), from a low start; the ABR level fits the link
+        self.mode: Mode = self.policy.mode if self.policy is not None else ladder[0]
+        if self.mode.index:
+            source.set_fps(self.mode.fps)
         self._last_kept_ns: int | None = None  # frame-rate decimation for a source that cannot slow down
+        self._drawn_scale: float | None = None  # the scale last asked of the source (`StereoSource.draw_at`)
         self.work_ms: deque[float] = deque(maxlen=600)
         self._layout = Layout.SIDE_BY_SIDE
         self.ctx = ctx or zmq.Context.instance()
@@ -187,10 +188,22 @@ class VideoSender:
         return True
 
     # ----------------------------------------------------------------------------------------- frames
+    def _scale(self) -> float:
+        return min(self.level.scale, self.mode.scale)
+
+    def _draw_at_scale(self) -> None:
+        """Before a read: a source that draws (the rendered endoscope) draws the next picture at the fitted size."""
+        scale = self._scale()
+        if scale != self._drawn_scale:
+            self._drawn_scale = scale
+            self.source.draw_at(scale)
+
     def _picture_size(self, frame: StereoFrame) -> tuple[int, int]:
-        h, w = frame.image.shape[:2]
-        scale = min(self.level.scale, self.mode.scale)
-        return _even(w * scale), _even(h * scale, 2)
+        native = self.source.native_size
+        if native is None:
+            h, w = frame.image.shape[:2]
+            native = (w, h)
+        return fitted_size(*native, self._scale())
 
     def _ensure_encoder(self, w: int, h: int) -> bool:
         """Right-sized encoder at the current level; True when it is new (its first frame is an IDR)."""
@@ -222,6 +235,7 @@ class VideoSender:
 
     def step(self) -> None:
         """One capture slot: read a picture, hear the viewers, and encode+send it if anyone can use it."""
+        self._draw_at_scale()
         t_read = time.monotonic_ns()
         frame = self.source.read()
         self.stats["frames_read"] += 1
@@ -237,7 +251,7 @@ class VideoSender:
         if plan is None:
             return
         img = frame.image
-        if (img.shape[1], img.shape[0]) != (w, h):
+        if (img.shape[1], img.shape[0]) != (w, h):  # a source that cannot draw smaller, or the mode just changed
             # area averaging is exact and cheap at 1/2 but ~5x dearer than bilinear at 3/4 (6.8 vs 1.4 ms from
             # 2560x720 here): as much as the encode it is meant to save
             interp = cv2.INTER_AREA if w * 2 <= img.shape[1] else cv2.INTER_LINEAR

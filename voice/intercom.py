@@ -10,6 +10,9 @@ bytes to send, PCM to play and state transitions; it opens no socket, device or 
 * the voice link: CONNECTING → UP on the first valid packet, UP → LOST after `lost_ms` without one (each end
   sends a keepalive every `keepalive_ms` while it is not talking, so silence is not loss), LOST → UP when
   packets return. LOST is an alarm state (docs/safety.md): it is shown and sounded, and never holds an arm.
+  It is judged on the union of paths: with several (link.paths) every packet comes on each, the first copy
+  is played and the others are dropped before the jitter buffer (voice/paths.py), so one path dying costs
+  nothing; each path's own state is in `snapshot()["paths"]`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from voice.audio_io import FRAME, RATE
 from voice.jitter import JitterBuffer, Out
 from voice.levels import Meter
 from voice.opus import OpusDecoder, OpusEncoder
+from voice.paths import VoicePaths
 
 FRAME_NS = FRAME * 1_000_000_000 // RATE
 
@@ -69,7 +73,8 @@ class VoiceSettings:
 
 
 class VoiceEndpoint:
-    def __init__(self, side: str, settings: VoiceSettings = VoiceSettings(), now_ns: int = 0) -> None:
+    def __init__(self, side: str, settings: VoiceSettings = VoiceSettings(), now_ns: int = 0,
+                 n_paths: int = 1) -> None:
         if settings.mode not in MODES:
             raise ValueError(f"voice mode {settings.mode!r}: use one of {MODES}")
         self.side = side
@@ -94,6 +99,12 @@ class VoiceEndpoint:
         """Arrival minus sent_ns per audio packet: a one-way delay when both ends share a clock (bench)."""
         self.counters = {"sent": 0, "keepalives": 0, "received": 0, "bad": 0}
         self.last_error = ""
+        self.paths = VoicePaths(n_paths, int(settings.lost_ms * 1e6))
+        self.path_events: list[tuple[int, bool, int]] = []
+        """(path, up, t_ns) for each path's state change, for the owner to log and drain."""
+        self.last_copy = False
+        """Whether the last packet was a copy another path had delivered first (not recorded as heard)."""
+        self._now_ns = now_ns
 
     # ------------------------------------------------------------------------------------------ controls
 
@@ -148,8 +159,12 @@ class VoiceEndpoint:
 
     # ------------------------------------------------------------------------------------------ network
 
-    def on_packet(self, data: bytes, now_ns: int) -> list[Transition]:
-        """One message from the far end; a malformed one is counted and dropped (never played)."""
+    def on_packet(self, data: bytes, now_ns: int, path: int = 0, peer: str = "") -> list[Transition]:
+        """One message from the far end on `path`, sent by `peer` (its key; the lane its packets are
+        de-duplicated in); a malformed one is counted and dropped (never played), a copy of an audio packet another
+        path delivered first is counted on its path and dropped (`last_copy`)."""
+        self.last_copy = False
+        self._now_ns = max(self._now_ns, now_ns)
         try:
             p = wire.decode(data)
         except wire.VoiceWireError as exc:
@@ -158,7 +173,10 @@ class VoiceEndpoint:
             return []
         self.counters["received"] += 1
         self._last_heard_ns = now_ns
-        if p.kind == wire.Kind.AUDIO:
+        self._path_changes(self.paths.heard(path, now_ns), now_ns)
+        if p.kind == wire.Kind.AUDIO and not self.paths.first_copy(peer, path, p.seq, p.sent_ns, now_ns):
+            self.last_copy = True
+        elif p.kind == wire.Kind.AUDIO:
             self.one_way_ns.append(now_ns - p.sent_ns)
             if len(self.one_way_ns) > 100_000:
                 del self.one_way_ns[:50_000]
@@ -169,11 +187,22 @@ class VoiceEndpoint:
 
     def tick(self, now_ns: int) -> list[Transition]:
         """Judge the link: LOST after lost_ms without any packet (from the start, or from the last one)."""
+        self._now_ns = max(self._now_ns, now_ns)
+        self._path_changes(self.paths.tick(now_ns), now_ns)
         since = self._last_heard_ns if self._last_heard_ns is not None else self.link.since_ns
         if now_ns - since > self.settings.lost_ms * 1e6 and self.link.can(VoiceTrigger.SILENT):
             return [self.link.fire(now_ns, VoiceTrigger.SILENT, Reason.LINK_LOST,
                                    f"no voice packet for {self.settings.lost_ms:g} ms")]
         return []
+
+    def _path_changes(self, changes: list[tuple[int, bool]], now_ns: int) -> None:
+        if changes:
+            self.path_events += [(k, up, now_ns) for k, up in changes]
+            del self.path_events[:-64]  # an owner that never drains them keeps only the latest
+
+    def drain_path_events(self) -> list[tuple[int, bool, int]]:
+        out, self.path_events = self.path_events, []
+        return out
 
     # ------------------------------------------------------------------------------------------ playout
 
@@ -191,11 +220,15 @@ class VoiceEndpoint:
         self.spk_meter.feed(pcm, now_ns)
         return pcm, kind
 
-    def snapshot(self) -> dict:
-        """What a window shows: controls, levels, link state, buffer and loss counters."""
+    def snapshot(self, now_ns: int | None = None) -> dict:
+        """What a window shows: controls, levels, link state, buffer and loss counters, and per path (`paths`)
+        its state and when it was last heard (at `now_ns`, default the latest time this end was fed)."""
         st = self.jitter.stats
+        now = self._now_ns if now_ns is None else now_ns
         return {"side": self.side, "mode": self.mode, "ptt": self.ptt, "muted": self.muted, "talking": self.talking,
                 "volume": round(self.volume, 2), "mic_db": round(self.mic_meter.level_db, 1),
                 "spk_db": round(self.spk_meter.level_db, 1), "link": self.link.state.value,
                 "link_since_ns": self.link.since_ns, "jitter_ms": st.target_frames * FRAME_NS / 1e6,
-                "played": st.played, "concealed": st.concealed, "late": st.late, **self.counters}
+                "played": st.played, "concealed": st.concealed, "late": st.late, **self.counters,
+                "duplicates": self.paths.counters["duplicates"], "lost": self.paths.lost,
+                "paths": self.paths.snapshot(now)}

@@ -4,8 +4,12 @@ Who binds: the station's end (`teleop voice`, on the bedside host, with the beds
 as a CURVE server in ZAP domain `voice`, which admits only `surgeon` and `station` keys
 (transport/security.py DOMAIN_ROLES); a monitor, QA or unknown key fails its handshake and is counted. Every
 message is also checked against its sender's role (ZMQ User-Id) before it is decoded, and the station
-listens to one talker at a time (the first heard; another may take over after `voice.lost_ms` of silence).
-The console's end connects a DEALER as a CURVE client pinned to the bedside key.
+listens to one talker at a time, by key (the first heard; another may take over after `voice.lost_ms` of
+silence). The console's end connects a DEALER as a CURVE client pinned to the bedside key.
+
+Paths (link.paths; base/config.py voice_paths): one such socket per path, all with the same CURVE and role
+checks; every packet is sent on each (the station to the talker's connection on each path), and what comes in
+is de-duplicated by the endpoint per sender key (voice/paths.py), so a path that dies costs no gap.
 
 Threads: one worker thread (socket poll, mic frames from a queue, encode, send, link judgement, recording)
 plus PortAudio's own callback threads (or the paced threads of a file/tone device). The playout runs in the
@@ -26,7 +30,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from base.config import Config
+from base.config import Config, link_paths, voice_paths
 from safety.statemachine import Transition
 from transport.security import DOMAIN_ROLES, for_client, for_server, stop_server_security, user_of
 from voice.audio_io import FRAME, AudioInput, AudioOutput, open_input, open_output
@@ -67,11 +71,18 @@ class VoiceLink:
         self.side = side
         self.input_spec = cfg.voice.input if input_spec is None else input_spec
         self.output_spec = cfg.voice.output if output_spec is None else output_spec
-        self.endpoint = VoiceEndpoint(side, settings_from(cfg), time.monotonic_ns())
+        n_paths = len(link_paths(cfg.link, "console" if side == "console" else "bedside"))
+        self.endpoint = VoiceEndpoint(side, settings_from(cfg), time.monotonic_ns(), n_paths=n_paths)
+        self.addresses: tuple[tuple[str, int], ...] = ()
+        """(host, port) per path, set by `start()` (base/config.py voice_paths)."""
         self._lock = threading.Lock()
         self._own_ctx = ctx is None  # a context of its own: its ZAP handler (one per context) is nobody else's
         self._ctx = ctx or zmq.Context()
-        self._sock: zmq.Socket | None = None
+        self._socks: list[zmq.Socket] = []
+        self._peers: list[dict[str, bytes]] = [{} for _ in range(n_paths)]
+        self.send_dropped = [0] * n_paths
+        """Per path, packets its socket would not take (no connection up on it, or its queue full: SEND_HWM)."""
+        """Station: per path, each key's routing id on that path (the talker is answered on every path)."""
         self._server_sec = None
         self._secure = not cfg.security.insecure
         self._mic: queue.SimpleQueue[tuple[np.ndarray, int]] = queue.SimpleQueue()
@@ -87,7 +98,8 @@ class VoiceLink:
         self.recorder = recorder
         self.on_output = on_output
         self.on_transition = on_transition
-        self.talker: bytes | None = None
+        self.talker: str | None = None
+        """Station: the key (`role:name`) listened to."""
         self._talker_ns = 0
         self.refused = 0
         """Messages dropped because their sender's role may not use voice (after CURVE admitted them)."""
@@ -96,39 +108,41 @@ class VoiceLink:
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Open the socket (bind or connect), then the speaker and the mic, then the worker thread."""
+        """Open the sockets (bind or connect, one per path), then the speaker and the mic, then the worker."""
         v = self.cfg.voice
+        self.addresses = voice_paths(self.cfg, self.side)  # a shared voice endpoint: ConfigError before any socket
         if self.side == "station":
             self._server_sec = for_server(self.cfg, self._ctx)
-            sock = self._ctx.socket(zmq.ROUTER)
-            if self._server_sec is not None:
-                self._server_sec.apply(sock, "voice")
-            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            sock.maxmsgsize = VOICE_MAX_BYTES
-            sock.sndhwm = SEND_HWM
-            host = self.cfg.link.bind_host
-            sock.linger = 0
-            try:
-                sock.bind(f"tcp://{host}:{v.port}")
-            except zmq.ZMQError as exc:
-                sock.close(0)
-                from base.errors import UserError
-                raise UserError(f"cannot bind voice port {host}:{v.port} ({exc}): another `teleop voice` may be "
-                                "running; stop it or set voice.port") from None
-            self.endpoint_address = f"tcp://{host}:{v.port}"
+            for host, port in self.addresses:
+                sock = self._ctx.socket(zmq.ROUTER)
+                if self._server_sec is not None:
+                    self._server_sec.apply(sock, "voice")
+                sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full queue is an error (counted), not a silent drop
+                sock.maxmsgsize = VOICE_MAX_BYTES
+                sock.sndhwm = SEND_HWM
+                sock.linger = 0
+                self._socks.append(sock)
+                try:
+                    sock.bind(f"tcp://{host}:{port}")
+                except zmq.ZMQError as exc:
+                    from base.errors import UserError
+                    raise UserError(f"cannot bind voice port {host}:{port} ({exc}): another `teleop voice` may be "
+                                    "running; stop it or set voice.port (or the path's VOICE_PORT in link.paths)"
+                                    ) from None
         else:
             sec = for_client(self.cfg)  # a key error before any socket exists (an open one would hang term())
-            sock = self._ctx.socket(zmq.DEALER)
-            if sec is not None:
-                sec.apply(sock)
-            sock.linger = 0
-            sock.sndhwm = SEND_HWM
-            sock.immediate = 1  # nothing queued for a connection not up yet: it would arrive as a late burst
-            sock.maxmsgsize = VOICE_MAX_BYTES
-            host = v.station_host or self.cfg.link.bedside_host
-            self.endpoint_address = f"tcp://{host}:{v.port}"
-            sock.connect(self.endpoint_address)
-        self._sock = sock
+            for host, port in self.addresses:
+                sock = self._ctx.socket(zmq.DEALER)
+                if sec is not None:
+                    sec.apply(sock)
+                sock.linger = 0
+                sock.sndhwm = SEND_HWM
+                sock.immediate = 1  # nothing queued for a connection not up yet: it would arrive as a late burst
+                sock.maxmsgsize = VOICE_MAX_BYTES
+                self._socks.append(sock)
+                sock.connect(f"tcp://{host}:{port}")
+        self.endpoint_address = ",".join(f"tcp://{h}:{p}" for h, p in self.addresses)
         self._wake_rx = self._ctx.socket(zmq.PULL)
         self._wake_rx.linger = 0
         self._wake_rx.bind(self._wake_addr)
@@ -151,9 +165,9 @@ class VoiceLink:
             if s is not None:
                 s.close(0)
         self._wake_rx = self._wake_tx = None
-        if self._sock is not None:
-            self._sock.close(0)
-            self._sock = None
+        for sock in self._socks:
+            sock.close(0)
+        self._socks = []
         if self._server_sec is not None:
             stop_server_security(self._server_sec)
             self._server_sec = None
@@ -189,8 +203,10 @@ class VoiceLink:
 
     def snapshot(self) -> dict:
         with self._lock:
-            snap = self.endpoint.snapshot()
+            snap = self.endpoint.snapshot(time.monotonic_ns())
         snap["refused"] = self.refused
+        for k, p in enumerate(snap["paths"]):
+            p["send_dropped"] = self.send_dropped[k]
         if self._server_sec is not None:
             snap["refused_handshakes"] = self._server_sec.auth.counters.get("refused_handshakes", 0)
         return snap
@@ -232,22 +248,27 @@ class VoiceLink:
         return out
 
     def _send(self, packets: list[bytes], now_ns: int) -> None:
-        sock = self._sock
-        if sock is None or not packets:
+        """Every packet on every path (a path not up drops it: NOBLOCK, never queued)."""
+        if not self._socks or not packets:
             return
         for p in packets:
-            with contextlib.suppress(zmq.Again):
-                if self.side == "station":
-                    if self.talker is not None:
-                        sock.send_multipart([self.talker, p], zmq.NOBLOCK)
-                else:
-                    sock.send(p, zmq.NOBLOCK)
+            for k, sock in enumerate(self._socks):
+                try:
+                    if self.side == "station":
+                        ident = self._peers[k].get(self.talker) if self.talker is not None else None
+                        if ident is not None:
+                            sock.send_multipart([ident, p], zmq.NOBLOCK)
+                    else:
+                        sock.send(p, zmq.NOBLOCK)
+                except zmq.Again:
+                    self.send_dropped[k] += 1
+                except zmq.ZMQError:
+                    pass  # a routing id gone, a socket closing: this path misses this packet, the others carry it
             if self.recorder is not None:
                 self.recorder.packet("tx", now_ns, p)
 
-    def _receive(self, now_ns: int) -> list[Transition]:
-        sock = self._sock
-        assert sock is not None
+    def _receive(self, path: int) -> list[Transition]:
+        sock = self._socks[path]
         out: list[Transition] = []
         while True:
             try:
@@ -259,41 +280,49 @@ class VoiceLink:
                 if len(frames) != 2:
                     continue
                 ident, msg = frames[0].bytes, frames[1]
-                role = user_of(msg, self._secure).split(":", 1)[0]
-                if role not in DOMAIN_ROLES["voice"]:
+                user = user_of(msg, self._secure)
+                if user.split(":", 1)[0] not in DOMAIN_ROLES["voice"]:
                     self.refused += 1
                     continue
-                if ident != self.talker:
+                peers = self._peers[path]
+                if peers.get(user) != ident:
+                    if len(peers) >= 16 and user not in peers:  # bounded: forget the others first
+                        peers.clear()
+                    peers[user] = ident
+                if user != self.talker:
                     quiet = now_ns - self._talker_ns > self.cfg.voice.lost_ms * 1e6
                     if self.talker is not None and not quiet:
                         continue
-                    self.talker = ident
-                    log.info("voice: talking with %s", user_of(msg, self._secure))
+                    self.talker = user
+                    log.info("voice: talking with %s", user)
                 self._talker_ns = now_ns
-                data = msg.bytes
+                data, peer = msg.bytes, user
             else:
-                data = frames[-1].bytes
+                data, peer = frames[-1].bytes, "station"
             with self._lock:
-                out += self.endpoint.on_packet(data, now_ns)
-            if self.recorder is not None:
+                out += self.endpoint.on_packet(data, now_ns, path, peer)
+                copy = self.endpoint.last_copy
+            if self.recorder is not None and not copy:
                 self.recorder.packet("rx", now_ns, data)
         return out
 
     def _run(self) -> None:
-        sock = self._sock
-        assert sock is not None
         poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
+        for sock in self._socks:
+            poller.register(sock, zmq.POLLIN)
         wake = self._wake_rx
         assert wake is not None
         poller.register(wake, zmq.POLLIN)
         while not self._stop.is_set():
-            if wake in dict(poller.poll(5)):
+            ready = dict(poller.poll(5))
+            if wake in ready:
                 with contextlib.suppress(zmq.Again):
                     while True:
                         wake.recv(zmq.NOBLOCK)
-            now = time.monotonic_ns()
-            transitions = self._receive(now)
+            transitions: list[Transition] = []
+            for k, sock in enumerate(self._socks):
+                if sock in ready:
+                    transitions += self._receive(k)
             while True:
                 try:
                     samples, _t_ns = self._mic.get_nowait()
@@ -313,3 +342,11 @@ class VoiceLink:
                     self.recorder.transition(tr)
                 if self.on_transition is not None:
                     self.on_transition(tr)
+            with self._lock:
+                changes = self.endpoint.drain_path_events()
+            for k, up, _t in changes if len(self._socks) > 1 else ():
+                if up:
+                    log.info("voice path%d UP (%s)", k, self.addresses[k][0])
+                else:
+                    log.warning("voice path%d LOST: no packet on it for %g ms; voice goes on over the others", k,
+                                self.cfg.voice.lost_ms)

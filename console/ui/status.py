@@ -201,7 +201,8 @@ def sparkline_points(history: list[float | None], width: float, height: float,
     return segs
 
 
-PICTURE_WHY = {"bedside": "bedside machine busy", "console": "console machine busy", "link": "link congested"}
+PICTURE_WHY = {"bedside": "bedside machine busy", "console": "console machine busy", "link": "link congested",
+               "starting": "starting low, raised while the machines keep up"}
 """Why the picture is below the configured one (transport/video_wire.py `ModeReason`, video/adapt.py)."""
 
 

@@ -4,8 +4,10 @@ volume, mic and speaker level meters, and the voice link's state ("VOICE LINK LO
 It shows a running `VoiceLink` (voice/link.py: its own thread and PortAudio callbacks in this process, never
 the engine's 1 kHz loop) and polls its snapshot at 10 Hz. `link_lost` is True while the link is LOST (the
 window sounds it as the medium-priority "voice lost" alarm; the arms never hold for it); `lost_changed`
-fires on each change. Without a link (voice.enabled = false, or a device or key that cannot be used) the
-panel says why and stays inert. Factories: `console_panel(cfg, parent)`, `station_panel(cfg, parent)`.
+fires on each change. With several network paths (link.paths) a line under the state says how each is
+(the voice goes over all of them; the state above is their union). Without a link (voice.enabled = false,
+or a device or key that cannot be used) the panel says why and stays inert. Factories: `console_panel(cfg,
+parent)`, `station_panel(cfg, parent)`.
 """
 
 from __future__ import annotations
@@ -129,7 +131,9 @@ class VoicePanel(QGroupBox):
             return
         title, color, text = STATE_TEXT[snap["link"]]
         talking = " · you are heard" if snap["talking"] and snap["link"] == "UP" else ""
-        self.state.setText(f"<b>{title}</b>{talking}<br><span style='color:#aaa'>{text}</span>")
+        paths = paths_line(snap.get("paths"))
+        self.state.setText(f"<b>{title}</b>{talking}<br><span style='color:#aaa'>{text}</span>"
+                           + (f"<br><span style='color:#aaa'>{paths}</span>" if paths else ""))
         self.state.setStyleSheet(f"color: {color};")
         for bar, db in ((self.mic_meter, snap["mic_db"]), (self.spk_meter, snap["spk_db"])):
             bar.setValue(int(max(METER_FLOOR_DB, db if db > FLOOR_DB else METER_FLOOR_DB)))
@@ -148,6 +152,14 @@ class VoicePanel(QGroupBox):
             if self.link.recorder is not None:
                 self.link.recorder.close()
             self.link = None
+
+
+def paths_line(paths: list[dict[str, Any]] | None) -> str:
+    """'path0 UP · path1 LOST 812 ms ago' (several paths; empty with one): each path's state, from the snapshot."""
+    if not paths or len(paths) < 2:
+        return ""
+    return " · ".join(f"path{p['path']} {p['state']}" + (f" {p['heard_ms_ago']:.0f} ms ago" if p["state"] == "LOST"
+                                                         and p["heard_ms_ago"] is not None else "") for p in paths)
 
 
 def _panel(cfg: Config, side: str, parent: QWidget | None) -> VoicePanel:

@@ -1,39 +1,60 @@
-"""Failover: two (or three) emulated paths, one of them cut and restored on a schedule (the Wakasa protocol).
+"""Failover: two (or three) paths, one of them cut and restored on a schedule (the Wakasa protocol).
 
 Runs a real `teleop bedside` (video sender included) listening on every path, a real headless `teleop console`
-following a scripted surgeon on all paths (link.paths), and, in this process, the link emulator with each path
-emulated on its own (`--scenario`, rehearsal/linkemu.py PATH_SCENARIOS: fibre + 5G edge by default) and a video
-viewer that moves the stream between paths as the window does (video/receiver.py, video/failover.py).
-Every --cut-every seconds the next path is cut for --cut-for seconds (blackhole: silent, what was sent is
-lost, its connections reset when it comes back: a cable cut longer than the heartbeats), one path at a time.
+following a scripted surgeon on all paths (link.paths), and a video viewer (rehearsal/videowatch.py, a process of
+its own) that moves the stream between paths as the window does (video/receiver.py, video/failover.py). The paths
+(`--net`):
 
+* `netns` (the default when root): real kernel paths. The bedside in one network namespace, the console and the
+  viewer in another, one veth pair per path (rehearsal/netns.py NetnsPaths); each path's delay and jitter from
+  `--scenario` (rehearsal/linkemu.py PATH_SCENARIOS) as `tc qdisc ... netem` on both ends of its veth
+  (rehearsal/netns.py netem_args; reported as `netem`), where the kernel has netem; a cut is `ip link set ... down`
+  for --cut-for seconds: silent, TCP retransmitting or ZMTP heartbeats closing the connection, as on a real cable.
+  Nothing of the bench forwards a byte: the machine's load is the roles' own.
+* `proxy`: the Python link emulator (rehearsal/linkemu.py) in a process of the bench, each path emulated on its
+  own; a cut is a blackhole (silent, what was sent is lost, its connections reset when it comes back). It forwards
+  both 1 kHz streams and the video of every path, and loads a 2-core machine heavily (docs/reliability.md).
+
+Every --cut-every seconds the next path is cut for --cut-for seconds, one path at a time.
 Wakasa et al. 2024 (J Robot Surg): three fibre carriers cut and restored every 3 minutes for 30 minutes, no
 change in task performance. The figure of record: `--minutes 30` (default --cut-every 180).
 Reports `holds` (bedside freezes + console link losses), `lost` (commands sent, never answered), `cuts`,
 `video_gap_ms_max` (longest time between two decoded pictures), `video_stale_holds` and `stale_limit_ms`
-(video.stale_ms), `applied_per_path` (servo_cp each path delivered first). Target: holds = 0, lost = 0,
-video_gap_ms_max < stale_limit_ms.
+(video.stale_ms), `applied_per_path` (servo_cp each path delivered first), `refusals` (the bedside's, by reason),
+`net` and the load average at start and end. Target: holds = 0, lost = 0, video_gap_ms_max < stale_limit_ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from base.config import load_config
-from base.procs import free_ports, start_role
-from rehearsal.linkemu import PATH_SCENARIOS, LinkEmulator, links_of_path, path_links
+from base.errors import UserError
+from base.procs import free_ports, port_overrides, start_role
+from rehearsal.linkemu import PATH_SCENARIOS, LinkEmulator, LinkProfile, links_of_path, path_links
+from rehearsal.netns import NetnsPaths, netem_args, netem_available, netns_available
 from teleop.args import positive_minutes
 from teleop.bench.link import machine
 from transport.security import throwaway_keys
 
 VIDEO = ["video.width=640", "video.height=360", "video.fps=30"]
+NETS = ("netns", "proxy")
+
+
+class FailoverError(UserError):
+    label = "bench failover"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,6 +65,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="each cut lasts S seconds (default 0.4 of --cut-every)")
     p.add_argument("--scenario", choices=sorted(PATH_SCENARIOS), default="fibre+5g-edge",
                    help="the paths and their delays (default fibre+5g-edge)")
+    p.add_argument("--net", choices=NETS, default=None,
+                   help="netns: real kernel paths (veth pairs, netem, `ip link set down`; root; the default when "
+                        "available); proxy: the Python link emulator")
+
+
+def choose_net(requested: str | None) -> tuple[str, str]:
+    """The paths to use, and a one-line note when the default had to fall back (printed on stderr)."""
+    ok, why = netns_available()
+    if requested == "netns" and not ok:
+        raise FailoverError(f"--net netns: {why}; run as root, or use --net proxy (the Python link emulator)")
+    if requested is None:
+        return ("netns", "") if ok else ("proxy", f"--net proxy: {why}")
+    return requested, ""
+
+
+def netem_plan(profiles: tuple[LinkProfile, ...]) -> dict[str, str]:
+    """What each path's scenario profile is as netem, one direction (both ends of its veth get it)."""
+    return {f"path{k}": " ".join(netem_args(prof)) for k, prof in enumerate(profiles)}
 
 
 def _sets(overrides: list[str]) -> list[str]:
@@ -51,8 +90,8 @@ def _sets(overrides: list[str]) -> list[str]:
 
 
 def _emulator(targets: list[tuple[str, tuple[int, int, int]]], scenario: str, conn) -> None:
-    """The link emulator in a process of its own (its proxy threads must not share a GIL with the viewer's
-    decoder): sends its ports, then cuts a path on ("cut", k, seconds), and answers "stop" with its report."""
+    """The link emulator in a process of its own (its proxy threads must not share a GIL with the bench): sends
+    its ports, then cuts a path on ("cut", k, seconds), and answers "stop" with its report."""
     emu = LinkEmulator(path_links(targets, PATH_SCENARIOS[scenario]))
     conn.send([tuple(emu.port(f"path{k}/{kind}") for kind in ("control", "telemetry", "video"))
                for k in range(len(targets))])
@@ -66,106 +105,185 @@ def _emulator(targets: list[tuple[str, tuple[int, int, int]]], scenario: str, co
             return
 
 
-def failover(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from video.receiver import VideoReceiver
+class ProxyPaths:
+    """`--net proxy`: the emulator's ports on loopback; a cut is a blackhole it times itself."""
 
+    def __init__(self, scenario: str, n: int) -> None:
+        self.scenario, self.n = scenario, n
+        self.bed_prefix: list[str] | None = None
+        self.con_prefix: list[str] | None = None
+        self.report: dict = {}
+
+    @contextlib.contextmanager
+    def up(self, base: list[str]) -> Iterator[ProxyPaths]:
+        ports = free_ports(3 * self.n)
+        bed_ports = [tuple(ports[3 * k:3 * k + 3]) for k in range(self.n)]
+        self.bed_sets = [*base, *port_overrides(*bed_ports[0]),
+                         "link.paths=" + ",".join(f"127.0.0.1:{c}:{t}:{v}" for c, t, v in bed_ports[1:])]
+        self._here, there = multiprocessing.Pipe()
+        self._emu = multiprocessing.get_context("spawn").Process(
+            target=_emulator, args=([("127.0.0.1", p) for p in bed_ports], self.scenario, there), daemon=True)
+        self._emu.start()
+        try:
+            emu_ports = self._here.recv()
+            self.con_sets = [*base, *port_overrides(*emu_ports[0]),
+                             "link.paths=" + ",".join(f"127.0.0.1:{c}:{t}:{v}" for c, t, v in emu_ports[1:])]
+            yield self
+        finally:
+            with contextlib.suppress(OSError, EOFError):
+                self._here.send(("stop",))
+                self.report = self._here.recv() if self._here.poll(10) else {}
+            self._emu.join(5)
+            if self._emu.is_alive():
+                self._emu.kill()
+
+    def cut(self, k: int, seconds: float) -> None:
+        self._here.send(("cut", k, seconds))
+
+    def tick(self, now: float) -> None:
+        pass
+
+
+class KernelPaths:
+    """`--net netns`: namespaces and veth pairs (rehearsal/netns.py), netem where the kernel has it, cuts by
+    `ip link set down` restored by `tick`. Leaving `up` (an error, Ctrl-C, SIGTERM) deletes the namespaces."""
+
+    def __init__(self, profiles: tuple[LinkProfile, ...]) -> None:
+        self.profiles = profiles
+        self.ns = NetnsPaths(prefix="tlf", subnets=tuple(f"10.231.{94 + k}" for k in range(len(profiles))))
+        self.bed_prefix = self.ns.exec_prefix(self.ns.bed)
+        self.con_prefix = self.ns.exec_prefix(self.ns.con)
+        self.netem = netem_plan(profiles)
+        self.netem_applied, self.netem_why = netem_available()
+        self._restore: dict[int, float] = {}
+
+    @contextlib.contextmanager
+    def up(self, base: list[str]) -> Iterator[KernelPaths]:
+        ports = port_overrides(*free_ports(3))
+        self.bed_sets = [*base, *ports, *self.ns.link_sets("bedside")]
+        self.con_sets = [*base, *ports, *self.ns.link_sets("console")]
+        with self.ns:
+            if self.netem_applied:
+                for k, prof in enumerate(self.profiles):
+                    self.ns.shape(k, netem_args(prof))
+            try:
+                yield self
+            finally:
+                for k in list(self._restore):
+                    with contextlib.suppress(subprocess.CalledProcessError):
+                        self.ns.restore(k)
+
+    def cut(self, k: int, seconds: float) -> None:
+        self.ns.cut(k)
+        self._restore[k] = time.monotonic() + seconds
+
+    def tick(self, now: float) -> None:
+        for k, t in list(self._restore.items()):
+            if now >= t:
+                self.ns.restore(k)
+                del self._restore[k]
+
+
+def failover(args: argparse.Namespace, tmp: Path, net: str) -> dict[str, Any]:
     profiles = PATH_SCENARIOS[args.scenario]
     n = len(profiles)
     seconds = args.minutes * 60
     cut_every = args.cut_every
     cut_for = args.cut_for if args.cut_for is not None else 0.4 * cut_every
     if not 0 < cut_for < cut_every:
-        raise SystemExit("teleop bench failover: --cut-for must be above 0 and below --cut-every")
-    ports = free_ports(3 * n)
-    bed_ports = [tuple(ports[3 * k:3 * k + 3]) for k in range(n)]
+        raise FailoverError(f"--cut-for {cut_for:g} must be above 0 and below --cut-every {cut_every:g}")
     keys = throwaway_keys(tmp / "keys")
     base = [*keys, f"recording.dir={tmp / 'rec'}", *VIDEO, *(getattr(args, "overrides", None) or [])]
-    c0, t0, v0 = bed_ports[0]
-    bed_sets = [*base, f"link.control_port={c0}", f"link.telemetry_port={t0}", f"link.video_port={v0}",
-                "link.paths=" + ",".join(f"127.0.0.1:{c}:{t}:{v}" for c, t, v in bed_ports[1:])]
+    paths: ProxyPaths | KernelPaths = ProxyPaths(args.scenario, n) if net == "proxy" else KernelPaths(profiles)
+    if isinstance(paths, KernelPaths) and not paths.netem_applied:
+        print(f"teleop bench failover: --net netns without delays ({paths.netem_why}); --net proxy emulates them",
+              file=sys.stderr, flush=True)
     bed_summary, con_summary = tmp / "bedside.json", tmp / "console.json"
-    here, there = multiprocessing.Pipe()
-    emu = multiprocessing.get_context("spawn").Process(
-        target=_emulator, args=([("127.0.0.1", p) for p in bed_ports], args.scenario, there), daemon=True)
-    emu.start()
-    emu_ports = here.recv()
-    e0 = emu_ports[0]
-    con_sets = [*base, f"link.control_port={e0[0]}", f"link.telemetry_port={e0[1]}", f"link.video_port={e0[2]}",
-                "link.paths=" + ",".join(f"127.0.0.1:{c}:{t}:{v}" for c, t, v in emu_ports[1:]),
-                "console.engage_at_s=0.5"]
     roles = {}
     viewer = None
     cuts = 0
-    gaps_max = 0.0
-    stale_holds = 0
-    try:
-        roles["bedside"] = start_role("bedside", ["bedside", "--summary", str(bed_summary), *_sets(bed_sets)],
-                                      timeout=90)
-        roles["console"] = start_role("console", ["console", "--headless", "--summary", str(con_summary),
-                                                  *_sets(con_sets)], timeout=90)
-        viewer = VideoReceiver(load_config(None, con_sets))
-        first = viewer.wait_frame(0, 30.0)
-        if first is None:
-            raise RuntimeError("no video from the bedside within 30 s")
-        last_seq, last_ns, was_stale = first.seq, time.monotonic_ns(), False
-        start = time.monotonic()
-        next_cut = start + cut_every - cut_for
-        progress = start + 60
-        while (now := time.monotonic()) < start + seconds:
-            if now >= next_cut and now + cut_for < start + seconds:
-                here.send(("cut", cuts % n, cut_for))
-                cuts += 1
-                next_cut += cut_every
-            view = viewer.latest()
-            t = time.monotonic_ns()
-            if view is not None and view.seq != last_seq:
-                last_seq, last_ns = view.seq, view.decoded_ns
-            gaps_max = max(gaps_max, (t - last_ns) / 1e6)
-            stale = viewer.status(t).stale
-            stale_holds += int(stale and not was_stale)
-            was_stale = stale
-            if now >= progress:
-                print(f"failover: {now - start:.0f}/{seconds:.0f} s, {cuts} cuts, video gap max {gaps_max:.0f} ms",
-                      file=sys.stderr, flush=True)
-                progress += 60
-            time.sleep(0.005)
-        vstats = viewer.stats()
-    finally:
-        if viewer is not None:
-            viewer.close()
-        for name in ("console", "bedside"):
-            if name in roles:
-                roles[name].stop(timeout=15)
-        here.send(("stop",))
-        link = here.recv() if here.poll(10) else {}
-        emu.join(5)
+    video: dict = {}
+    load_start = os.getloadavg()
+    with paths.up(base):
+        con_sets = [*paths.con_sets, "console.engage_at_s=0.5"]
+        try:
+            roles["bedside"] = start_role("bedside", ["bedside", "--summary", str(bed_summary),
+                                                      *_sets(paths.bed_sets)], timeout=90, prefix=paths.bed_prefix)
+            roles["console"] = start_role("console", ["console", "--headless", "--summary", str(con_summary),
+                                                      *_sets(con_sets)], timeout=90, prefix=paths.con_prefix)
+            viewer = subprocess.Popen([*(paths.con_prefix or []), sys.executable, "-m", "rehearsal.videowatch",
+                                       str(seconds), "--progress", "60", *con_sets],
+                                      stdout=subprocess.PIPE, text=True)
+            assert viewer.stdout is not None
+            ready = viewer.stdout.readline()
+            if not ready.startswith("READY"):
+                raise RuntimeError(f"the video viewer did not start: {ready.strip() or viewer.wait(30)}")
+            start = time.monotonic()
+            next_cut = start + cut_every - cut_for
+            while (now := time.monotonic()) < start + seconds:
+                paths.tick(now)
+                if now >= next_cut and now + cut_for < start + seconds:
+                    paths.cut(cuts % n, cut_for)
+                    cuts += 1
+                    next_cut += cut_every
+                time.sleep(0.01)
+            lines = viewer.communicate(timeout=90)[0].splitlines()
+            video = json.loads(lines[-1]) if lines else {}
+        finally:
+            if viewer is not None and viewer.poll() is None:
+                viewer.kill()
+                viewer.wait()
+            for name in ("console", "bedside"):
+                if name in roles:
+                    roles[name].stop(timeout=15)
+    sequence_log = [line.strip() for line in (roles["bedside"].stderr_text() if "bedside" in roles else "").splitlines()
+                    if "REJECTED_SEQUENCE" in line][-10:]  # the path and why no copy (one a second at most)
     con = json.loads(con_summary.read_text()) if con_summary.exists() else {}
     bed = json.loads(bed_summary.read_text()) if bed_summary.exists() else {}
     bc = bed.get("counters") or {}
     link_losses = [e for e in con.get("events", []) if e.get("source") == "link" and e.get("name") == "LOST"]
+    emulated = {"net": net}
+    if isinstance(paths, KernelPaths):
+        emulated |= {"netem": paths.netem, "netem_applied": paths.netem_applied,
+                     **({} if paths.netem_applied else {"netem_why": paths.netem_why})}
+    else:
+        emulated |= {"link_outages": len(paths.report.get("outages", []))}
     return {
         "minutes": args.minutes, "cut_every_s": cut_every, "cut_for_s": cut_for, "scenario": args.scenario,
-        "paths": n, "holds": len(bed.get("freezes") or []) + len(link_losses), "lost": con.get("lost"),
-        "cuts": cuts, "video_gap_ms_max": round(gaps_max, 1), "video_stale_holds": stale_holds,
+        **emulated, "paths": n, "holds": len(bed.get("freezes") or []) + len(link_losses), "lost": con.get("lost"),
+        "cuts": cuts, "video_gap_ms_max": video.get("gap_ms_max"), "video_stale_holds": video.get("stale_holds"),
         "stale_limit_ms": load_config(None, con_sets).video.stale_ms,
         "applied_per_path": {f"path{k}": bc.get(f"applied_path{k}", 0) for k in range(n)},
         "duplicates_per_path": {f"path{k}": bc.get(f"duplicates_path{k}", 0) for k in range(n)},
         "commands_sent": con.get("commands_sent"), "commands_applied": con.get("commands_applied"),
         "commands_rejected": con.get("commands_rejected"), "bedside_freezes": bed.get("freezes"),
-        "video_path_switches": vstats.get("path_switches"), "video_fps": vstats.get("fps"),
-        "console_paths": con.get("paths"), "rtt_us": con.get("rtt_us"),
-        "link_outages": len(link.get("outages", [])),
-        "refusals": {k: v for k, v in bc.items() if k.startswith("rejected_")},
+        "video_path_switches": video.get("switches"), "video_fps": video.get("fps"),
+        "video_long_gaps": video.get("long_gaps"), "console_paths": con.get("paths"), "rtt_us": con.get("rtt_us"),
+        "refusals": {k: v for k, v in bc.items() if k.startswith("rejected_")}, "sequence_refusals": sequence_log,
+        "stale_copies_per_path": {f"path{k}": bc.get(f"stale_copies_path{k}", 0) for k in range(n)},
+        "load_avg": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
     }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="teleop-failover-") as tmp:
-        result = {"machine": machine(), **failover(args, Path(tmp))}
+    net, note = choose_net(getattr(args, "net", None))
+    if note:
+        print(f"teleop bench failover: {note}", file=sys.stderr, flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C: the namespaces go
+    try:
+        with tempfile.TemporaryDirectory(prefix="teleop-failover-") as tmp:
+            result = {"machine": machine(), **failover(args, Path(tmp), net)}
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(json.dumps(result))
     else:
         for k, v in result.items():
             print(f"{k:22} {v}")
-    ok = result["holds"] == 0 and result["lost"] == 0 and result["video_gap_ms_max"] < result["stale_limit_ms"]
+    gap = result["video_gap_ms_max"]
+    ok = (result["holds"] == 0 and result["lost"] == 0 and gap is not None and gap < result["stale_limit_ms"])
     return 0 if ok else 1

@@ -12,7 +12,8 @@ raw_decode_ms, and whether the two eyes' in-pixel frame counters agreed on every
 
 With the rendered endoscope (`--source rendered`, the default), also `render_ms` {p50, p95, max}: one stereo
 frame drawn in this process, instruments moving and jaws opening under a still camera (the endoscope holds while
-the hands work), and `render_ms_camera_moving` (camera mode: every frame warps the tissue again); the sender's
+the hands work), `render_ms_camera_moving` (camera mode: every frame warps the tissue again) and
+`render_ms_fitted` (still camera, each eye drawn at the picture fitting's smaller sizes, per eye size); the sender's
 summary carries the render times inside the video process, next to the encoder. The bench plays the bedside:
 it writes a scripted arm state to a state block (transport/bedside_state.py) at 250 Hz.
 """
@@ -122,6 +123,19 @@ def render_floor(cfg: Config, n: int = 300) -> dict[str, Any]:
         out[key] = percentiles(times[n // 10:], True, ("p50", "p95"), 2)
         # CPU time of the rendering thread: what the frame costs, whatever else this shared machine runs meanwhile
         out[key.replace("_ms", "_cpu_ms")] = percentiles(cpu[n // 10:], True, ("p50", "p95"), 2)
+    # drawn at the picture fitting's smaller sizes (video/adapt.py), still camera: what a fitted mode's frame costs
+    by_scale: dict[str, Any] = {}
+    for scale in (0.75, 0.5):
+        r = renderer_from_config(cfg, scale)
+        times = []
+        for k in range(n // 2):
+            st = scripted_state(models, tissue, k / cfg.video.fps, k + 1, False)
+            t0 = time.perf_counter_ns()
+            r.render(st, k, 0)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+        eye = f"{r.camera.width}x{r.camera.height}"
+        by_scale[eye] = percentiles(times[n // 20:], True, ("p50", "p95"), 2)
+    out["render_ms_fitted"] = by_scale
     return out
 
 
@@ -262,5 +276,7 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
         r, m = out["render_ms"], out["render_ms_camera_moving"]
         print(f"  render_ms       p50 {r['p50']}  p95 {r['p95']}  (camera still; moving: p50 {m['p50']} "
               f"p95 {m['p95']})")
+        print("  render_ms fitted " + ", ".join(f"{eye}: p50 {v['p50']} p95 {v['p95']}"
+                                               for eye, v in out["render_ms_fitted"].items()))
     print(f"  sender          {json.dumps(res['sender'])}")
     return 0
