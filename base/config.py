@@ -168,6 +168,10 @@ class BedsideConfig:
         10, "SCHED_FIFO priority of the control loop and its zmq I/O thread (0 = normal scheduling; not "
         "permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
     )
+    cpu_wake_latency_us: int = _f(
+        -1, "hold every CPU's wake-up latency at or below this many µs while the bedside runs (Linux PM QoS, "
+        "/dev/cpu_dma_latency: idle CPUs poll instead of halting; 0 = poll; -1 = the machine's own policy). For a "
+        "dedicated bedside host: it cut the raw round trip here from ~250 to ~57 µs (docs/operations.md)", -1, 10000)
     tick_bound_ms: float = _f(
         10.0, "a loop iteration starting later than this after the previous one is over the bound: counted "
         "(COUNTERS loop_over_bound), a LOOP_OVERRUN event (<= 1/s), every thread's stack captured in "
@@ -304,6 +308,9 @@ class ConsoleConfig:
         10, "SCHED_FIFO priority of the 1 kHz engine loop and its zmq I/O thread (0 = normal scheduling; not "
         "permitted = a warning and normal scheduling; docs/architecture.md)", 0, 49
     )
+    cpu_wake_latency_us: int = _f(
+        -1, "hold every CPU's wake-up latency at or below this many µs while the console runs (Linux PM QoS, as "
+        "bedside.cpu_wake_latency_us; -1 = the machine's own policy)", -1, 10000)
     tick_bound_ms: float = _f(
         10.0, "an engine tick starting later than this after the previous one is over the bound: counted, a "
         "LOOP_OVERRUN event (<= 1/s), every thread's stack captured in logging.stall_dir (above the period "

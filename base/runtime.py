@@ -11,6 +11,7 @@ import logging.handlers
 import os
 import queue
 import signal
+import struct
 import sys
 import threading
 import time
@@ -230,6 +231,42 @@ def realtime_scheduling(priority: int, role: str) -> str:
     _log.info("%s: control loop and zmq I/O thread at SCHED_FIFO %d%s", role, priority,
               f", {', '.join(t.name for t in helpers)} at {helper_param.sched_priority}" if helpers else "")
     return f"fifo:{priority}"
+
+
+CPU_LATENCY_DEVICE = "/dev/cpu_dma_latency"
+_cpu_latency_fd: int | None = None
+
+
+def hold_cpu_wake_latency(us: int, role: str, device: str = CPU_LATENCY_DEVICE) -> str:
+    """Ask the kernel to keep every CPU able to wake within `us` µs for as long as this process lives (Linux PM QoS:
+    the request holds while the file stays open); -1 = leave the machine's idle policy alone.
+
+    Why: between two 1 kHz commands an idle CPU halts (a VM's vCPU leaves the host CPU; bare metal enters a
+    C-state), and the wake-up of the next one waits for it: on this 2-vCPU VM a FIFO sleeper woke 54 µs late at the
+    median, 15 µs with 0 here, and the raw socket round trip fell from 241–267 to 55–59 µs (docs/benchmarks.md).
+    The price: idle CPUs poll instead of halting, for every process on the machine, while the role runs; a
+    dedicated console or bedside host is where it belongs (docs/operations.md). Not permitted (no root): a logged
+    warning and the machine's policy. Returns what was done."""
+    global _cpu_latency_fd
+    if us < 0:
+        return "default"
+    try:
+        fd = os.open(device, os.O_WRONLY)
+    except OSError as exc:
+        _log.warning("%s: cannot hold the CPU wake-up latency at %d us (%s: %s); idle CPUs keep the machine's policy "
+                     "(run as root, or set %s.cpu_wake_latency_us = -1)", role, us, device, exc.strerror, role)
+        return "default (not permitted)"
+    try:
+        os.write(fd, struct.pack("i", us))
+    except OSError as exc:
+        os.close(fd)
+        _log.warning("%s: %s refused %d us (%s); idle CPUs keep the machine's policy", role, device, us, exc.strerror)
+        return "default (refused)"
+    if _cpu_latency_fd is not None:
+        os.close(_cpu_latency_fd)
+    _cpu_latency_fd = fd  # kept open: closing it (or the process ending) withdraws the request
+    _log.info("%s: CPU wake-up latency held at %d us while this process runs", role, us)
+    return f"{us}us"
 
 
 def normal_scheduling() -> None:

@@ -20,7 +20,7 @@ import zmq
 
 from base.config import Config, link_paths
 from base.errors import UserError
-from base.runtime import JsonLines, StopFlag, announce_ready, realtime_gc, realtime_scheduling
+from base.runtime import JsonLines, StopFlag, announce_ready, hold_cpu_wake_latency, realtime_gc, realtime_scheduling
 from bedside.agent import BedsideAgent
 from recording.convert import K_BEDSIDE, K_COMMAND, event_json
 from recording.recorder import RecorderChild
@@ -285,6 +285,7 @@ class BedsideServer:
         realtime_gc()
         # after the sockets: zmq's I/O thread too
         self._announce(realtime_scheduling(cfg.bedside.realtime_priority, "bedside"))
+        hold_cpu_wake_latency(cfg.bedside.cpu_wake_latency_us, "bedside")
         # Built here, in the loop's thread: a stall report quotes this thread's stack.
         self.watch = watch = LoopWatch("bedside", LOOP_STEPS, cfg.bedside.tick_bound_ms, cfg.logging.stall_dir, log,
                                        cfg.logging.stall_stacks == "all")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from base.runtime import realtime_scheduling, write_json
+from base.runtime import hold_cpu_wake_latency, realtime_scheduling, write_json
 from console.runner import ConsoleRunner
 from recording.recorder import start_recorder
 from teleop.args import positive_seconds, require_display
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     voice = start_voice_child(args) if args.headless and args.cfg.voice.enabled else None
     start_io_thread()
     realtime_scheduling(args.cfg.console.realtime_priority, "console")
+    hold_cpu_wake_latency(args.cfg.console.cpu_wake_latency_us, "console")
     try:
         runner = run_role(lambda: ConsoleRunner(args.cfg, ui=args.ui, recorder=recorder), recorder, args.seconds)
     finally:

@@ -112,3 +112,24 @@ def test_real_time_loops_block_between_ticks(tmp_path):
         assert busy_bed < 0.7 and busy_con < 0.8, (busy_bed, busy_con)
     finally:
         s.close()
+
+
+def test_cpu_wake_latency_is_held_while_the_process_lives_and_refusal_is_a_warning(tmp_path, caplog):
+    """The PM QoS request (bedside/console.cpu_wake_latency_us): -1 leaves the machine alone; a value is written as
+    the kernel reads it (a native int) and the file stays open (closing it withdraws the request); a device that
+    cannot be opened is a warning naming the fix, never an abort. The effect is measured by `teleop bench link`."""
+    dev = tmp_path / "cpu_dma_latency"
+    dev.write_bytes(b"")
+    assert runtime.hold_cpu_wake_latency(-1, "bedside", str(dev)) == "default" and dev.read_bytes() == b""
+    assert runtime.hold_cpu_wake_latency(0, "bedside", str(dev)) == "0us"
+    assert dev.read_bytes() == (0).to_bytes(4, sys.byteorder)
+    assert runtime._cpu_latency_fd is not None and os.fstat(runtime._cpu_latency_fd)  # still open
+    with caplog.at_level(logging.WARNING, logger=runtime._log.name):
+        assert runtime.hold_cpu_wake_latency(0, "console", str(tmp_path / "absent")) == "default (not permitted)"
+    assert "console.cpu_wake_latency_us = -1" in caplog.text
+    for section in ("bedside", "console"):
+        assert getattr(load_config(), section).cpu_wake_latency_us == -1  # off by default: a host-wide policy
+        with pytest.raises(ConfigError, match=f"{section}.cpu_wake_latency_us"):
+            load_config(None, [f"{section}.cpu_wake_latency_us=-2"])
+    os.close(runtime._cpu_latency_fd)
+    runtime._cpu_latency_fd = None

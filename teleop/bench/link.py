@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from base.procs import free_ports, port_overrides, start_role
+from base.runtime import hold_cpu_wake_latency
 from base.stats import percentiles
 from teleop.args import positive_seconds
 from teleop.bench.raw import ping_pong
@@ -149,6 +150,10 @@ def gui_path(args: argparse.Namespace, seconds: float, monitors: int) -> tuple[d
 def run(args: argparse.Namespace) -> int:
     rate = args.cfg.console.rate_hz
     t0 = time.monotonic()
+    # A role's PM QoS request (bedside/console.cpu_wake_latency_us) changes every CPU's idle policy: held here for
+    # the whole run, so the raw floor is measured on the same machine as the product.
+    held = [v for v in (args.cfg.bedside.cpu_wake_latency_us, args.cfg.console.cpu_wake_latency_us) if v >= 0]
+    cpu_wake = hold_cpu_wake_latency(min(held), "bench") if held else "default"
     raw = raw_floor(rate, args.seconds, args.cfg.bedside.realtime_priority, args.cfg.console.realtime_priority)
     window: dict = {}
     if args.with_gui or args.monitors:
@@ -164,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "security": "plain (--insecure)" if args.cfg.security.insecure else "CURVE",
         "realtime_priority": {"console": args.cfg.console.realtime_priority,
                               "bedside": args.cfg.bedside.realtime_priority},
+        "cpu_wake_latency": cpu_wake,
         "raw_rtt_us": raw_p,
         "cmd_rtt_us": cmd["rtt_us"],
         "ratio_p50": _ratio(cmd["rtt_us"]["p50"], raw_p["p50"]),
