@@ -4,7 +4,6 @@ processes; and the voice channel's refusal of monitor, QA and unknown keys."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import time
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import zmq
 import zmq.auth
+from voice_peers import curve_client, until_refused
 
 from base.config import load_config
 from base.procs import free_ports, start_role
@@ -162,14 +162,6 @@ def test_a_headless_console_with_voice_runs_it_as_a_child_and_ends_it(tmp_path, 
         station.stop(10)
 
 
-def _client(ctx: zmq.Context, port: int, public: bytes, secret: bytes, server_public: bytes) -> zmq.Socket:
-    s = ctx.socket(zmq.DEALER)
-    s.linger = 0
-    s.curve_publickey, s.curve_secretkey, s.curve_serverkey = public, secret, server_public
-    s.connect(f"tcp://127.0.0.1:{port}")
-    return s
-
-
 def test_voice_refuses_monitor_qa_and_unknown_keys(tmp_path, key_overrides):
     keys_dir = Path(next(o for o in key_overrides if o.startswith("security.keys_dir=")).split("=", 1)[1])
     port = free_ports(1)[0]
@@ -183,21 +175,15 @@ def test_voice_refuses_monitor_qa_and_unknown_keys(tmp_path, key_overrides):
         pairs = {name: zmq.auth.load_certificate(keys_dir / "clients" / f"{name}.key_secret")
                  for name in ("monitor", "qa")}
         pairs["stranger"] = (stranger_pub, stranger_sec)
-        bad = [_client(ctx, port, pub, sec, server_pub) for pub, sec in pairs.values()]
+        bad = [curve_client(ctx, port, pub, sec, server_pub) for pub, sec in pairs.values()]
         ka = wire.encode(wire.VoicePacket(wire.Kind.KEEPALIVE, wire.Flags.NONE, 0, 0, 0))
-        deadline = time.monotonic() + 10
-        while station.snapshot().get("refused_handshakes", 0) < 3 and time.monotonic() < deadline:
-            for s in bad:
-                with contextlib.suppress(zmq.Again):
-                    s.send(ka, zmq.NOBLOCK)
-            time.sleep(0.05)
-        snap = station.snapshot()
+        snap = until_refused(station, bad, 3, ka)
         assert snap["refused_handshakes"] >= 3, snap
         assert snap["received"] == 0 and snap["link"] != "UP", snap
         why = {r["why"] for r in station._server_sec.auth.refusals if r["domain"] == "voice"}
         assert any("monitor" in w for w in why) and any("qa" in w for w in why) and "unknown key" in why, why
         # the surgeon's key is admitted on the same socket
-        good = _client(ctx, port, *zmq.auth.load_certificate(keys_dir / "clients" / "surgeon.key_secret"),
+        good = curve_client(ctx, port, *zmq.auth.load_certificate(keys_dir / "clients" / "surgeon.key_secret"),
                        server_pub)
         deadline = time.monotonic() + 10
         while station.snapshot()["received"] == 0 and time.monotonic() < deadline:

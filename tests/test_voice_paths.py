@@ -5,7 +5,6 @@ two emulated paths while one is cut, and every path's voice socket refuses what 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from datetime import datetime
@@ -15,6 +14,7 @@ import pytest
 import zmq
 import zmq.auth
 from conftest import ms
+from voice_peers import curve_client, until_refused
 
 from base.config import ConfigError, link_paths, load_config, voice_paths
 from base.procs import free_ports, start_role
@@ -264,14 +264,6 @@ def _log_mono_ns(line: str) -> int:
     return time.monotonic_ns() - round((time.time() - stamp) * 1e9)
 
 
-def _client(ctx: zmq.Context, port: int, public: bytes, secret: bytes, server_public: bytes) -> zmq.Socket:
-    s = ctx.socket(zmq.DEALER)
-    s.linger = 0
-    s.curve_publickey, s.curve_secretkey, s.curve_serverkey = public, secret, server_public
-    s.connect(f"tcp://127.0.0.1:{port}")
-    return s
-
-
 def test_every_paths_voice_socket_refuses_monitor_and_unknown_keys(key_overrides):
     """The station's voice socket on path 1 has the CURVE and role checks of path 0: a monitor key and an unknown
     key are refused there, the surgeon's key is admitted, and answered on the path it came by; another surgeon key
@@ -292,18 +284,13 @@ def test_every_paths_voice_socket_refuses_monitor_and_unknown_keys(key_overrides
                "stranger": zmq.curve_keypair()}
         ka = wire.encode(wire.VoicePacket(wire.Kind.KEEPALIVE, wire.Flags.NONE, 0, 0, 0))
         for port in (v0, v1):
-            socks += [_client(ctx, port, pub, sec, server_pub) for pub, sec in bad.values()]
-        deadline = time.monotonic() + 10
-        while station.snapshot().get("refused_handshakes", 0) < 4 and time.monotonic() < deadline:
-            for s in socks:
-                with contextlib.suppress(zmq.Again):
-                    s.send(ka, zmq.NOBLOCK)
-            time.sleep(0.05)
-        snap = station.snapshot()
+            socks += [curve_client(ctx, port, pub, sec, server_pub) for pub, sec in bad.values()]
+        snap = until_refused(station, socks, 4, ka)
         assert snap["refused_handshakes"] >= 4 and snap["received"] == 0 and snap["link"] != "UP", snap
         why = [r["why"] for r in station._server_sec.auth.refusals if r["domain"] == "voice"]
         assert sum("monitor" in w for w in why) >= 2 and why.count("unknown key") >= 2, why
-        good = _client(ctx, v1, *zmq.auth.load_certificate(keys_dir / "clients" / "surgeon.key_secret"), server_pub)
+        surgeon = zmq.auth.load_certificate(keys_dir / "clients" / "surgeon.key_secret")
+        good = curve_client(ctx, v1, *surgeon, server_pub)
         socks.append(good)
         deadline = time.monotonic() + 10
         while station.snapshot()["paths"][1]["messages"] == 0 and time.monotonic() < deadline:
@@ -313,7 +300,7 @@ def test_every_paths_voice_socket_refuses_monitor_and_unknown_keys(key_overrides
         assert snap["link"] == "UP" and snap["refused"] == 0 and snap["paths"][0]["state"] == "-", snap
         assert good.poll(3000) and wire.decode(good.recv()).kind == wire.Kind.KEEPALIVE  # answered on path 1
         # another surgeon key on path 0 sending the talker's very bytes is not the talker's copy: it is not heard
-        other = _client(ctx, v0, *zmq.auth.load_certificate(keys_dir / "clients" / "surgeon-2.key_secret"),
+        other = curve_client(ctx, v0, *zmq.auth.load_certificate(keys_dir / "clients" / "surgeon-2.key_secret"),
                         server_pub)
         socks.append(other)
         for _ in range(20):  # the talker keeps talking (a quiet talker may be taken over after voice.lost_ms)
