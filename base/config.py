@@ -350,6 +350,9 @@ class VideoConfig:
     vbv_ms: float = _f(33.0, "VBV buffer in ms of the target rate: largest single-frame burst", 5.0, 1000.0)
     refresh_frames: int = _f(60, "intra-refresh period in frames (a lost frame heals within this)", 2, 600)
     encoder_threads: int = _f(0, "libx264 threads (0 = x264's choice)", 0, 16)
+    opencv_threads: int = _f(0, "OpenCV threads in the bedside's video process (drawing, colour conversion; 0 = "
+                                "OpenCV's own, one per core; the console window always uses 1). A/B with "
+                                "`teleop bench frames --opencv-threads N`", 0, 16)
     jpeg_quality: int = _f(80, "JPEG quality", 10, 100)
     adaptive: bool = _f(True, "lower bitrate, then resolution, when frames start queueing")
     fit_machine: bool = _f(True, "lower size, then frame rate, while drawing/encoding or decoding/painting a frame "

@@ -425,14 +425,19 @@ class BedsideAgent:
         """`on_message` for a frame that came on `path` of several (transport/paths.py). Who first, as there: a
         byte-identical copy, from the controller (its key and its connections' one routing id), of a frame that
         took effect, on a path that has not delivered it yet, is dropped silently and counted per path (so is one
-        too old to tell, CopyFilter.copy_key); every other frame, a replay included, is judged in full by
-        `on_message`. Only the controller's frames that took effect feed the filter: no other peer and no refused
-        frame changes what counts as a copy."""
+        too old to tell, CopyFilter.copy_key); a servo_cp no path delivered before, which the gate refuses only
+        because a newer one was applied, is answered SUPERSEDED (`_superseded`); every other frame, a replay
+        included, is judged in full by `on_message`. Only the controller's frames feed the filter: no other peer
+        changes what counts as a copy, and a refused frame only makes its own copies be judged again."""
         copies = self.copies
         assert copies is not None, "use_paths first"
         if peer == self.controller and user == self.controller_user and (key := copies.copy_key(path, data)):
-            self.counters[key] += 1
-            return []
+            if key is not copies.superseded_keys[path]:
+                self.counters[key] += 1
+                return []
+            late = self._superseded(now_ns, path, peer, data, key)
+            if late is not None:
+                return late
         before = (self.controller, self.controller_user)
         out = self.on_message(now_ns, peer, data, user)
         if (self.controller, self.controller_user) != before:
@@ -443,11 +448,33 @@ class BedsideAgent:
                 copies.took_effect(path, data)
                 if status == _APPLIED:
                     self.counters[copies.applied_keys[path]] += 1
-            elif status == AckStatus.REJECTED_SEQUENCE and self._due(now_ns, "sequence_on_path"):
-                # which path brought it and why it was no copy (docs/protocol.md "Duplicates")
-                log.warning("REJECTED_SEQUENCE %s; highest applied seq %d", copies.explain(path, data),
-                            self.gate.last_seq)
+            elif status in _REJECTED:
+                copies.refused(data)
+                if status == AckStatus.REJECTED_SEQUENCE and self._due(now_ns, "sequence_on_path"):
+                    # which path brought it and why it was no copy (docs/protocol.md "Duplicates")
+                    log.warning("REJECTED_SEQUENCE %s; highest applied seq %d", copies.explain(path, data),
+                                self.gate.last_seq)
         return out
+
+    def _superseded(self, now_ns: int, path: int, peer: bytes, data: bytes, key: str) -> list[Outgoing] | None:
+        """The controller's servo_cp that no path delivered before, older than the newest that took effect
+        (CopyFilter.copy_key): the path that had it first lost its copy (a connection that dropped and came back,
+        a full queue), this one brings it after a newer one was applied. If the gate refuses it for its sequence
+        alone (the session's epoch, the gate open), it is no replay and can never apply: answered SUPERSEDED,
+        counted per path, nothing else changes. None: judged in full (`on_message`)."""
+        try:
+            msg = codec.decode(data)
+        except codec.ProtocolError:
+            return None
+        if self.gate.judge(now_ns, msg) is not AckStatus.REJECTED_SEQUENCE or self.estop:
+            return None
+        assert self.copies is not None
+        if self._due(now_ns, "superseded"):
+            log.info("SUPERSEDED seq %d on path%d (marks %s, highest applied seq %d): no path delivered it before",
+                     msg.seq, path, self.copies.marks, self.gate.last_seq)
+        self.copies.superseded(path, data)
+        self.counters[key] += 1
+        return [Outgoing(peer, self._ack(now_ns, msg, now_ns, AckStatus.SUPERSEDED))]
 
     def _due(self, now_ns: int, key: object) -> bool:
         """One event per `key` per second: counters carry exact numbers, events must not flood at 1 kHz."""

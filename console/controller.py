@@ -66,6 +66,12 @@ LIMIT_EVENT_INTERVAL_NS = 1_000_000_000
 """At most one warning per arm and limit kind per second; the snapshot shows the live state."""
 _SILENT_LIMITS = frozenset({LimitKind.JAW_RATE})
 """The jaw's rate limit is its designed behaviour (a ghost of the gripper), not a warning."""
+_NO_LIMITS: frozenset[LimitKind] = frozenset()
+_FLAGS = tuple((ConsoleFlags.OPERATOR_PRESENT if k & 1 else ConsoleFlags.NONE)
+               | (ConsoleFlags.CLUTCH if k & 2 else ConsoleFlags.NONE)
+               | (ConsoleFlags.CAMERA if k & 4 else ConsoleFlags.NONE) for k in range(8))
+"""The console flags for (present, clutch, camera) as bits 0-2, built once: the three Flag `|=` cost 0.52 µs a
+tick, the lookup 0.06 µs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +140,10 @@ def _sample_ok(now_ns: int, sample: MasterSample) -> bool:
         return False
     for h in sample.hands:
         p, q = h.pose.position, h.pose.orientation
-        if not math.isfinite(sum(p) + h.gripper) or max(abs(c) for c in p) > 10.0 or not is_unit_quat(q):
+        # abs of each coordinate, not max() over a generator: the same test (NaN and inf are refused just
+        # before), without building a generator twice a tick.
+        if (not math.isfinite(sum(p) + h.gripper) or abs(p[0]) > 10.0 or abs(p[1]) > 10.0 or abs(p[2]) > 10.0
+                or not is_unit_quat(q)):
             return False
     return True
 
@@ -156,6 +165,8 @@ class TeleopController:
         self.hands = HandAssignment(now_ns)
         """Which instrument each hand drives; the arm-swap pedal changes it (console/hands.py)."""
         self.swap_hand = Hand.LEFT if cfg.swap_hand == "left" else Hand.RIGHT
+        self._idle_guidance = f"idle: holds; press the arm-swap pedal to take it with your {self.swap_hand.label} hand"
+        """The idle instrument's guidance, formatted once (it was formatted at every tick)."""
         self._swap_prev = False
         self.scale = cfg.motion_scale
         self.estop_latched = False
@@ -310,7 +321,7 @@ class TeleopController:
             self._event(now_ns, "estop", Reason.ESTOP, "console e-stop pressed: arms held")
 
         block = self._blocker(view, valid, lat)
-        engaged = any(a.eng.state in ENGAGED for a in self.arms)
+        engaged = not ENGAGED.isdisjoint([a.eng.state for a in self.arms])
         if engaged and view.session_ready:
             self._had_session = True
         if block is None and engaged and self._had_session and not view.session_ready:
@@ -350,20 +361,14 @@ class TeleopController:
                     mask |= 1 << arm.index
             self._guide(arm, block)
 
-        flags = ConsoleFlags.NONE
-        if present:
-            flags |= ConsoleFlags.OPERATOR_PRESENT
-        if valid and b.clutch:
-            flags |= ConsoleFlags.CLUTCH
-        if valid and b.camera:
-            flags |= ConsoleFlags.CAMERA
+        flags = _FLAGS[bool(present) | (bool(valid and b.clutch) << 1) | (bool(valid and b.camera) << 2)]
         states = [a.eng.state for a in self.arms]
-        engaged = any(s in ENGAGED for s in states)
+        engaged = not ENGAGED.isdisjoint(states)
         events, self._events = tuple(self._events), []
         return TeleopOutput(
             flags=flags,
             arm_mask=mask,
-            setpoints=tuple(self._setpoint(a, view) for a in self.arms),  # type: ignore[arg-type]
+            setpoints=tuple([self._setpoint(a, view) for a in self.arms]),  # type: ignore[arg-type]
             want_session=engaged and not view.session_ready and not self.estop_latched,
             release_session=all(s is ArmState.DISABLED for s in states) and view.session_ready,
             estop=self.estop_latched,
@@ -489,7 +494,7 @@ class TeleopController:
             if keep_pos is not pos or keep_ori is not ori:
                 mapping = mapping.reanchor(master, keep_pos, keep_ori)
             self._limit_events(arm, now_ns, hit)
-        arm.active_limits = frozenset(hit) - _SILENT_LIMITS
+        arm.active_limits = frozenset(hit) - _SILENT_LIMITS if hit else _NO_LIMITS
         arm.mapping = mapping
         arm.last_sp = sp
         arm.last_ns = now_ns
@@ -524,14 +529,17 @@ class TeleopController:
     def _guide(self, arm: _Arm, block: tuple[Reason, str] | None) -> None:
         s = arm.eng.state
         if s in (ArmState.DISABLED, ArmState.IDLE) and not self._assigned(arm):
-            arm.guidance = f"idle: holds; press the arm-swap pedal to take it with your {self.swap_hand.label} hand"
+            arm.guidance = self._idle_guidance
         elif s is ArmState.DISABLED:
             arm.guidance = "press engage to start"
         elif s is ArmState.HELD:
             arm.guidance = block[1] if block else f"held ({arm.eng.reason.name}): press engage to resume"
         elif s is ArmState.FOLLOWING:
-            limited = ", ".join(sorted(k.value for k in arm.active_limits))
-            arm.guidance = f"following (limited: {limited})" if limited else "following"
+            if arm.active_limits:
+                limited = ", ".join(sorted(k.value for k in arm.active_limits))
+                arm.guidance = f"following (limited: {limited})" if limited else "following"
+            else:  # the usual case: no string built
+                arm.guidance = "following"
         elif s is ArmState.CLUTCHED:
             arm.guidance = ("camera pedal up: endoscope holds" if arm.index == ECM
                             else "clutch held: reposition your hand, release to continue")

@@ -57,7 +57,6 @@ from transport.messages import (
     OperatingState,
     Ping,
     Reason,
-    ServoCp,
     Telemetry,
 )
 
@@ -85,6 +84,14 @@ LINK: TransitionTable[LinkState, LinkTrigger] = TransitionTable("console link", 
     (LinkState.UP, LinkTrigger.SILENCE): LinkState.LOST,
     (LinkState.LOST, LinkTrigger.TRAFFIC): LinkState.UP,
 }, alarm={LinkState.LOST})
+
+
+_UP = LinkState.UP
+_APPLIED, _ENABLED, _NOT_CONTROLLER = AckStatus.APPLIED, AckStatus.ENABLED, AckStatus.REJECTED_NOT_CONTROLLER
+_SESSION_REFUSALS = (AckStatus.REJECTED_EPOCH, AckStatus.REJECTED_NOT_ENABLED, AckStatus.REJECTED_ESTOP,
+                     AckStatus.REJECTED_FAULT)
+"""Members read once: an Enum class attribute costs 0.05 µs a read in 3.11 (a global 0.006 µs), and every ack
+(1 kHz) read seven and built this tuple."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +126,8 @@ class ConsoleEngine:
         self.bedside_counters: dict[str, int] = {}
         self.clock = OffsetEstimator()
         self.rtts_ns: deque[int] = deque(maxlen=RTT_WINDOW)
+        self._rtt_sum_ns = 0
+        """sum(rtts_ns), kept as they come and go: `rtt_ms` is asked every tick (summing the 64 cost 0.28 µs)."""
         self.rtt_hist = Histogram()
         """Every applied servo_cp's round trip, for benchmarks and summaries (fixed memory)."""
         self.dwell_hist = Histogram()
@@ -161,12 +170,12 @@ class ConsoleEngine:
 
     @property
     def session_ready(self) -> bool:
-        return self.epoch != 0 and self.link is LinkState.UP
+        return self.epoch != 0 and self.link_machine.state is _UP
 
     def rtt_ms(self) -> float | None:
         if not self.rtts_ns:
             return None
-        return sum(self.rtts_ns) / len(self.rtts_ns) / 1e6
+        return self._rtt_sum_ns / len(self.rtts_ns) / 1e6
 
     def offset_ns(self, now_ns: int) -> int | None:
         best = self.clock.best(now_ns)
@@ -187,7 +196,7 @@ class ConsoleEngine:
             self.controller.hold(now_ns, Reason.LINK_LOST, text)
 
     def _link_alive(self, now_ns: int) -> None:
-        if self.link is not LinkState.UP:
+        if self.link_machine.state is not _UP:
             self._link_event(self.link_machine.fire(now_ns, LinkTrigger.TRAFFIC, Reason.NONE,
                                                     f"traffic from the bedside (was {self.link.value})"))
             self.link_watchdog.arm(now_ns)
@@ -228,30 +237,33 @@ class ConsoleEngine:
         self.counters["acks"] += 1
         rtt = now_ns - ack.echo_send_ns
         if 0 <= rtt < 10_000_000_000:
-            self.rtts_ns.append(rtt)
+            rtts = self.rtts_ns
+            if len(rtts) == RTT_WINDOW:
+                self._rtt_sum_ns -= rtts[0]  # the one append() drops
+            rtts.append(rtt)
+            self._rtt_sum_ns += rtt
             self.clock.add(ack.echo_send_ns, ack.rx_ns, ack.send_ns, now_ns)
         st = ack.status
-        if st is AckStatus.APPLIED:
+        if st is _APPLIED:
             self.counters["applied"] += 1
             self.rtt_hist.add_ns(rtt)
             self.dwell_hist.add_ns(ack.send_ns - ack.rx_ns)
         elif st.rejected:
             self.counters["rejected"] += 1
             self.counters[f"rejected_{st.name.lower()}"] += 1
-        if st is AckStatus.ENABLED and ack.echo_seq == self._enable_seq:
+        if st is _ENABLED and ack.echo_seq == self._enable_seq:
             self.epoch = ack.epoch
             self._enable_seq = None
             self._session_from_seq = ack.seq
             self.bedside_state = ack.operating_state
             self._event(now_ns, "session", "granted", Reason.NONE, f"bedside granted epoch {ack.epoch}", warn=False)
-        elif st is AckStatus.REJECTED_NOT_CONTROLLER and ack.echo_seq == self._reset_seq:
+        elif st is _NOT_CONTROLLER and ack.echo_seq == self._reset_seq:
             self._reset_seq = None
             self._event(now_ns, "estop", "reset_refused", Reason.ESTOP,
                         "e-stop reset refused: another surgeon latched it and is in control with a live link; "
                         "they reset it, or it can be reset here once their console has been silent for "
                         "bedside.takeover_silence_ms")
-        elif st in (AckStatus.REJECTED_EPOCH, AckStatus.REJECTED_NOT_ENABLED, AckStatus.REJECTED_ESTOP,
-                    AckStatus.REJECTED_FAULT) and ack.seq > self._session_from_seq and self.epoch:
+        elif st in _SESSION_REFUSALS and ack.seq > self._session_from_seq and self.epoch:
             self._drop_session(now_ns, ack.reason, f"bedside refused our command: {st.name}")
 
     def _on_telemetry(self, now_ns: int, t: Telemetry) -> None:
@@ -300,9 +312,10 @@ class ConsoleEngine:
     def step(self, now_ns: int, sample: MasterSample) -> list[bytes]:
         """One control tick: decide, and return the frames to send now."""
         self._check_link(now_ns)
+        link_ok = self.link_machine.state is _UP
         view = BedsideView(
-            link_ok=self.link is LinkState.UP,
-            session_ready=self.session_ready,
+            link_ok=link_ok,
+            session_ready=self.epoch != 0 and link_ok,
             rtt_ms=self.rtt_ms(),
             tools=self.tools,
             bedside_state=self.bedside_state,
@@ -326,7 +339,7 @@ class ConsoleEngine:
             self._drop_session(now_ns, Reason.CONSOLE_REQUEST, "surgeon disengaged")
         if self.session_ready:
             frames.append(
-                codec.encode(ServoCp(self.epoch, self._next_seq(), now_ns, out.flags, out.arm_mask, out.setpoints))
+                codec.encode_servo_cp(self.epoch, self._next_seq(), now_ns, out.flags, out.arm_mask, out.setpoints)
             )
             self.counters["commands_sent"] += 1
             return frames

@@ -64,6 +64,10 @@ Assignment = StrEnum("Assignment", {assignment_label(r, lf): assignment_label(r,
 ARMS_OF: dict[Assignment, tuple[str, str]] = {
     Assignment(assignment_label(r, lf)): (r, lf) for r, lf in permutations(INSTRUMENT_ARMS, N_HANDS)}
 """Assignment -> (right hand's instrument, left hand's instrument)."""
+HAND_OF: dict[Assignment, dict[str, Hand]] = {
+    state: {arm: Hand(i) for i, arm in enumerate(arms)} for state, arms in ARMS_OF.items()}
+"""Assignment -> {instrument: the hand that drives it}: `hand_of` is asked ≈ 5 times a tick: 0.03 µs a call,
+0.27 µs with the `index` and the Enum call `Hand(i)` it made each time."""
 
 
 def _after_swap(arms: tuple[str, str], hand: Hand) -> Assignment:
@@ -93,8 +97,7 @@ class HandAssignment(StateMachine[Assignment, SwapTrigger]):
 
     def hand_of(self, arm: str) -> Hand | None:
         """The hand that drives instrument `arm`, or None: it is idle (or it is not an instrument)."""
-        arms = ARMS_OF[self.state]
-        return Hand(arms.index(arm)) if arm in arms else None
+        return HAND_OF[self.state].get(arm)
 
     @property
     def idle(self) -> str:

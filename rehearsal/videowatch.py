@@ -4,7 +4,9 @@ stereo stream over every configured path (video/failover.py), judged by the stal
 
 `python -m rehearsal.videowatch SECONDS [--progress S] OVERRIDES...`: prints READY once the first picture is
 decoded, then after SECONDS one JSON line: frames, the longest gap between two decoded pictures, how often the
-guard went stale, path switches, and every gap over 120 ms (its start, monotonic ns: the same clock as the cuts)."""
+guard went stale, path switches, and every gap over 120 ms (its start, monotonic ns: the same clock as the cuts;
+its length; how many frame ids the picture after it is past the one before, 1 when the sender made none in between;
+whether that picture is a keyframe; the active path)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ def watch(seconds: float, overrides: list[str], progress_s: float = 0.0) -> dict
             return {"error": "no video within 30 s"}
         print("READY", flush=True)
         last_seq, last_ns, stale_holds, was_stale, gap_max = first.seq, time.monotonic_ns(), 0, False, 0.0
-        long_gaps: list[tuple[int, float]] = []  # (start ns, ms)
+        last_fid = first.frame_id
+        long_gaps: list[tuple[int, float, int, bool, int]] = []  # (start ns, ms, frame ids apart, keyframe, path)
         start = time.monotonic()
         end = start + seconds
         progress = start + progress_s if progress_s > 0 else float("inf")
@@ -34,9 +37,10 @@ def watch(seconds: float, overrides: list[str], progress_s: float = 0.0) -> dict
             view = rx.latest()
             now = time.monotonic_ns()
             if view is not None and view.seq != last_seq:
-                if view.decoded_ns - last_ns > LONG_GAP_MS * 1e6:
-                    long_gaps.append((last_ns, round((view.decoded_ns - last_ns) / 1e6, 1)))
-                last_seq, last_ns = view.seq, view.decoded_ns
+                if view.decoded_ns - last_ns > LONG_GAP_MS * 1e6:  # frame ids apart 1: the sender sent nothing
+                    long_gaps.append((last_ns, round((view.decoded_ns - last_ns) / 1e6, 1), view.frame_id - last_fid,
+                                      view.keyframe, rx.failover.active))
+                last_seq, last_ns, last_fid = view.seq, view.decoded_ns, view.frame_id
             gap_max = max(gap_max, (now - last_ns) / 1e6)
             stale = rx.status(now).stale
             stale_holds += int(stale and not was_stale)
@@ -49,7 +53,8 @@ def watch(seconds: float, overrides: list[str], progress_s: float = 0.0) -> dict
         st = rx.stats()
         return {"frames": st.get("decoded"), "gap_ms_max": round(gap_max, 1), "stale_holds": stale_holds,
                 "switches": st.get("path_switches"), "fps": st.get("fps"), "shown_off_path": st.get("shown_off_path"),
-                "duplicates": st.get("duplicate_frames", 0), "echoes": st.get("echoes", 0), "long_gaps": long_gaps}
+                "duplicates": st.get("duplicate_frames", 0), "echoes": st.get("echoes", 0), "long_gaps": long_gaps,
+                "move_ms": st.get("move_ms", [])}
     finally:
         rx.close()
 

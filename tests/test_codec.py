@@ -177,6 +177,16 @@ def test_servo_cp_is_fixed_size():
     assert len(codec.encode(_servo())) == codec.SERVO_CP_SIZE == 292
 
 
+def test_header_field_offsets_read_what_the_decoder_reads():
+    """transport/paths.py reads the type and sequence of a frame without decoding it: the offsets must agree."""
+    msg = _servo(seq=987_654_321)
+    data = codec.encode(msg)
+    assert data[codec.TYPE_OFFSET] == codec.MsgType.SERVO_CP
+    assert struct.unpack_from("<Q", data, codec.SEQ_OFFSET)[0] == msg.seq
+    assert struct.unpack_from("<q", codec.restamp(data, 123_456), codec.SEND_NS_OFFSET)[0] == 123_456
+    assert codec.decode(codec.restamp(data, 123_456)).send_ns == 123_456
+
+
 def _general_decode(data: bytes) -> tuple[str, object]:
     with pytest.MonkeyPatch.context() as m:
         m.setattr(codec, "_FAST_SERVO", False)
@@ -242,3 +252,32 @@ def test_encode_ack_gives_the_bytes_of_encode(epoch, seq, send_ns, echo_seq, ech
         Ack(epoch, seq, send_ns, echo_seq, echo_send, rx, status, state, reason))
     with pytest.raises(codec.InvalidField):
         codec.encode_ack(2**32, seq, send_ns, echo_seq, echo_send, rx, status, state, reason)
+
+
+def _result(fn):
+    """The bytes `fn` returns, or the type and text of what it raises."""
+    try:
+        return fn()
+    except Exception as exc:  # what is compared is exactly what each raises
+        return type(exc), str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(servo, st.sampled_from(["none", "epoch", "seq", "send_ns", "mask", "arms", "nan", "not_a_setpoint"]))
+def test_encode_servo_cp_gives_the_bytes_and_errors_of_encode(msg, corrupt):
+    """The console's one-pack servo_cp (every tick) against the general `encode`: the same bytes for a valid
+    command, the same exception with the same words for each field the wire cannot carry."""
+    f = {"epoch": msg.epoch, "seq": msg.seq, "send_ns": msg.send_ns, "flags": msg.flags, "arm_mask": msg.arm_mask,
+         "arms": msg.arms}
+    bad = {"epoch": ("epoch", 2**32), "seq": ("seq", -1), "send_ns": ("send_ns", 2**63), "mask": ("arm_mask", 256),
+           "arms": ("arms", msg.arms[:-1]), "nan": ("arms", (CartesianSetpoint((math.nan, 0.0, 0.0)), *msg.arms[1:])),
+           "not_a_setpoint": ("arms", (None, *msg.arms[1:]))}
+    if corrupt in bad:
+        f[bad[corrupt][0]] = bad[corrupt][1]
+    fast = _result(lambda: codec.encode_servo_cp(f["epoch"], f["seq"], f["send_ns"], f["flags"], f["arm_mask"],
+                                                  f["arms"]))
+    assert fast == _result(lambda: codec.encode(ServoCp(**f)))
+    if corrupt in ("none", "nan"):  # the wire carries a NaN; the bedside's decode refuses it
+        assert isinstance(fast, bytes)
+    else:
+        assert fast[0] in (codec.InvalidField, AttributeError, TypeError)

@@ -106,11 +106,14 @@ def test_one_path_at_a_time_cut_for_2_s_every_5_s_costs_no_hold_and_no_command(t
     video, con, bed, refusals = run["video"], run["con"], run["bed"], run["refusals"]
     timeline, cuts = run["timeline"], run["cuts"]
     gaps = video.pop("long_gaps", [])
-    at_cut = [ms for t, ms in gaps if any(t <= t_cut <= t + ms * 1e6 for _, t_cut, _ in timeline)]
+    at_cut = [g[1] for g in gaps if any(g[0] <= t_cut <= g[0] + g[1] * 1e6 for _, t_cut, _ in timeline)]
     # the figures (pytest -s): gaps over 120 ms that span a cut (the failover's) and the others (the machine's)
     print(f"video over {cuts} cuts: {video}; gaps > 120 ms spanning a cut {at_cut}, others "
-          f"{[ms for t, ms in gaps if ms not in at_cut]}; load average {os.getloadavg()}")
+          f"{[g[1:] for g in gaps if g[1] not in at_cut]}; load average {os.getloadavg()}")
     c = bed["counters"]
+    # commands a restored path brought first of all paths but after a newer one (its connection came back mid-stream,
+    # the other path's copy read after it): answered SUPERSEDED, neither refused nor lost (transport/paths.py)
+    print(f"superseded: {[c.get(f'superseded_path{k}', 0) for k in (0, 1)]}, console {con.get('commands_superseded')}")
     assert cuts >= 2
     assert bed["freezes"] == [], (bed["freezes"], run["seen_freezes"], timeline,
                                   [(e["t_ns"], e["name"]) for e in con["events"] if e["source"] in ("path", "link")])
@@ -122,7 +125,8 @@ def test_one_path_at_a_time_cut_for_2_s_every_5_s_costs_no_hold_and_no_command(t
     assert c.get("rejected", 0) == 0, c
     # both paths carried the session, each was seen lost and back, and copies were dropped, not refused
     assert c["applied_path0"] > 0 and c["applied_path1"] > 0, c
-    assert c["duplicates_path0"] > 0 and c["duplicates_path1"] > 0, c
+    # (which path's copy comes second is a race between two undelayed paths: one of them may have none in 25 s)
+    assert c.get("duplicates_path0", 0) + c.get("duplicates_path1", 0) > 0, c
     lost = {e["name"] for e in con["events"] if e["source"] == "path"}
     assert {"path0 LOST", "path1 LOST"} <= lost, lost
     paths = {p["name"]: p for p in con["paths"]}

@@ -276,3 +276,49 @@ def test_a_frame_older_than_the_window_is_never_a_first_copy():
         assert pm.on_frame(ms(seq), 0, _ack(seq, ms(seq) - ms(1)))
     assert not pm.on_frame(ms(200), 1, _ack(110, ms(109)))
     assert pm.on_frame(ms(201), 1, _ack(140, ms(200)))
+
+
+def test_a_frame_only_the_slower_path_carried_is_superseded_not_refused_and_its_replays_are_refused():
+    """Issue #15's rare REJECTED_SEQUENCE: path 0 cut, its connection dropped (heartbeat) and came back
+    (IMMEDIATE: while it reconnected the console's send on it failed, so seq s went out on path 1 only, and the
+    new connection's first frame is s+1). The bedside reads path 0 first: s+1 applied, then path 1's s, never
+    delivered anywhere before and above path 1's mark: no replay, but the gate has passed it. Answered SUPERSEDED
+    (not a refusal, not applied; the console counts it answered), counted per path; the same frame again, on
+    either path, is a replay: refused."""
+    b = TwoPaths()
+    b.enable()
+    for _ in range(3):  # both paths carry the session
+        f = b.frame(ServoCp)
+        assert b.deliver(0, f) is AckStatus.APPLIED and b.deliver(1, f) is None
+    for _ in range(2):  # path 0 cut: path 1 alone
+        assert b.deliver(1, b.frame(ServoCp)) is AckStatus.APPLIED
+    s, s1 = b.frame(ServoCp), b.frame(ServoCp)  # s: path 1 only (path 0 reconnecting); s1: the new connection's first
+    assert b.deliver(0, s1) is AckStatus.APPLIED
+    assert b.deliver(1, s) is AckStatus.SUPERSEDED
+    assert b.deliver(1, s1) is None  # path 1's own copy of s+1
+    c = b.agent.counters
+    assert c["superseded_path1"] == 1 and c["rejected"] == 0 and c["applied"] == 6 and c["duplicates_path1"] == 4
+    assert b.deliver(1, s) is AckStatus.REJECTED_SEQUENCE  # replayed on the path that carried it
+    assert b.deliver(0, s) is AckStatus.REJECTED_SEQUENCE  # and on the other
+    assert c["applied"] == 6 and c["superseded_path1"] == 1 and not b.agent.freezes
+    assert b.deliver(0, b.frame(ServoCp)) is AckStatus.APPLIED
+
+
+def test_only_a_frame_never_delivered_before_is_superseded():
+    """A refused frame's copy is judged again (here: refused again), a frame of another connection is judged in
+    full, and a frame the gate refuses for anything but its sequence (another epoch) keeps that refusal."""
+    b = TwoPaths()
+    b.enable()
+    b.t += ms(1)
+    home = tuple(a.setpoint_cp() for a in b.agent.arms)
+    b.seq += 1
+    stale = codec.encode(ServoCp(b.epoch, b.seq, b.t - ms(400), ConsoleFlags.OPERATOR_PRESENT, 0b01, home))
+    assert b.deliver(0, stale) is AckStatus.REJECTED_STALE
+    skipped = b.frame(ServoCp)  # never delivered on any path
+    b.seq += 1
+    wrong_epoch = codec.encode(ServoCp(b.epoch + 1, b.seq, b.t, ConsoleFlags.OPERATOR_PRESENT, 0b01, home))
+    assert b.deliver(0, b.frame(ServoCp)) is AckStatus.APPLIED
+    assert b.deliver(1, stale) is AckStatus.REJECTED_SEQUENCE  # a refused frame's copy: judged again
+    assert b.deliver(1, skipped, who=SAME_KEY_OTHER_CONNECTION) is AckStatus.REJECTED_EPOCH
+    assert b.deliver(1, wrong_epoch) is AckStatus.REJECTED_EPOCH
+    assert b.agent.counters["superseded_path1"] == 0 and b.agent.counters["applied"] == 1

@@ -83,6 +83,34 @@ def test_h264_bitrate_change_takes_effect(frames):
     assert np.mean(small) < 0.5 * np.mean(big)
 
 
+def test_h264_decoded_picture_is_the_reference_conversion(frames):
+    """The decoder converts from its own planes (video/codecs.py `to_bgr`): the very pixels of PyAV's 4:2:0 array
+    converted by OpenCV, so the faster path changes no picture."""
+    import av
+    import cv2
+
+    enc = H264Encoder(2 * W, H, 30, 3000)
+    dec, ref = H264Decoder(), av.CodecContext.create("h264", "r")
+    for i, f in enumerate(frames[:12]):
+        pkt = enc.encode(f.image, force_key=(i == 6))
+        yuv = ref.decode(av.Packet(pkt.data))[-1].to_ndarray(format="yuv420p")
+        assert np.array_equal(dec.decode(pkt.data), cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420))
+
+
+def test_to_bgr_takes_other_formats_and_refuses_odd_sizes(frames):
+    import av
+    import cv2
+
+    from video.codecs import to_bgr
+
+    img = frames[0].image
+    for fmt in ("yuvj420p", "yuv444p"):  # a stream from elsewhere: made 4:2:0 first, same picture
+        out = to_bgr(av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format=fmt))
+        assert out.shape == img.shape and cv2.PSNR(img, out) > 35
+    with pytest.raises(CodecError):
+        to_bgr(av.VideoFrame(31, 17, "yuv420p"))
+
+
 def test_decoders_reject_garbage_with_codec_error():
     with pytest.raises(CodecError):
         H264Decoder().decode(b"\x00\x00\x00\x01\x65garbage")

@@ -72,6 +72,18 @@ def test_sender_skips_encoding_without_viewers_and_starts_a_viewer_with_an_idr()
     assert p2 is not None and not p2.force_key and p2.frame_id == 2
 
 
+def test_a_new_viewers_wait_for_its_first_keyframe_is_recorded_once():
+    """Each viewer that arrives (a start, or a move to another path) gets its wait counted: the failover bench's
+    sender-side figure per move."""
+    s = SenderSession(5)
+    s.on_report(10 * MS, b"a", hello())
+    p = s.plan(17 * MS)
+    assert p is not None
+    s.sent(17 * MS, p, keyframe=True)
+    s.sent(50 * MS, s.plan(50 * MS) or p, keyframe=True)  # a later keyframe is not a first one
+    assert list(s.first_key_ms) == [7.0]
+
+
 def test_sender_stops_encoding_when_the_viewer_falls_behind_and_resumes_without_a_gap():
     s = SenderSession(5, max_queue_ms=50)
     s.on_report(0, b"a", hello())

@@ -43,6 +43,11 @@ VERSION = 2
 REJECTED_TISSUE_DEPTH. Version 1 had three arms and no contact force."""
 HEADER = struct.Struct("<4sBBHIQqI")
 HEADER_SIZE = HEADER.size  # 32
+TYPE_OFFSET = struct.calcsize("<4sB")  # 5: the message type byte
+SEQ_OFFSET = struct.calcsize("<4sBBHI")  # 12: the sequence number (u64)
+SEND_NS_OFFSET = struct.calcsize("<4sBBHIQ")  # 20: the send time (i64)
+"""Header field offsets, derived from HEADER, for code that reads one field of a frame without decoding it
+(transport/paths.py's copy and first-copy rules, `restamp`)."""
 MAX_MESSAGE_BYTES = 4096
 MAX_EVENT_TEXT_BYTES = 1024
 MAX_COUNTERS_BYTES = 3072
@@ -210,9 +215,26 @@ def encode_ack(epoch: int, seq: int, send_ns: int, echo_seq: int, echo_send_ns: 
         raise InvalidField(f"cannot encode Ack: {exc}") from exc
 
 
+def encode_servo_cp(epoch: int, seq: int, send_ns: int, flags: ConsoleFlags, arm_mask: int,
+                    arms: tuple[CartesianSetpoint, ...]) -> bytes:
+    """`encode(ServoCp(...))` without building the ServoCp: the console sends one every tick. The whole frame in
+    one pack; anything that pack refuses (a field out of range, a wrong arm count, a setpoint that is not one)
+    goes through `encode`, which raises the same error as ever. Same bytes (tests/test_codec.py compares the
+    two); 0.7 µs instead of 1.9 µs with the ServoCp built (thread_time, best of 3 × 50,000, 2026-12-02)."""
+    if _FAST_SERVO and len(arms) == N_ARMS:
+        a, b, c, d = arms
+        try:
+            return _SERVO_FRAME.pack(MAGIC, VERSION, _SERVO_CP_TYPE, 0, epoch, seq, send_ns, _SERVO_SIZE,
+                                     int(flags), arm_mask, 0,
+                                     *a.position, *a.orientation, a.jaw, *b.position, *b.orientation, b.jaw,
+                                     *c.position, *c.orientation, c.jaw, *d.position, *d.orientation, d.jaw)
+        except (struct.error, TypeError, ValueError, AttributeError):
+            pass  # the general path below says why, in its own words
+    return encode(ServoCp(epoch, seq, send_ns, flags, arm_mask, arms))
+
+
 _ACK_SIZE = _ACK.size
 _SEND_NS = struct.Struct("<q")
-_SEND_NS_OFFSET = 20
 
 
 def restamp(frame: bytes, send_ns: int) -> bytes:
@@ -221,7 +243,7 @@ def restamp(frame: bytes, send_ns: int) -> bytes:
     Logic layers encode with the tick's `now`; the socket layer restamps right before the send call, so
     the time the far end echoes (t1) or reports (t3) is when the bytes really left, not when the tick began.
     """
-    return frame[:_SEND_NS_OFFSET] + _SEND_NS.pack(send_ns) + frame[_SEND_NS_OFFSET + 8 :]
+    return frame[:SEND_NS_OFFSET] + _SEND_NS.pack(send_ns) + frame[SEND_NS_OFFSET + 8 :]
 
 
 # --------------------------------------------------------------------------------------------- decode

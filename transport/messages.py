@@ -78,6 +78,9 @@ class AckStatus(IntEnum):
     DISABLED = 3
     PONG = 4
     ESTOP_LATCHED = 5
+    SUPERSEDED = 6
+    """Several paths only: the controller's servo_cp arrived, for the first time on any path, after a newer one was
+    applied (the path that had it first lost its copy): not applied, and no refusal (transport/paths.py)."""
     REJECTED_NOT_ENABLED = 16
     REJECTED_EPOCH = 17
     REJECTED_SEQUENCE = 18

@@ -10,7 +10,11 @@ frame, the same bytes, on every live path, and the bedside sends every ack and t
   older than every frame remembered (too old to tell, counted apart). Anything else goes through the whole check
   order unchanged. Each path keeps a mark, the highest sequence number it has delivered a copy or an applied frame
   of: one TCP connection never reorders, so a frame at or below its path's mark is not that
-  path's copy but a replay, and is judged (and refused: REJECTED_SEQUENCE) like any other.
+  path's copy but a replay, and is judged (and refused: REJECTED_SEQUENCE) like any other. A servo_cp above its
+  path's mark that no path delivered before, older than the newest frame that took effect, is the controller's
+  own frame whose faster path lost its copy (a connection dropped in a cut and came back: the console's sends on it
+  failed meanwhile, so its first frame is newer than the other path's next one): no replay, never applicable,
+  answered SUPERSEDED (not a refusal) if the gate refuses it for its sequence alone.
 * `PathMonitor` (console): the first copy of each bedside frame (numbered from one counter: acks, telemetry,
   events, counters) goes to the engine; later copies only feed their path's figures: round trip, loss, state.
 
@@ -28,13 +32,13 @@ from transport import codec
 from transport.messages import AckStatus
 
 _SEQ = struct.Struct("<Q")
-SEQ_OFFSET = 12
-"""Where a frame's sequence number sits in the header (codec.HEADER: magic, version, type, reserved, epoch)."""
 _ECHO_SEND = struct.Struct("<q")
 ECHO_SEND_OFFSET = codec.HEADER_SIZE + 8
 """An ACK's echo of the command's send time (after echo_seq)."""
 _SERVO_CP = codec.MsgType.SERVO_CP
-"""A frame's type byte (header offset 5) for a servo_cp: only a motion command may be too old to tell."""
+"""A frame's type byte for a servo_cp: only a motion command may be too old to tell."""
+_ACK = codec.MsgType.ACK
+_SUPERSEDED = AckStatus.SUPERSEDED
 ACK_STATUS_OFFSET = codec.HEADER_SIZE + 24
 """An ACK's status byte (after echo_seq, echo_send_ns, rx_ns)."""
 TOOK_EFFECT = frozenset({AckStatus.APPLIED, AckStatus.ENABLED, AckStatus.DISABLED, AckStatus.ESTOP_LATCHED})
@@ -48,7 +52,7 @@ delivers its frames too old to tell from copies: dropped silently too and counte
 
 def frame_seq(data: bytes) -> int:
     """The header's sequence number (-1 for a frame too short to have one: the decoder will say why)."""
-    return _SEQ.unpack_from(data, SEQ_OFFSET)[0] if len(data) >= codec.HEADER_SIZE else -1
+    return _SEQ.unpack_from(data, codec.SEQ_OFFSET)[0] if len(data) >= codec.HEADER_SIZE else -1
 
 
 def ack_status(ack: bytes) -> int:
@@ -59,8 +63,9 @@ def ack_status(ack: bytes) -> int:
 class CopyFilter:
     """The bedside's memory of the controller's applied frames, and each path's mark (module docstring).
 
-    Fed only with the controller's frames (the agent checks who sent it first): no other peer's frame, and no
-    refused frame, changes what it holds, so none can change how the controller's commands are judged."""
+    Fed only with the controller's frames (the agent checks who sent it first): no other peer's frame changes what
+    it holds, and a refused frame only makes its own copies be judged in full, so none can change how the
+    controller's commands are judged."""
 
     def __init__(self, n_paths: int, window: int = COPY_WINDOW) -> None:
         self.marks = [-1] * n_paths
@@ -75,6 +80,13 @@ class CopyFilter:
         """The agent's counter for the servo_cp each path delivered first (and that was applied)."""
         self.stale_keys = tuple(f"stale_copies_path{k}" for k in range(n_paths))
         """The agent's counter for each path's frames too old to tell (`copy_key`): dropped silently too."""
+        self.superseded_keys = tuple(f"superseded_path{k}" for k in range(n_paths))
+        """The agent's counter for each path's frames delivered for the first time after a newer one took effect
+        (`copy_key`): answered SUPERSEDED once the gate confirms it passed their sequence."""
+        self._high = -1
+        """The highest sequence number that took effect."""
+        self._judged = RecentSet(window)
+        """The controller's frames (sequence numbers) delivered and refused or superseded: never first again."""
 
     def reset(self) -> None:
         """Another connection controls now: nothing of the old one's frames is a copy of the new one's."""
@@ -82,6 +94,8 @@ class CopyFilter:
         self._applied.clear()
         self._order.clear()
         self._first = -1
+        self._high = -1
+        self._judged = RecentSet(self.window)
 
     def copy_key(self, path: int, data: bytes) -> str | None:
         """The counter to count `data` (from the controller, on `path`) under if it is to be dropped silently, else
@@ -90,15 +104,22 @@ class CopyFilter:
         remembered but not older than the controller's first (`stale_copies_path<k>`): the controller's sequence
         numbers only grow, so such a frame is its own old frame that this path brings late (TCP's backlog after
         a cut), a copy or a frame already judged, too old to tell which and never applicable (the gate has passed
-        its sequence). Marks the path: the same frame again on it is a replay, refused (REJECTED_SEQUENCE)."""
+        its sequence). Marks the path: the same frame again on it is a replay, refused (REJECTED_SEQUENCE).
+        Not dropped, but `superseded_path<k>` (the agent answers SUPERSEDED if the gate refuses it for its sequence
+        alone, then calls `superseded`, else judges it in full): a SERVO_CP within the memory, older than the newest
+        frame that took effect, and never delivered before on any path (neither applied nor refused): the other
+        paths lost their copies (a connection that dropped, a full queue), this one brings it after a newer one was
+        applied; no replay, as nothing delivered it before, and never applicable."""
         seq = frame_seq(data)
         if seq <= self.marks[path]:
             return None  # this path delivered it already: a replay, judged in full
         orig = self._applied.get(seq)
         if orig is None:
-            if data[5] != _SERVO_CP or self._first < 0 or not self._first <= seq < self._order[0]:
-                return None  # never took effect (refused, never seen), older than its control, or not a servo_cp
-                # (an e-stop, however late, latches): judged in full
+            if seq >= self._high or data[codec.TYPE_OFFSET] != _SERVO_CP or seq < self._first:
+                return None  # newer than anything applied (the usual first copy), not a servo_cp (an e-stop,
+                # however late, latches), or older than its control: judged in full
+            if seq >= self._order[0]:
+                return None if seq in self._judged else self.superseded_keys[path]  # refused before: judged again
             key = self.stale_keys[path]
         elif orig != data:
             return None
@@ -107,9 +128,17 @@ class CopyFilter:
         self.marks[path] = seq
         return key
 
-    def is_copy(self, path: int, data: bytes) -> bool:
-        """`copy_key` as a yes/no."""
-        return self.copy_key(path, data) is not None
+    def superseded(self, path: int, data: bytes) -> None:
+        """The agent answered the controller's frame on `path` SUPERSEDED (`copy_key`): raise the path's mark and
+        remember it delivered, so the same frame again, on any path, is judged in full (a replay)."""
+        seq = frame_seq(data)
+        self.marks[path] = max(self.marks[path], seq)
+        self._judged.add(seq)
+
+    def refused(self, data: bytes) -> None:
+        """The controller's frame was refused: its copies, on any path, are judged in full again (never
+        SUPERSEDED). Marks nothing."""
+        self._judged.add(frame_seq(data))
 
     def explain(self, path: int, data: bytes) -> str:
         """Why a frame of the controller's on `path` was not taken as a copy, in words (for the refusal's event):
@@ -120,7 +149,8 @@ class CopyFilter:
             why = "at or below the path's mark: a replay"
         elif seq not in self._applied:
             why = ("before the controller's first frame" if seq < self._first else
-                   "older than the memory" if self._order and seq < self._order[0] else "never took effect")
+                   "older than the memory" if self._order and seq < self._order[0] else
+                   "refused before: judged again" if seq in self._judged else "never took effect")
         else:
             why = "differs from the frame that took effect"
         return f"seq {seq} on path{path} (mark {self.marks[path]}, {span}): {why}"
@@ -130,6 +160,8 @@ class CopyFilter:
         seq = frame_seq(data)
         if seq > self.marks[path]:
             self.marks[path] = seq
+        if seq > self._high:
+            self._high = seq
         if seq not in self._applied:
             if self._first < 0:
                 self._first = seq
@@ -137,6 +169,29 @@ class CopyFilter:
             self._order.append(seq)
             if len(self._order) > self.window:
                 del self._applied[self._order.popleft()]
+
+
+class RecentSet:
+    """The last `window` distinct values added, as a set: membership in O(1), memory bounded (oldest forgotten)."""
+
+    __slots__ = ("_order", "_set", "window")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._set: set[int] = set()
+        self._order: deque[int] = deque()
+
+    def __contains__(self, value: int) -> bool:
+        return value in self._set
+
+    def add(self, value: int) -> None:
+        """Remember `value` (once), forgetting the oldest past the window."""
+        if value in self._set:
+            return
+        self._set.add(value)
+        self._order.append(value)
+        if len(self._order) > self.window:
+            self._set.discard(self._order.popleft())
 
 
 PATH_STATES = ("CONNECTING", "UP", "LOST")
@@ -190,13 +245,15 @@ class PathMonitor:
         self.paths = [PathFigures(f"path{k}", e) for k, e in enumerate(endpoints)]
         self.timeout_ns = timeout_ns
         self.window = window
-        self._seen: set[int] = set()
+        self._seen = RecentSet(window)
+        """The bedside frames' sequence numbers already handed to the engine."""
         self._max_seq = 0
-        self._order: deque[int] = deque()
-        self._answered: set[int] = set()
-        self._answered_order: deque[int] = deque()
+        self._answered = RecentSet(window)
+        """The commands (echo_seq) already answered."""
         self.unique_acks = 0
         self.copies = 0
+        self.superseded = 0
+        """Commands whose one answer was SUPERSEDED (CopyFilter.copy_key): answered, neither applied nor refused."""
         self._next_loss_ns = 0
         self._unique_mark = 0
 
@@ -207,7 +264,7 @@ class PathMonitor:
         p.last_rx_ns = now_ns
         if p.state != "UP":
             p.state = "UP"
-        is_ack = len(data) > ACK_STATUS_OFFSET and data[5] == codec.MsgType.ACK
+        is_ack = len(data) > ACK_STATUS_OFFSET and data[codec.TYPE_OFFSET] == _ACK
         if is_ack:
             p.acks += 1
             rtt = now_ns - _ECHO_SEND.unpack_from(data, ECHO_SEND_OFFSET)[0]
@@ -229,14 +286,10 @@ class PathMonitor:
                 self.copies += 1
                 return False
             self._answered.add(echo)
-            self._answered_order.append(echo)
-            if len(self._answered_order) > self.window:
-                self._answered.discard(self._answered_order.popleft())
+            if data[ACK_STATUS_OFFSET] == _SUPERSEDED:
+                self.superseded += 1
         self._max_seq = max(self._max_seq, seq)
         self._seen.add(seq)
-        self._order.append(seq)
-        if len(self._order) > self.window:
-            self._seen.discard(self._order.popleft())
         p.first += 1
         if is_ack:
             self.unique_acks += 1

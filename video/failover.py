@@ -50,6 +50,11 @@ class PathFailover:
         """Moved, and the new path has not shown a frame yet (frames straggling in on the old one may be shown)."""
         return self._awaiting
 
+    @property
+    def moved_ns(self) -> int:
+        """When the last move was made (monotonic ns)."""
+        return self._switched_ns
+
     def heard_ns(self, path: int) -> int:
         return self._heard[path]
 

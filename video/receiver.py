@@ -144,6 +144,8 @@ class VideoReceiver:
                                          "dropped_display": 0, "key_requests": 0, "resets": 0}
         if len(self.endpoints) > 1:
             self.counters.update(path_switches=0, off_path_frames=0, active_path=0, probes_sent=0, shown_off_path=0)
+        self._move_ms: deque[float] = deque(maxlen=600)  # per move: its start to the new path's first frame
+        self._hellos_since_move = 0
         self.last_error = ""
         self._thread = threading.Thread(target=self._run, name="video-receiver", daemon=True)
         self._thread.start()
@@ -209,8 +211,10 @@ class VideoReceiver:
                 # video.key_min_interval, and the picture would stop again.
                 self.session.last_rx_ns = self.session.last_report_ns = None  # so `idle` says HELLO now
                 hello = self.session.idle(now)
+                self._hellos_since_move = 0
                 if hello is not None:
                     self._send(socks[fo.active], hello)
+                    self._hellos_since_move = 1
 
     def _drain_other(self, sock: zmq.Socket, path: int, active: zmq.Socket) -> None:
         """Everything waiting on a path the stream does not flow on: echoes, and frames that straggle in after a
@@ -257,6 +261,7 @@ class VideoReceiver:
         hello = self.session.idle(time.monotonic_ns())
         if hello is not None:
             self._send(sock, hello)
+            self._hellos_since_move += 1
         if not sock.poll(wait_ms):
             return
         data = sock.recv(zmq.NOBLOCK, copy=False).buffer
@@ -266,11 +271,23 @@ class VideoReceiver:
         if msg is None:
             return
         if self.failover.n > 1:
+            if self.failover.awaiting_first():
+                self._first_after_move(rx, msg.header)
             self.failover.on_frame(rx, self.failover.active)
             if not self.session.is_new(msg.header):  # already shown: its copy came first on the other path
                 self.counters["duplicate_frames"] = self.counters.get("duplicate_frames", 0) + 1
                 return
         self._handle(sock, msg, rx)
+
+    def _first_after_move(self, rx: int, h: FrameHeader) -> None:
+        """The new path's first frame after a move: how long the move took, logged per move (the figure the failover
+        bench bounds; a slow one says which side waited)."""
+        fo = self.failover
+        waited_ms = (rx - fo.moved_ns) / 1e6
+        self._move_ms.append(waited_ms)
+        log.warning("video: first frame on path%d %.0f ms after the move (%s, frame %d, %d hellos on that path)",
+                    fo.active, waited_ms, "keyframe" if h.keyframe else "not a keyframe", h.frame_id,
+                    self._hellos_since_move)
 
     def _bad(self, text: str) -> None:
         self.counters["bad_messages"] += 1
@@ -396,6 +413,8 @@ class VideoReceiver:
             arr = list(self._arrivals)
             out: dict[str, Any] = dict(self.counters)
             out.update(lost=self.session.lost, stream_id=self.session.stream_id, last_error=self.last_error)
+            if self._move_ms:  # several paths: each move's start to the new path's first frame
+                out["move_ms"] = [round(x, 1) for x in self._move_ms]
             for key, times in (("decode_ms", self._decode_ms), ("paint_ms", self._paint_ms)):
                 if times:
                     out[key] = percentiles(list(times), True, ("p50", "p95"), 2)

@@ -286,7 +286,12 @@ class VideoSender:
                 if self.policy is not None:
                     self.policy.forget(ident)
         self.stats["send_failed"] += len(failed)
+        firsts = len(self.session.first_key_ms)
         self.session.sent(send_ns, plan, pkt.keyframe, tuple(failed))
+        if len(self.session.first_key_ms) > firsts:  # a viewer that just came (a start, a move to another path)
+            waited = self.session.first_key_ms[-1]
+            log.log(logging.WARNING if waited > self.vc.failover_ms else logging.INFO,
+                    "video: a new viewer's first keyframe sent %.1f ms after it spoke", waited)
         if len(failed) < len(plan.targets):
             if self.tap is not None:
                 self.tap.frame(send_ns, data)  # as sent, after it left
@@ -322,6 +327,7 @@ class VideoSender:
                 "level": self.level.index,
                 "bitrate_kbps": self.level.bitrate_kbps if self.codec == Codec.H264 else None,
                 "scale": self.level.scale, "level_changes": len(s.level_changes),
+                "first_key_ms_max": round(max(s.first_key_ms), 1) if s.first_key_ms else None,
                 "encode_ms_p50": enc[len(enc) // 2] if enc else None,
                 "work_ms_p50": sorted(self.work_ms)[len(self.work_ms) // 2] if self.work_ms else None,
                 "video_mode": self.video_mode(),
@@ -353,6 +359,8 @@ def run_sender(cfg: Config, stop: multiprocessing.synchronize.Event | None = Non
                         format=f"%(asctime)s video-sender[{os.getpid()}] %(levelname)s %(message)s")
     if multiprocessing.parent_process() is not None:
         die_with_parent()
+    if cfg.video.opencv_threads:  # before the source draws anything: OpenCV's pool is made on first use
+        cv2.setNumThreads(cfg.video.opencv_threads)
     flag = StopFlag()  # signal-safe; installs nothing when run in a thread (tests, benches)
     spec = source_spec or cfg.video.source
     try:

@@ -37,6 +37,8 @@ class Peer:
     last_excess_ns: int = 0
     acked: int = 0
     missed: int = 0  # frames encoded while this viewer could not take them
+    arrived_ns: int = 0
+    """When it first spoke: its first keyframe's wait is counted from here (`SenderSession.first_key_ms`)."""
     fresh: bool = True
     """Has had no frame yet: its first keyframe is not held back by `key_min_interval_ms` (a viewer that moved
     its stream to another path, video/failover.py, must see a picture again within about a frame)."""
@@ -64,13 +66,15 @@ class SenderSession:
         self.skipped_congested = 0
         self.key_requests = 0
         self.level_changes: list[tuple[int, Level]] = []
+        self.first_key_ms: deque[float] = deque(maxlen=600)
+        """Per new viewer (a start, or a move to another path): its first word to its first keyframe sent."""
 
     # --------------------------------------------------------------------------------------- reports
     def on_report(self, now_ns: int, ident: bytes, r: Report) -> Level | None:
         """A viewer spoke. Returns a new adaptive-bitrate level when the controller changes it."""
         peer = self.peers.get(ident)
         if peer is None:
-            peer = self.peers[ident] = Peer(ident, now_ns)
+            peer = self.peers[ident] = Peer(ident, now_ns, arrived_ns=now_ns)
         peer.last_seen_ns = max(peer.last_seen_ns, now_ns)
         if r.flags & ReportFlags.KEYFRAME_REQUEST or r.stream_id not in (0, self.stream_id):
             if not peer.needs_key:
@@ -133,6 +137,8 @@ class SenderSession:
         for ident, peer in self.peers.items():
             if ident in plan.targets and ident not in failed:
                 if keyframe:
+                    if peer.fresh:
+                        self.first_key_ms.append((now_ns - peer.arrived_ns) / MS)
                     peer.needs_key = peer.fresh = False
                 peer.unacked.append((plan.frame_id, now_ns))
             else:

@@ -16,6 +16,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "watchdog": ("teleop.bench.watchdog", "freeze latency after console kill/stop and a cut link"),
     "estop": ("teleop.bench.estop", "console e-stop press -> bedside latched, quiet or --stress, over --presses"),
     "video": ("teleop.bench.video", "stereo capture->decoded age, fps, Mbit/s vs the raw codec floor"),
+    "frames": ("teleop.bench.frames", "per-frame CPU and wall of each video stage (signature, colour conversions, "
+                                      "x264 by thread count, decode, compose, draw) on rendered frames, no I/O"),
     "filter": ("teleop.bench.filter", "tremor filter: attenuation at 8-12 Hz, added delay at 1 Hz"),
     "hotpath": ("teleop.bench.hotpath", "bedside per-servo_cp Python: decode, receive->ack, arm integration"),
     "soak": ("teleop.bench.soak", "bedside+console+video+recording for N minutes: lost, freezes, RSS/fd growth"),

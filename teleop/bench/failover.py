@@ -202,6 +202,8 @@ def failover(args: argparse.Namespace, tmp: Path, net: str) -> dict[str, Any]:
     roles = {}
     viewer = None
     cuts = 0
+    cut_log: list[tuple[float, int]] = []  # (s from the start, path)
+    start = time.monotonic()
     video: dict = {}
     load_start = os.getloadavg()
     with paths.up(base):
@@ -224,6 +226,7 @@ def failover(args: argparse.Namespace, tmp: Path, net: str) -> dict[str, Any]:
                 paths.tick(now)
                 if now >= next_cut and now + cut_for < start + seconds:
                     paths.cut(cuts % n, cut_for)
+                    cut_log.append((round(now - start, 3), cuts % n))
                     cuts += 1
                     next_cut += cut_every
                 time.sleep(0.01)
@@ -238,6 +241,8 @@ def failover(args: argparse.Namespace, tmp: Path, net: str) -> dict[str, Any]:
                     roles[name].stop(timeout=15)
     sequence_log = [line.strip() for line in (roles["bedside"].stderr_text() if "bedside" in roles else "").splitlines()
                     if "REJECTED_SEQUENCE" in line][-10:]  # the path and why no copy (one a second at most)
+    first_keys = [line.strip() for line in (roles["bedside"].stderr_text() if "bedside" in roles else "").splitlines()
+                  if "first keyframe sent" in line][-20:]  # the sender's side of each video move
     con = json.loads(con_summary.read_text()) if con_summary.exists() else {}
     bed = json.loads(bed_summary.read_text()) if bed_summary.exists() else {}
     bc = bed.get("counters") or {}
@@ -258,9 +263,14 @@ def failover(args: argparse.Namespace, tmp: Path, net: str) -> dict[str, Any]:
         "commands_sent": con.get("commands_sent"), "commands_applied": con.get("commands_applied"),
         "commands_rejected": con.get("commands_rejected"), "bedside_freezes": bed.get("freezes"),
         "video_path_switches": video.get("switches"), "video_fps": video.get("fps"),
-        "video_long_gaps": video.get("long_gaps"), "console_paths": con.get("paths"), "rtt_us": con.get("rtt_us"),
+        "cut_log": cut_log,
+        "video_long_gaps": [(round(g[0] / 1e9 - start, 3), *g[1:]) for g in video.get("long_gaps") or []],
+        "video_move_ms": video.get("move_ms"), "video_first_keys": first_keys,
+        "console_paths": con.get("paths"), "rtt_us": con.get("rtt_us"),
         "refusals": {k: v for k, v in bc.items() if k.startswith("rejected_")}, "sequence_refusals": sequence_log,
         "stale_copies_per_path": {f"path{k}": bc.get(f"stale_copies_path{k}", 0) for k in range(n)},
+        "superseded_per_path": {f"path{k}": bc.get(f"superseded_path{k}", 0) for k in range(n)},
+        "commands_superseded": con.get("commands_superseded", 0),
         "load_avg": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
     }
 

@@ -2,9 +2,9 @@
 
 Runs a real `teleop bedside` (its video child renders the endoscope view from the arms' state, video/rendered.py),
 with --scenario a `teleop linkemu` in between, and in this process the console window exactly as `teleop demo
---window` opens it (offscreen Qt, its engine a `teleop console --ui` child, the window at nice 10), driven by a
-scripted operator: presence, align, engage (console/ui/drive.py), then the right hand's instrument moved in steps
-of --step-mm (screen x, alternating, every --dwell-s) by mouse drags through the window's own master.
+--window` opens it (offscreen Qt, its engine a `teleop console --ui` child, the window at `console.window_nice`),
+driven by a scripted operator: presence, align, engage (console/ui/drive.py), then the right hand's instrument moved
+in steps of --step-mm (screen x, alternating, every --dwell-s) by mouse drags through the window's own master.
 
 Two methods (video/m2p.py):
 * metadata: every frame says which command it shows (the `SceneStamp` in the video header); the window logs each
