@@ -100,17 +100,20 @@ class Rig:
                                  f"log:\n" + "\n".join(self.win.log.lines[-20:]) + "\n" + self.diagnostics()) from None
 
     def drive(self, act, moved, what: str) -> None:
-        """`act`, then wait for `moved`. If the arms held meanwhile because this process (the window: pytest runs
-        it) stood still past the engine's bounds for the window's heartbeat or its keyboard/mouse stream, the
-        fail-safe did its job (docs/safety.md); the surgeon engages again and acts once more, as here."""
+        """`act`, then wait for `moved`. If the arms hold meanwhile because this process (the window: pytest runs it)
+        stood still past the engine's bounds for the window's heartbeat, its keyboard/mouse stream or the picture,
+        the fail-safe did its job (docs/safety.md); the surgeon engages again at once and acts once more."""
+        lines = self.win.log.lines
+        n0 = len(lines)
+        stall = ("GUI_LOST", "keyboard/mouse stream", "window silent", "VIDEO_STALE")
+
+        def held_by_a_stall() -> bool:
+            return any(k in line for line in lines[n0:] for k in stall)
+
         act()
-        try:
-            self.wait(moved, what)
+        self.wait(lambda: moved() or held_by_a_stall(), what)
+        if moved():
             return
-        except AssertionError:
-            window_stall = ("GUI_LOST", "keyboard/mouse stream")
-            if not any(k in line for line in self.win.log.lines for k in window_stall):
-                raise
         print(f"the window stood still and the arms held while waiting for {what}: engaging again")
         self.engage()
         act()
