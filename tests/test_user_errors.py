@@ -198,3 +198,15 @@ def test_the_replay_window_without_a_display_says_so(tmp_path: Path) -> None:
     assert rc == 2 and line.startswith("teleop: no display:") and "--screenshot" in line
     rc, err = teleop("replay", str(rec.console), str(rec.bedside), "--screenshot", str(tmp_path / "r.png"))
     assert rc == 0 and (tmp_path / "r.png").stat().st_size > 0, err
+
+
+@pytest.mark.parametrize(("argv", "fix"), [
+    (["--scales", "abc"], "--scales 0.75,1.0"),
+    (["--frames", "-3"], "--frames 60"),
+    (["--pane", "12"], "--pane 1600x800"),
+    (["--x264-threads", "0,99"], "--x264-threads 0,1,2"),
+])
+def test_bench_frames_refuses_a_bad_flag_in_one_line(argv: list[str], fix: str) -> None:
+    rc, err = teleop("bench", "frames", *argv)
+    line = one_line(err)
+    assert rc == 2 and line.startswith("teleop bench frames: argument") and fix in line

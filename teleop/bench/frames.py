@@ -53,14 +53,55 @@ from video.rendered import renderer_from_config
 SKIP = 5  # first calls: caches, pools, the encoder's first IDR
 
 
+def _listed(kind: type, lo: float, hi: float, example: str) -> Callable[[str], list]:
+    """argparse type: a comma-separated list of numbers within [lo, hi] (a one-line error otherwise)."""
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers (e.g. {example})") \
+                from None
+        if not all(lo <= v <= hi for v in values):
+            raise argparse.ArgumentTypeError(f"{text}: each value must be within {lo:g}..{hi:g} (e.g. {example})")
+        return values
+    return parse
+
+
+def _one(kind: type, lo: float, hi: float, example: str) -> Callable[[str], Any]:
+    """argparse type: one number within [lo, hi]."""
+    listed = _listed(kind, lo, hi, example)
+
+    def parse(text: str) -> Any:
+        values = listed(text)
+        if len(values) != 1:
+            raise argparse.ArgumentTypeError(f"{text}: one number, please (e.g. {example})")
+        return values[0]
+    return parse
+
+
+def _pane(text: str) -> tuple[int, int]:
+    """argparse type for --pane: WxH, both sides 16..8192."""
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size WxH (e.g. --pane 1600x800)") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"{text}: both sides must be within 16..8192 (e.g. --pane 1600x800)")
+    return w, h
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", type=int, default=60, help="rendered frames per size (default %(default)s)")
-    p.add_argument("--scales", default="0.75,1.0", help="picture scales of the configured size (default %(default)s)")
-    p.add_argument("--x264-threads", default="0,1,2", help="libx264 thread counts to compare (default %(default)s)")
-    p.add_argument("--opencv-threads", type=int, default=None,
+    p.add_argument("--frames", type=_one(int, 2, 100_000, "--frames 60"), default=60, metavar="N",
+                   help="rendered frames per size (default %(default)s)")
+    p.add_argument("--scales", type=_listed(float, 0.05, 1.0, "--scales 0.75,1.0"), default=[0.75, 1.0],
+                   help="picture scales of the configured size (default 0.75,1.0)")
+    p.add_argument("--x264-threads", type=_listed(int, 0, 16, "--x264-threads 0,1,2"), default=[0, 1, 2],
+                   help="libx264 thread counts to compare (default 0,1,2)")
+    p.add_argument("--opencv-threads", type=_one(int, 1, 64, "--opencv-threads 1"), default=None,
                    help="cv2.setNumThreads for the run (default: OpenCV's own, one per core)")
-    p.add_argument("--pane", default="1600x800", help="the video pane's size WxH that compose fits the picture into "
-                                                     "(default %(default)s: the m2p bench's 1600x1000 window)")
+    p.add_argument("--pane", type=_pane, default=(1600, 800), help="the video pane's size WxH that compose fits the "
+                                                                 "picture into (default 1600x800: the m2p bench's "
+                                                                 "1600x1000 window)")
 
 
 def _timed(variants: dict[str, Callable[[Any], Any]], items: Iterable[Any]) -> dict[str, dict[str, Any]]:
@@ -159,12 +200,12 @@ def run(args: argparse.Namespace) -> int:
     vc = cfg.video
     if args.opencv_threads is not None:
         cv2.setNumThreads(args.opencv_threads)
-    pane = tuple(int(x) for x in args.pane.lower().split("x"))
-    threads = [int(t) for t in args.x264_threads.split(",")]
+    pane = args.pane
+    threads = args.x264_threads
     ladder = {m.scale: m for m in mode_ladder(vc.fps, vc.bitrate_kbps, min(vc.min_bitrate_kbps, vc.bitrate_kbps),
                                               vc.min_fps)}  # the last mode at each scale wins: its slowest
     sizes = []
-    for scale in (float(s) for s in args.scales.split(",")):
+    for scale in args.scales:
         mode = ladder.get(scale)  # the slowest mode at that scale: its rate and bitrate, as the sender would run it
         fps, kbps = (mode.fps, mode.kbps) if mode is not None else (vc.fps, vc.bitrate_kbps)
         frames, render = rendered_frames(cfg, scale, args.frames)
