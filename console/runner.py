@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import select
 import time
 from collections import deque
 from collections.abc import Callable
@@ -45,9 +44,6 @@ from transport.zmqlink import (
 
 log = logging.getLogger("console")
 REPORT_NS = 5_000_000_000
-FULL_DRAIN_TICKS = 8
-"""Every this many ticks the first drain reads every inbound socket to its zmq.Again, whatever select() said
-(`ConsoleRunner._wait`): ≈ 10 µs once in 8 ms bounds any missed notice to 8 ms."""
 LOOP_STEPS = ("master", "engine", "send", "record", "ui", "receive")
 """The engine loop's steps, in order, as loop health names them (`loop_max_us_<step>` in `/console/link`)."""
 _MASTER, _ENGINE, _SEND, _RECORD, _UI, _RECEIVE = range(len(LOOP_STEPS))
@@ -155,13 +151,6 @@ class ConsoleRunner:
         """console.master's name for the master that drives (the window's Master list shows it)."""
         log.info("master: %s (console.master = %s)", self.master.name, cfg.console.master)
         self._next_report_ns = now + REPORT_NS
-        self._inbound_fds = [s.getsockopt(zmq.FD) for s in self._inbound]
-        """Each inbound socket's ZMQ_FD, fixed for the socket's life: `_wait` selects on them."""
-        self._path_socks = [(k, sock, sock.getsockopt(zmq.FD)) for k, (ctrl, sub) in
-                            enumerate(zip(self.ctrls, self.subs, strict=True)) for sock in (ctrl, sub)]
-        """(path, socket, its ZMQ_FD), in `_drain`'s order: every path's control, then its telemetry socket."""
-        self._ui_fd = self.ui_pull.getsockopt(zmq.FD) if self.ui is not None else -1
-        self._ctrl_fds = [sock.getsockopt(zmq.FD) for sock in self.ctrls]
 
     def _report(self, now: int) -> None:
         """Headless: one line every few seconds with link state, RTT and clock offset."""
@@ -174,24 +163,22 @@ class ConsoleRunner:
                  "-" if off is None else f"{off / 1000:+.0f} us", e.epoch or "none", arms,
                  e.counters["commands_sent"], e.counters["applied"])
 
-    def _drain(self, ready: list[int] | None = None) -> None:
+    def _drain(self) -> None:
         """Every path's control and telemetry sockets; with several paths only the first copy of each bedside frame
-        goes to the engine (and the recording), every copy feeding its path's figures (`PathMonitor.on_frame`).
-        `ready`: only the sockets whose ZMQ_FD `_wait` found readable (see there); None: all of them."""
+        goes to the engine (and the recording), every copy feeding its path's figures (`PathMonitor.on_frame`)."""
         pm = self.paths
-        for k, sock, fd in self._path_socks:
-            if ready is not None and fd not in ready:
-                continue
-            while True:
-                try:
-                    data = sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                now = time.monotonic_ns()
-                if pm is None or pm.on_frame(now, k, data):
-                    self.engine.on_bytes(now, data)
-                    self.tap.add(K_BEDSIDE, now, data)
-        if self.ui is not None and (ready is None or self._ui_fd in ready):
+        for k, (ctrl, sub) in enumerate(zip(self.ctrls, self.subs, strict=True)):
+            for sock in (ctrl, sub):
+                while True:
+                    try:
+                        data = sock.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    now = time.monotonic_ns()
+                    if pm is None or pm.on_frame(now, k, data):
+                        self.engine.on_bytes(now, data)
+                        self.tap.add(K_BEDSIDE, now, data)
+        if self.ui is not None:
             while True:
                 try:
                     data = self.ui_pull.recv(zmq.NOBLOCK)
@@ -200,20 +187,6 @@ class ConsoleRunner:
                 now = time.monotonic_ns()
                 self.ui.on_bytes(now, data, self.engine.offset_ns(now) or 0)
 
-
-    def _wait(self, timeout_s: float) -> list[int]:
-        """Sleep until a frame may have come on an inbound socket, or `timeout_s` passes; the ZMQ_FDs that woke
-        it, for `_drain(ready)`. Only right after `_drain`: every socket it selects on then had its last recv end
-        in zmq.Again (which also took in the socket's pending commands) with nothing done on it since, so a new
-        message raises that socket's ZMQ_FD and select() sees it, and a socket whose FD stayed quiet has had no
-        message; a wake for commands alone costs one more drain of that socket. The tick's first drain, after its
-        sends (a send takes in the socket's commands too, message notices among them), reads every socket.
-
-        Why not `wait_readable`: it reads ZMQ_EVENTS of every socket before and after its select (right for a
-        caller that has not just drained) and ZMQ_FD each time, ≈ 2, 2 and 0.65 µs a socket, and the drain after
-        it tried every socket, ≈ 3.2 µs a zmq.Again: with the window's three sockets ≈ 20 µs a wake, one or more
-        wakes a tick (pyzmq 27.3, thread_time over 20,000 calls, 2026-12-02)."""
-        return select.select(self._inbound_fds, [], [], timeout_s)[0]
 
     def _send_paths(self, data: bytes) -> bool:
         """The same bytes on every path; True if at least one path took them."""
@@ -286,7 +259,6 @@ class ConsoleRunner:
         self.watch = watch = LoopWatch("console", LOOP_STEPS, self.cfg.console.tick_bound_ms,
                                        self.cfg.logging.stall_dir, log, self.cfg.logging.stall_stacks == "all")
         lap, clock, hook = watch.lap, time.monotonic_ns, self.step_hook
-        drained = -1  # ticks since the last full drain (modulo FULL_DRAIN_TICKS); the first drain is full
         try:
             while not stop and (end is None or now < end):
                 now = clock()
@@ -344,21 +316,14 @@ class ConsoleRunner:
                 next_tick += period
                 if now - next_tick > period:  # fell behind (stall): skip, never send a catch-up burst
                     next_tick = now + period
-                # This tick's first drain: every control socket (the sends just took in their commands, message
-                # notices among them), and the others whose ZMQ_FD is up (nothing touched them since their last
-                # zmq.Again); `_wait` says why. One select() instead of a zmq.Again on each (≈ 3.2 µs). The
-                # loop's first drain, and one every FULL_DRAIN_TICKS, reads every socket: a backstop, so that even
-                # a notice the reasoning in `_wait` missed delays a window's intent (an e-stop) by at most that.
-                drained = (drained + 1) % FULL_DRAIN_TICKS
-                ready = [*self._ctrl_fds, *self._wait(0)] if drained else None
                 while True:
-                    self._drain(ready)
+                    self._drain()
                     t = clock()
                     lap(_RECEIVE, t)
                     remaining = next_tick - t
                     if remaining <= 0:
                         break
-                    ready = self._wait(remaining / 1e9)
+                    wait_readable(self._inbound, remaining / 1e9)
                     watch.rest(clock())
         finally:
             self._loop_counters = watch.health.counters()  # the final figures for the summary and the recording
