@@ -535,11 +535,9 @@ class TeleopController:
         elif s is ArmState.HELD:
             arm.guidance = block[1] if block else f"held ({arm.eng.reason.name}): press engage to resume"
         elif s is ArmState.FOLLOWING:
-            if arm.active_limits:
-                limited = ", ".join(sorted(k.value for k in arm.active_limits))
-                arm.guidance = f"following (limited: {limited})" if limited else "following"
-            else:  # the usual case: no string built
-                arm.guidance = "following"
+            limits = arm.active_limits  # usually empty: no string built
+            arm.guidance = (f"following (limited: {', '.join(sorted(k.value for k in limits))})" if limits
+                            else "following")
         elif s is ArmState.CLUTCHED:
             arm.guidance = ("camera pedal up: endoscope holds" if arm.index == ECM
                             else "clutch held: reposition your hand, release to continue")

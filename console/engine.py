@@ -312,10 +312,9 @@ class ConsoleEngine:
     def step(self, now_ns: int, sample: MasterSample) -> list[bytes]:
         """One control tick: decide, and return the frames to send now."""
         self._check_link(now_ns)
-        link_ok = self.link_machine.state is _UP
         view = BedsideView(
-            link_ok=link_ok,
-            session_ready=self.epoch != 0 and link_ok,
+            link_ok=self.link_machine.state is _UP,
+            session_ready=self.session_ready,
             rtt_ms=self.rtt_ms(),
             tools=self.tools,
             bedside_state=self.bedside_state,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
+from typing import Any
 
 from base.errors import UserError
 
@@ -35,6 +37,43 @@ def positive_minutes(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a positive number of minutes (e.g. --minutes 10)")
     return value
+
+
+def number_list(kind: type, lo: float, hi: float, example: str) -> Callable[[str], list]:
+    """argparse type: a comma-separated list of numbers within [lo, hi] (a one-line error otherwise)."""
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers (e.g. {example})") \
+                from None
+        if not all(lo <= v <= hi for v in values):
+            raise argparse.ArgumentTypeError(f"{text}: each value must be within {lo:g}..{hi:g} (e.g. {example})")
+        return values
+    return parse
+
+
+def one_number(kind: type, lo: float, hi: float, example: str) -> Callable[[str], Any]:
+    """argparse type: one number within [lo, hi]."""
+    listed = number_list(kind, lo, hi, example)
+
+    def parse(text: str) -> Any:
+        values = listed(text)
+        if len(values) != 1:
+            raise argparse.ArgumentTypeError(f"{text}: one number, please (e.g. {example})")
+        return values[0]
+    return parse
+
+
+def size_wh(text: str) -> tuple[int, int]:
+    """argparse type for a size WxH (e.g. --pane 1600x800), both sides 16..8192."""
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size WxH (e.g. --pane 1600x800)") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"{text}: both sides must be within 16..8192 (e.g. --pane 1600x800)")
+    return w, h
 
 
 def has_display() -> bool:

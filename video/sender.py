@@ -286,10 +286,8 @@ class VideoSender:
                 if self.policy is not None:
                     self.policy.forget(ident)
         self.stats["send_failed"] += len(failed)
-        firsts = len(self.session.first_key_ms)
-        self.session.sent(send_ns, plan, pkt.keyframe, tuple(failed))
-        if len(self.session.first_key_ms) > firsts:  # a viewer that just came (a start, a move to another path)
-            waited = self.session.first_key_ms[-1]
+        for waited in self.session.sent(send_ns, plan, pkt.keyframe, tuple(failed)):
+            # a viewer that just came (a start, a move to another path): its first keyframe
             log.log(logging.WARNING if waited > self.vc.failover_ms else logging.INFO,
                     "video: a new viewer's first keyframe sent %.1f ms after it spoke", waited)
         if len(failed) < len(plan.targets):

@@ -130,20 +130,24 @@ class SenderSession:
         self.next_frame_id += 1
         return FramePlan(fid, force_key, targets)
 
-    def sent(self, now_ns: int, plan: FramePlan, keyframe: bool, failed: tuple[bytes, ...] = ()) -> None:
-        """After the send: who got the frame, who missed it (and so needs an IDR next)."""
+    def sent(self, now_ns: int, plan: FramePlan, keyframe: bool, failed: tuple[bytes, ...] = ()) -> list[float]:
+        """After the send: who got the frame, who missed it (and so needs an IDR next). Returns the waits (ms) of
+        the viewers this keyframe was the first one for (also kept in `first_key_ms`)."""
+        firsts: list[float] = []
         if keyframe:
             self.last_key_ns = now_ns
         for ident, peer in self.peers.items():
             if ident in plan.targets and ident not in failed:
                 if keyframe:
                     if peer.fresh:
-                        self.first_key_ms.append((now_ns - peer.arrived_ns) / MS)
+                        firsts.append((now_ns - peer.arrived_ns) / MS)
                     peer.needs_key = peer.fresh = False
                 peer.unacked.append((plan.frame_id, now_ns))
             else:
                 peer.missed += 1
                 peer.needs_key = True
+        self.first_key_ms.extend(firsts)
+        return firsts
 
     def forget(self, ident: bytes) -> None:
         self.peers.pop(ident, None)

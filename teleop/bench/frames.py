@@ -41,6 +41,7 @@ from base.config import Config
 from base.stats import percentiles
 from bedside.arm import arm_models
 from safety.tissue import tissue_from_config
+from teleop.args import number_list, one_number, size_wh
 from teleop.bench.link import machine
 from teleop.bench.video import scripted_state
 from transport.video_wire import Layout
@@ -53,53 +54,16 @@ from video.rendered import renderer_from_config
 SKIP = 5  # first calls: caches, pools, the encoder's first IDR
 
 
-def _listed(kind: type, lo: float, hi: float, example: str) -> Callable[[str], list]:
-    """argparse type: a comma-separated list of numbers within [lo, hi] (a one-line error otherwise)."""
-    def parse(text: str) -> list:
-        try:
-            values = [kind(v) for v in text.split(",")]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers (e.g. {example})") \
-                from None
-        if not all(lo <= v <= hi for v in values):
-            raise argparse.ArgumentTypeError(f"{text}: each value must be within {lo:g}..{hi:g} (e.g. {example})")
-        return values
-    return parse
-
-
-def _one(kind: type, lo: float, hi: float, example: str) -> Callable[[str], Any]:
-    """argparse type: one number within [lo, hi]."""
-    listed = _listed(kind, lo, hi, example)
-
-    def parse(text: str) -> Any:
-        values = listed(text)
-        if len(values) != 1:
-            raise argparse.ArgumentTypeError(f"{text}: one number, please (e.g. {example})")
-        return values[0]
-    return parse
-
-
-def _pane(text: str) -> tuple[int, int]:
-    """argparse type for --pane: WxH, both sides 16..8192."""
-    try:
-        w, h = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size WxH (e.g. --pane 1600x800)") from None
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise argparse.ArgumentTypeError(f"{text}: both sides must be within 16..8192 (e.g. --pane 1600x800)")
-    return w, h
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", type=_one(int, 2, 100_000, "--frames 60"), default=60, metavar="N",
+    p.add_argument("--frames", type=one_number(int, 2, 100_000, "--frames 60"), default=60, metavar="N",
                    help="rendered frames per size (default %(default)s)")
-    p.add_argument("--scales", type=_listed(float, 0.05, 1.0, "--scales 0.75,1.0"), default=[0.75, 1.0],
+    p.add_argument("--scales", type=number_list(float, 0.05, 1.0, "--scales 0.75,1.0"), default=[0.75, 1.0],
                    help="picture scales of the configured size (default 0.75,1.0)")
-    p.add_argument("--x264-threads", type=_listed(int, 0, 16, "--x264-threads 0,1,2"), default=[0, 1, 2],
+    p.add_argument("--x264-threads", type=number_list(int, 0, 16, "--x264-threads 0,1,2"), default=[0, 1, 2],
                    help="libx264 thread counts to compare (default 0,1,2)")
-    p.add_argument("--opencv-threads", type=_one(int, 1, 64, "--opencv-threads 1"), default=None,
+    p.add_argument("--opencv-threads", type=one_number(int, 1, 64, "--opencv-threads 1"), default=None,
                    help="cv2.setNumThreads for the run (default: OpenCV's own, one per core)")
-    p.add_argument("--pane", type=_pane, default=(1600, 800), help="the video pane's size WxH that compose fits the "
+    p.add_argument("--pane", type=size_wh, default=(1600, 800), help="the video pane's size WxH that compose fits the "
                                                                  "picture into (default 1600x800: the m2p bench's "
                                                                  "1600x1000 window)")
 
