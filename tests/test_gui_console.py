@@ -113,6 +113,8 @@ class Rig:
 
         for attempt in range(3):
             n0 = len(lines)
+            if not all(self.arm(n).get("state") == "FOLLOWING" for n in ("PSM1", "PSM2")):
+                self.engage()  # held by a stall that came after the last step moved
             act()
             self.wait(lambda: moved() or held_by_a_stall(), what)
             if moved():
