@@ -38,6 +38,17 @@ def stale_holds(events: list[dict]) -> int:
     return len({e["t_ns"] for e in events if e.get("reason") == "VIDEO_STALE" and ENGAGED_TO_HELD.match(_name(e))})
 
 
+def hold_log(events: list[dict]) -> list[dict]:
+    """Each hold of engaged arms once (arms held at the same instant are one hold): when (monotonic s, the clock
+    of the picture's mode log), why, and the first held arm's text. Says whether a hold came with a mode change."""
+    out: dict[int, dict] = {}
+    for e in events:
+        if ENGAGED_TO_HELD.match(_name(e)) and e.get("t_ns") not in out:
+            out[e["t_ns"]] = {"t_s": round(e["t_ns"] / 1e9, 3), "reason": str(e.get("reason", "")),
+                              "text": str(e.get("text", ""))[:200]}
+    return [out[t] for t in sorted(out)]
+
+
 def holds_by_reason(events: list[dict]) -> dict[str, int]:
     """Arm transitions from an engaged state to HELD, by reason (one per arm, as `teleop demo` counts them)."""
     c = Counter(str(e.get("reason", "")) for e in events if ENGAGED_TO_HELD.match(_name(e)))

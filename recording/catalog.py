@@ -189,6 +189,7 @@ FREEZE = _obj("teleop.Freeze", "The bedside held every arm on its own (watchdog,
 STALL = _obj("teleop.Stall", "A control loop iteration over its tick bound, with the stacks captured meanwhile", {
     "t_ns": _INT, "role": _STR, "tick_ms": _NUM, "bound_ms": _NUM, "step": _STR, "step_ms": _NUM,
     "unreported": _INT, "loop_stack": {"type": "array", "items": _STR}, "stacks": _STR, "file": _STR,
+    "ran_ms": _NULLABLE_NUM, "waited_ms": _NULLABLE_NUM,
 })
 
 COUNTERS = _obj("teleop.Counters", "The bedside's counters, once a second", {

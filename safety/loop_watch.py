@@ -9,12 +9,14 @@ saving and logging are I/O, and a stall's report must not delay the watchdog che
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from base.runtime import thread_sched_ns
 from base.stalls import StallCapture, thread_stack
 from safety.loop_health import LoopHealth, Overrun
 
@@ -34,6 +36,23 @@ class Stall:
     loop_stack: tuple[str, ...]
     """The loop thread's frames, innermost first: the first names the call that blocked it."""
     file: str = ""
+    ran_ns: int | None = None
+    """With `LoopWatch(sched=True)`: how long the loop's thread was on a CPU during the over-bound tick."""
+    waited_ns: int | None = None
+    """… and how long it was runnable but waiting for a CPU (the rest of the tick it slept or was blocked)."""
+
+    @property
+    def cpu_text(self) -> str:
+        """What the thread did during the tick, from the kernel's schedstat: starved, working, or blocked."""
+        if self.ran_ns is None or self.waited_ns is None:
+            return ""
+        period = self.overrun.period_ns
+        slept = max(0, period - self.ran_ns - self.waited_ns)
+        why = ("starved: other tasks held the CPUs" if self.waited_ns >= period / 2 else
+               "busy: it was running" if self.ran_ns >= period / 2 else
+               "blocked: it slept in a call" if slept >= period / 2 else "mixed")
+        return (f"; in it the thread ran {self.ran_ns / 1e6:.1f} ms, waited {self.waited_ns / 1e6:.1f} ms for a CPU "
+                f"and slept {slept / 1e6:.1f} ms ({why})")
 
     @property
     def text(self) -> str:
@@ -42,7 +61,7 @@ class Stall:
                  else "; no stacks captured" if not self.stacks else "; the loop thread is not in the stacks")
         if self.file:
             where += f"; every thread's stack: {self.file}"
-        text = self.overrun.text + where
+        text = self.overrun.text + self.cpu_text + where
         return text.encode()[:EVENT_TEXT_MAX].decode("utf-8", "ignore")
 
     def record(self) -> dict[str, object]:
@@ -50,15 +69,20 @@ class Stall:
         o = self.overrun
         return {"t_ns": o.at_ns, "role": o.role, "tick_ms": o.period_ns / 1e6, "bound_ms": o.bound_ns / 1e6,
                 "step": o.step, "step_ms": o.step_ns / 1e6, "unreported": o.unreported,
-                "loop_stack": list(self.loop_stack), "stacks": self.stacks[:MAX_RECORDED_STACKS], "file": self.file}
+                "loop_stack": list(self.loop_stack), "stacks": self.stacks[:MAX_RECORDED_STACKS], "file": self.file,
+                "ran_ms": None if self.ran_ns is None else self.ran_ns / 1e6,
+                "waited_ms": None if self.waited_ns is None else self.waited_ns / 1e6}
 
 
 class LoopWatch:
     """Loop health and stall capture for the loop running in the calling thread. `lap` is `LoopHealth.lap`."""
 
     def __init__(self, role: str, steps: Sequence[str], bound_ms: float, stall_dir: str | Path,
-                 log: logging.Logger, all_threads: bool = False) -> None:
+                 log: logging.Logger, all_threads: bool = False, sched: bool = False) -> None:
+        """`sched`: read the thread's schedstat at every tick (`base.runtime.thread_sched_ns`), so a stall says
+        whether the thread was starved, working or blocked: for loops of tens of ticks a second."""
         bound_ns = int(bound_ms * 1e6)
+        self._sched = thread_sched_ns() if sched else None
         self.health = LoopHealth(role, steps, bound_ns)
         self.capture = StallCapture(stall_dir, role, bound_ns, all_threads)
         self.log = log
@@ -79,9 +103,15 @@ class LoopWatch:
         over = self.health.tick(now_ns, due_ns)
         stacks = self.capture.collect(now_ns) if self.health.last_over_ns == now_ns else ""
         self.capture.arm(now_ns)
+        before = self._sched
+        if before is not None:
+            self._sched = thread_sched_ns() or before
         if over is None:
             return None
-        return Stall(over, stacks, tuple(thread_stack(stacks, self.thread_id)))
+        ran = waited = None
+        if before is not None and self._sched is not None:
+            ran, waited = self._sched[0] - before[0], self._sched[1] - before[1]
+        return Stall(over, stacks, tuple(thread_stack(stacks, self.thread_id)), ran_ns=ran, waited_ns=waited)
 
     def report(self, stall: Stall, now_ns: int) -> Stall:
         """Save the stacks in a file of their own and log one WARNING naming the blocked call; returns the stall
@@ -89,7 +119,7 @@ class LoopWatch:
         path = self.capture.save(stall.stacks, stall.overrun.text, now_ns)
         if path is not None:
             self.stall_files.append(str(path))
-            stall = Stall(stall.overrun, stall.stacks, stall.loop_stack, str(path))
+            stall = dataclasses.replace(stall, file=str(path))
         self.log.warning("%s", stall.text)
         return stall
 

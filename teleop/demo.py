@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from base.procs import free_ports, port_overrides, start_role
-from qa.figures import holds_by_reason, stale_holds
+from qa.figures import hold_log, holds_by_reason, stale_holds
 from teleop.args import has_display, positive_seconds
 from transport.security import throwaway_keys
 
@@ -163,6 +163,7 @@ def run_scripted_window(args: argparse.Namespace) -> dict:
         "video_mode_changes": win.get("picture_changes", []),
         "engages": win.get("engages"),
         "arm_holds_by_reason": holds,
+        "holds": hold_log(events),
         "painted_fps": win.get("painted_fps"),
         "received_fps": rx.get("fps"),
         "frame_age_ms": rx.get("age_ms"),

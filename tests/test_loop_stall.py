@@ -85,6 +85,71 @@ def test_time_outside_the_steps_is_blamed_on_the_wake():
     assert h.counters()["loop_max_us_wake"] == 39_000
 
 
+def test_a_stall_says_whether_the_thread_was_starved_working_or_blocked():
+    """With the thread's schedstat (LoopWatch(sched=True)): the kernel's own accounting of the over-bound tick."""
+    h = _health()
+    h.tick(0)
+    h.lap(1, ms(300))
+    over = h.tick(ms(300))
+    assert over is not None
+
+    def text(ran: float, waited: float) -> str:
+        return Stall(over, "", (), ran_ns=ms(ran), waited_ns=ms(waited)).text
+
+    starved = "ran 5.0 ms, waited 280.0 ms for a CPU and slept 15.0 ms (starved: other tasks held the CPUs)"
+    assert starved in text(5, 280)
+    assert "(busy: it was running)" in text(290, 5)
+    assert "slept 290.0 ms (blocked: it slept in a call)" in text(5, 5)
+    assert "(mixed)" in text(100, 100)
+    assert "ran" not in Stall(over, "", ()).text  # without schedstat nothing is claimed
+    rec = Stall(over, "", (), ran_ns=ms(5), waited_ns=ms(280)).record()
+    assert (rec["ran_ms"], rec["waited_ms"]) == (5.0, 280.0)
+
+
+def test_a_stalled_video_sender_says_which_step_and_that_it_slept():
+    """The video sender's loop (video/sender.py) is watched like the control loops: a read that blocks 300 ms (a
+    camera that stops delivering) is one stall over `video.stale_ms`, named by step and by what the thread did."""
+    from video.sender import VideoSender
+    from video.sources import open_source
+
+    cfg = load_config(None, ["security.insecure=true", "video.width=160", "video.height=120", "video.fps=30",
+                             "video.stale_ms=200", "logging.stall_dir=/nonexistent/teleop-stalls"])
+
+    class Stuck:
+        """The synthetic source, once blocked for 300 ms in its read."""
+
+        def __init__(self) -> None:
+            self.inner, self.reads = open_source("synthetic", cfg.video), 0
+
+        def __getattr__(self, name: str):
+            return getattr(self.inner, name)
+
+        def read(self):
+            self.reads += 1
+            if self.reads == 15:
+                time.sleep(0.3)
+            return self.inner.read()
+
+    source = Stuck()
+    sender = VideoSender(cfg, source, endpoint="tcp://127.0.0.1:0")
+    stop = threading.Event()
+    t = threading.Thread(target=sender.run, args=(stop.is_set,), daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (source.reads < 30 or not sender.stalls):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        t.join(5)
+        sender.close()
+    stalls = sender.summary()["stalls"]
+    assert stalls, sender.summary()
+    assert "video-sender loop: a tick of" in stalls[0] and "slowest step draw" in stalls[0]
+    if Path("/proc/thread-self/schedstat").exists():
+        assert re.search(r"slept \d+\.\d ms \((blocked|mixed)", stalls[0]), stalls[0]
+
+
 def test_overruns_are_reported_at_most_once_a_second_and_all_counted():
     h = _health()
     t = 0

@@ -140,3 +140,7 @@ def test_a_real_demo_sessions_report_counts_what_the_console_counted(tmp_path):
     assert rows["stale-video episodes"] == f"{eps} (console counter {eps})"
     assert r.fig.holds == summary["arm_holds_by_reason"]
     assert rows["video-stale holds (instants)"] == summary["video_stale_holds"]
+    # the hold log: one entry per instant, in time order, each with its reason (VIDEO_STALE ones counted above)
+    log = summary["holds"]
+    assert [h["t_s"] for h in log] == sorted({h["t_s"] for h in log})
+    assert sum(h["reason"] == "VIDEO_STALE" for h in log) == summary["video_stale_holds"]

@@ -252,6 +252,19 @@ def test_the_rendered_source_draws_at_the_fitted_size_when_asked(tmp_path):
         src.close()
 
 
+def test_a_new_picture_size_resizes_the_texture_and_never_makes_it_again():
+    """The full texture (~0.6 s of CPU) is made once per process; a new scale is a resize of it. Made again at a
+    change of picture size, inside the sender's frame loop, it left the surgeon a stale picture for 1.95 s."""
+    from video import render
+
+    cfg = Config()
+    renderer_from_config(cfg)  # the full scale, as the sender starts
+    made = render._full_texture.cache_info().misses
+    for k in (0.75, 0.5, 0.4375, 0.3, 1.0):
+        assert renderer_from_config(cfg, k).texture.shape[0] == max(16, round(render.TEXTURE_PX * min(1.0, k)))
+    assert render._full_texture.cache_info().misses == made  # not one more procedural texture
+
+
 def test_the_sender_encodes_a_rendered_picture_at_the_mode_size_without_resizing_it(cfg):
     from video.adapt import mode_ladder
     from video.sender import VideoSender

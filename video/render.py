@@ -55,17 +55,26 @@ DIMPLE_RIM = (175, 160, 235)
 Pt = tuple[float, float]
 
 
+@functools.cache
+def _full_texture(seed: int) -> np.ndarray:
+    """The full-scale tissue texture, made once per process and seed and never dropped: it costs ~0.6 s of CPU
+    (2048² procedural noise), and made again inside the frame loop at a change of picture size it stood the video
+    sender still for 1.95 s on a busy machine (docs/reliability.md, the failover runs), a stale picture."""
+    tex = tissue_texture(TEXTURE_PX, TEXTURE_PX, seed)
+    tex.flags.writeable = False
+    return tex
+
+
 @functools.lru_cache(maxsize=8)
 def _texture(seed: int, scale: float = 1.0) -> np.ndarray:
-    """The tissue texture, made once per process and scale (read-only: every renderer shares it). Below full
-    scale it is the full texture area-averaged to `scale` of its side (the same tissue in fewer, larger texels),
-    so a picture drawn at a fitted size keeps about one texel a pixel instead of sampling every other one."""
-    if scale < 1.0:
-        full = _texture(seed)
-        n = max(16, round(TEXTURE_PX * scale))
-        tex = cv2.resize(full, (n, n), interpolation=cv2.INTER_AREA)
-    else:
-        tex = tissue_texture(TEXTURE_PX, TEXTURE_PX, seed)
+    """The tissue texture at `scale` of its side (read-only: every renderer shares it): the full texture
+    area-averaged (the same tissue in fewer, larger texels), so a picture drawn at a fitted size keeps about one
+    texel a pixel instead of sampling every other one. A new scale costs one resize of the full texture (≤ 15 ms)."""
+    full = _full_texture(seed)
+    if scale >= 1.0:
+        return full
+    n = max(16, round(TEXTURE_PX * scale))
+    tex = cv2.resize(full, (n, n), interpolation=cv2.INTER_AREA)
     tex.flags.writeable = False
     return tex
 

@@ -28,6 +28,7 @@ import zmq
 from base.config import Config, link_paths
 from base.errors import UserError
 from base.runtime import StopFlag, die_with_parent
+from safety.loop_watch import LoopWatch
 from transport import security
 from transport.video_wire import (
     Codec,
@@ -50,6 +51,11 @@ from video.session import SenderSession
 from video.sources import open_source
 
 log = logging.getLogger("video.sender")
+
+SENDER_STEPS = ("draw", "wait", "hear", "encode", "send")
+"""The sender loop's steps as loop health names them: drawing or reading a picture, waiting for its frame slot
+(listening), reading the viewers' reports, resizing and encoding, sending and recording."""
+_DRAW, _WAIT, _HEAR, _ENCODE, _SEND = range(len(SENDER_STEPS))
 
 
 def video_endpoint(cfg: Config, bind: bool) -> str:
@@ -96,6 +102,8 @@ class VideoSender:
         self.encode_ms: deque[float] = deque(maxlen=600)
         self.tap: Any = None  # recording.tap.VideoTap when recording
         self.last_error = ""
+        self.watch: LoopWatch | None = None  # loop health while `run` runs
+        self.stalls: list[str] = []
         pacer = getattr(source, "pacer", None)
         if pacer is not None:  # a paced source waits for its next slot here, hearing the viewers meanwhile
             pacer.sleep = self._wait_slot
@@ -106,10 +114,16 @@ class VideoSender:
         path liveness, video/failover.py, then has the probe's resolution, not a frame interval's), and a viewer
         that just arrived (a move to another path) ends the wait, so its keyframe is the next picture, now."""
         deadline = time.monotonic_ns() + int(seconds * 1e9)
-        while (left := deadline - time.monotonic_ns()) > 0:
-            if self.sock.poll(-(-left // 1_000_000)) and self._drain_reports():
-                self.stats["slots_hurried"] = self.stats.get("slots_hurried", 0) + 1
-                return
+        if self.watch is not None:
+            self.watch.lap(_DRAW, deadline - int(seconds * 1e9))
+        try:
+            while (left := deadline - time.monotonic_ns()) > 0:
+                if self.sock.poll(-(-left // 1_000_000)) and self._drain_reports():
+                    self.stats["slots_hurried"] = self.stats.get("slots_hurried", 0) + 1
+                    return
+        finally:
+            if self.watch is not None:
+                self.watch.lap(_WAIT, time.monotonic_ns())
 
     def _drain_reports(self) -> bool:
         """Every report waiting; True if a viewer new to the session spoke (it needs a keyframe without delay)."""
@@ -239,7 +253,12 @@ class VideoSender:
         t_read = time.monotonic_ns()
         frame = self.source.read()
         self.stats["frames_read"] += 1
+        watch = self.watch
+        if watch is not None:
+            watch.lap(_DRAW, time.monotonic_ns())
         self._drain_reports()
+        if watch is not None:
+            watch.lap(_HEAR, time.monotonic_ns())
         self._layout = frame.layout
         if not self._keep(frame.capture_ns):
             self.stats["frames_decimated"] = self.stats.get("frames_decimated", 0) + 1
@@ -263,6 +282,8 @@ class VideoSender:
         self._fresh = False
         self.encode_ms.append((time.perf_counter_ns() - t0) / 1e6)
         send_ns = time.monotonic_ns()
+        if watch is not None:
+            watch.lap(_ENCODE, send_ns)
         # this frame's work on this machine: drawing it (a rendered source stamps capture before drawing), resizing
         # and encoding; wall time, so a machine busy with other work shows as a slower one
         work_ns = send_ns - max(frame.capture_ns, t_read)
@@ -314,8 +335,23 @@ class VideoSender:
                 "reason": self.mode_reason().name.lower(), "index": self.mode.index}
 
     def run(self, should_stop: Any) -> None:
-        while not should_stop():
-            self.step()
+        """Step until `should_stop()`, watching the loop (safety/loop_watch.py): a tick longer than `video.stale_ms`
+        (the surgeon's picture went stale meanwhile) is logged as a WARNING saying which step took the time and
+        whether this thread was starved of CPU, working or blocked, with its stack in `logging.stall_dir`."""
+        clock = time.monotonic_ns
+        self.watch = watch = LoopWatch("video-sender", SENDER_STEPS, self.vc.stale_ms, self.cfg.logging.stall_dir, log,
+                                       sched=True)
+        try:
+            while not should_stop():
+                stall = watch.tick(clock())
+                self.step()
+                watch.lap(_SEND, clock())  # whatever the step did after encoding (or after hearing, if it skipped)
+                if stall is not None:
+                    self.stalls.append(watch.report(stall, clock()).text)
+                    del self.stalls[:-20]
+        finally:
+            self.watch = None
+            watch.close()
 
     def summary(self) -> dict[str, Any]:
         enc = sorted(self.encode_ms)
@@ -332,6 +368,7 @@ class VideoSender:
                 "mode_changes": [(round(t / 1e9, 3), m.scale, m.fps, r.name.lower())
                                  for t, m, r in (self.policy.changes if self.policy is not None else [])],
                 "source_skipped": getattr(getattr(self.source, "pacer", None), "skipped", 0),
+                "stalls": list(self.stalls),
                 **self.source.stats(),
                 "last_error": self.last_error}
 

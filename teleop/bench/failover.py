@@ -239,10 +239,14 @@ def failover(args: argparse.Namespace, tmp: Path, net: str) -> dict[str, Any]:
             for name in ("console", "bedside"):
                 if name in roles:
                     roles[name].stop(timeout=15)
-    sequence_log = [line.strip() for line in (roles["bedside"].stderr_text() if "bedside" in roles else "").splitlines()
-                    if "REJECTED_SEQUENCE" in line][-10:]  # the path and why no copy (one a second at most)
-    first_keys = [line.strip() for line in (roles["bedside"].stderr_text() if "bedside" in roles else "").splitlines()
-                  if "first keyframe sent" in line][-20:]  # the sender's side of each video move
+    bed_log = (roles["bedside"].stderr_text() if "bedside" in roles else "").splitlines()
+
+    def lines(needle: str, last: int) -> list[str]:
+        return [line.strip() for line in bed_log if needle in line][-last:]
+    sequence_log = lines("REJECTED_SEQUENCE", 10)  # the path and why no copy (one a second at most)
+    first_keys = lines("first keyframe sent", 20)  # the sender's side of each video move
+    sender_stalls = lines("video-sender loop:", 20)  # the sender stood still, and why (video/sender.py)
+    bedside_stalls = lines("bedside loop: a tick", 20)  # the control loop stood still: the call it was in
     con = json.loads(con_summary.read_text()) if con_summary.exists() else {}
     bed = json.loads(bed_summary.read_text()) if bed_summary.exists() else {}
     bc = bed.get("counters") or {}
@@ -266,6 +270,7 @@ def failover(args: argparse.Namespace, tmp: Path, net: str) -> dict[str, Any]:
         "cut_log": cut_log,
         "video_long_gaps": [(round(g[0] / 1e9 - start, 3), *g[1:]) for g in video.get("long_gaps") or []],
         "video_move_ms": video.get("move_ms"), "video_first_keys": first_keys,
+        "video_sender_stalls": sender_stalls, "bedside_stalls": bedside_stalls,
         "console_paths": con.get("paths"), "rtt_us": con.get("rtt_us"),
         "refusals": {k: v for k, v in bc.items() if k.startswith("rejected_")}, "sequence_refusals": sequence_log,
         "stale_copies_per_path": {f"path{k}": bc.get(f"stale_copies_path{k}", 0) for k in range(n)},
