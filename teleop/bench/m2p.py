@@ -52,9 +52,9 @@ from video.m2p import Commands, PaintLog, Step, crop, find_band, metadata_m2p, o
 SETTLE_S = 1.5
 TAIL_S = 1.0
 STEP_SPEED_MM_S = 100.0
+"""Tool-side speed of a step: below the console's limit (teleop.max_speed_mm_s, 150), which would clamp it."""
 CALIB_TRIES = 5
 """Calibration steps tried before the run measures without the optical probe (a hold during one spoils it)."""
-"""Tool-side speed of a step: below the console's limit (teleop.max_speed_mm_s, 150), which would clamp it."""
 TARGETS = {"lan_p50_ms": 35.0, "lan_p95_ms": 50.0, "overhead_p50_ms": 35.0}
 
 
