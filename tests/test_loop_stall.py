@@ -108,7 +108,8 @@ def test_a_stall_says_whether_the_thread_was_starved_working_or_blocked():
 
 def test_a_stalled_video_sender_says_which_step_and_that_it_slept():
     """The video sender's loop (video/sender.py) is watched like the control loops: a read that blocks 300 ms (a
-    camera that stops delivering) is one stall over `video.stale_ms`, named by step and by what the thread did."""
+    camera that stops delivering) is a stall over half of `video.stale_ms`, named by step and by what the thread did
+    (a loaded machine may add others: the one of the read is looked for)."""
     from video.sender import VideoSender
     from video.sources import open_source
 
@@ -143,9 +144,9 @@ def test_a_stalled_video_sender_says_which_step_and_that_it_slept():
         stop.set()
         t.join(5)
         sender.close()
-    stalls = sender.summary()["stalls"]
+    stalls = [s for s in sender.summary()["stalls"] if "slowest step draw" in s]
     assert stalls, sender.summary()
-    assert "video-sender loop: a tick of" in stalls[0] and "slowest step draw" in stalls[0]
+    assert "video-sender loop: a tick of" in stalls[0] and "(bound 100 ms)" in stalls[0]
     if Path("/proc/thread-self/schedstat").exists():
         assert re.search(r"slept \d+\.\d ms \((blocked|mixed)", stalls[0]), stalls[0]
 

@@ -335,12 +335,13 @@ class VideoSender:
                 "reason": self.mode_reason().name.lower(), "index": self.mode.index}
 
     def run(self, should_stop: Any) -> None:
-        """Step until `should_stop()`, watching the loop (safety/loop_watch.py): a tick longer than `video.stale_ms`
-        (the surgeon's picture went stale meanwhile) is logged as a WARNING saying which step took the time and
-        whether this thread was starved of CPU, working or blocked, with its stack in `logging.stall_dir`."""
+        """Step until `should_stop()`, watching the loop (safety/loop_watch.py): a tick longer than half of
+        `video.stale_ms` (half the surgeon's staleness budget gone in one frame: a gap that nearly made the picture
+        stale names its cause too) is logged as a WARNING saying which step took the time and whether this thread
+        was starved of CPU, working or blocked, with its stack in `logging.stall_dir`."""
         clock = time.monotonic_ns
-        self.watch = watch = LoopWatch("video-sender", SENDER_STEPS, self.vc.stale_ms, self.cfg.logging.stall_dir, log,
-                                       sched=True)
+        self.watch = watch = LoopWatch("video-sender", SENDER_STEPS, self.vc.stale_ms / 2, self.cfg.logging.stall_dir,
+                                       log, sched=True)
         try:
             while not should_stop():
                 stall = watch.tick(clock())

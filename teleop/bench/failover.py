@@ -247,6 +247,7 @@ def failover(args: argparse.Namespace, tmp: Path, net: str) -> dict[str, Any]:
     first_keys = lines("first keyframe sent", 20)  # the sender's side of each video move
     sender_stalls = lines("video-sender loop:", 20)  # the sender stood still, and why (video/sender.py)
     bedside_stalls = lines("bedside loop: a tick", 20)  # the control loop stood still: the call it was in
+    mode_changes = lines("video mode ", 40)  # the sender fitting the picture (a new encoder, a keyframe)
     con = json.loads(con_summary.read_text()) if con_summary.exists() else {}
     bed = json.loads(bed_summary.read_text()) if bed_summary.exists() else {}
     bc = bed.get("counters") or {}
@@ -270,7 +271,7 @@ def failover(args: argparse.Namespace, tmp: Path, net: str) -> dict[str, Any]:
         "cut_log": cut_log,
         "video_long_gaps": [(round(g[0] / 1e9 - start, 3), *g[1:]) for g in video.get("long_gaps") or []],
         "video_move_ms": video.get("move_ms"), "video_first_keys": first_keys,
-        "video_sender_stalls": sender_stalls, "bedside_stalls": bedside_stalls,
+        "video_sender_stalls": sender_stalls, "bedside_stalls": bedside_stalls, "video_mode_changes": mode_changes,
         "console_paths": con.get("paths"), "rtt_us": con.get("rtt_us"),
         "refusals": {k: v for k, v in bc.items() if k.startswith("rejected_")}, "sequence_refusals": sequence_log,
         "stale_copies_per_path": {f"path{k}": bc.get(f"stale_copies_path{k}", 0) for k in range(n)},
