@@ -22,6 +22,9 @@ Reports `holds` (bedside freezes + console link losses), `lost` (commands sent, 
 `video_gap_ms_max` (longest time between two decoded pictures), `video_stale_holds` and `stale_limit_ms`
 (video.stale_ms), `applied_per_path` (servo_cp each path delivered first), `refusals` (the bedside's, by reason),
 `net` and the load average at start and end. Target: holds = 0, lost = 0, video_gap_ms_max < stale_limit_ms.
+To explain a hold or a gap: `video_long_gaps` (each gap over 120 ms: its start, length, frame ids apart, whether a
+keyframe followed, the path), `video_move_ms`, and the bedside's own log lines `video_first_keys`,
+`video_sender_stalls`, `bedside_stalls` and `video_mode_changes`.
 """
 
 from __future__ import annotations
