@@ -57,8 +57,8 @@ def _console_stall(run: dict) -> str | None:
     freezes = run["bed"]["freezes"]
     ticks = [(e["t_ns"], float(m.group(1))) for e in run["con"].get("events", []) if e.get("source") == "loop"
              and (m := re.search(r"a tick of ([0-9.]+) ms", str(e.get("text", ""))))]
-    explained = [f for f in freezes if any(tick_ms >= f["latency_ms"] - 2.0 and abs(t - tf) <= 250_000_000
-                                           for t, tick_ms in ticks for tf in run["seen_freezes"])]
+    explained = [f for f, tf in zip(freezes, run["seen_freezes"], strict=False)  # both in time order
+                 if any(tick_ms >= f["latency_ms"] - 2.0 and abs(t - tf) <= 250_000_000 for t, tick_ms in ticks)]
     if not freezes or len(explained) < len(freezes):
         return None
     return f"the console's loop stood still through each freeze ({[round(ms, 1) for _, ms in ticks]} ms ticks)"

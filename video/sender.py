@@ -103,7 +103,7 @@ class VideoSender:
         self.tap: Any = None  # recording.tap.VideoTap when recording
         self.last_error = ""
         self.watch: LoopWatch | None = None  # loop health while `run` runs
-        self.stalls: list[str] = []
+        self.stalls: deque[str] = deque(maxlen=20)  # the newest stall lines, for the summary
         pacer = getattr(source, "pacer", None)
         if pacer is not None:  # a paced source waits for its next slot here, hearing the viewers meanwhile
             pacer.sleep = self._wait_slot
@@ -349,7 +349,6 @@ class VideoSender:
                 watch.lap(_SEND, clock())  # whatever the step did after encoding (or after hearing, if it skipped)
                 if stall is not None:
                     self.stalls.append(watch.report(stall, clock()).text)
-                    del self.stalls[:-20]
         finally:
             self.watch = None
             watch.close()
